@@ -1,0 +1,1 @@
+"""Launch profiles: each turns the one `Settings` into one server's native configuration."""

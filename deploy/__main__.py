@@ -1,0 +1,66 @@
+"""`python -m deploy [PROFILE]` runs a server; `python -m deploy config [PROFILE]` shows its configuration.
+
+Settings are validated before any server code runs: a wrong value ends the
+process with status 2 and one readable message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from deploy.common import UnsupportedSettingError
+from deploy.profiles import PROFILES, load_adapter
+from service.settings import Settings, SettingsError, env_name, get_settings
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+        profile = args.command if args.command in PROFILES else (args.profile or settings.server)
+        if profile != settings.server:
+            # Workers import the app and read the settings anew: they must agree
+            # with the launcher on which server they run under.
+            os.environ[env_name("server")] = profile
+            get_settings.cache_clear()
+            settings = get_settings()
+        adapter = load_adapter(profile)
+        if args.command == "config":
+            _print_config(profile, settings, adapter.native_config(settings))
+            return 0
+        return adapter.run(settings)
+    except (SettingsError, UnsupportedSettingError) as error:
+        print(f"asgi-deploy: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy",
+        description="Run the service under one of its server profiles, configured by APP_* settings.",
+    )
+    choices = sorted(PROFILES)
+    commands = parser.add_subparsers(dest="command")
+    for name in choices:
+        commands.add_parser(name, help=f"run the service under {name}")
+    config = commands.add_parser("config", help="print effective settings and native server config")
+    config.add_argument("profile", nargs="?", choices=choices, help="default: APP_SERVER")
+    parser.set_defaults(command="run", profile=None)
+    return parser
+
+
+def _print_config(profile: str, settings: Settings, native: Any) -> None:
+    document = {"profile": profile, "settings": settings.public_dump(), "native": native}
+    print(json.dumps(document, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

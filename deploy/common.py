@@ -1,0 +1,25 @@
+"""Small helpers shared by the adapters."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+SHM_DIR = Path("/dev/shm")  # noqa: S108 - a tmpfs, not a world-writable temp dir we create files in
+
+
+def bind_address(host: str, port: int) -> str:
+    """`host:port`, with IPv6 literals bracketed as every server expects."""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+class UnsupportedSettingError(Exception):
+    """A setting this server cannot honour; refused rather than silently ignored."""
+
+    def __init__(self, server: str, variable: str, reason: str) -> None:
+        super().__init__(f"{server} cannot honour {variable}: {reason}")

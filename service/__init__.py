@@ -1,0 +1,1 @@
+"""The FastAPI service: settings, app factory and routes."""

@@ -1,0 +1,345 @@
+"""The one place that reads the environment.
+
+Every runtime knob of the service and of every server profile is a field of
+`Settings`: environment variables prefixed `APP_`, an optional `.env` file and
+Kubernetes secret files (one file per field under `/run/secrets`). Each field
+carries its description and its validation; the README's settings table and the
+launcher's error messages are generated from them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import annotated_types
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+)
+
+from service.cpu import available_cpus
+
+ENV_PREFIX = "APP_"
+DEFAULT_ENV_FILE = Path(".env")
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+
+Environment = Literal["development", "production"]
+ServerName = Literal["uvicorn", "hypercorn", "gunicorn"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the service and of the server that runs it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        validate_default=True,
+    )
+
+    env: Environment = Field(
+        default="development",
+        description="Deployment environment. `production` turns the API docs off by default.",
+    )
+    server: ServerName = Field(
+        default="uvicorn",
+        description="Server profile `python -m deploy` starts when no profile is named.",
+    )
+    asgi_app: str = Field(
+        default="service.main:app",
+        description="Import string `module:attribute` of the ASGI app the server loads.",
+        json_schema_extra={"allowed": "an import string `module:attribute`"},
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to bind. The container image sets `0.0.0.0`.",
+        json_schema_extra={"allowed": "an IPv4/IPv6 address or a host name"},
+    )
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to bind.")
+    workers: int = Field(
+        default_factory=available_cpus,
+        ge=1,
+        le=256,
+        description=(
+            "Worker processes. Default: the CPUs this process may use "
+            "(CPU affinity and cgroup v1/v2 CPU quota, rounded up), not the host's core count."
+        ),
+    )
+    log_level: LogLevel = Field(default="info", description="Minimum level of server and app logs.")
+    access_log: bool = Field(default=True, description="Log one line per request.")
+    keepalive_timeout: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds an idle keep-alive connection stays open. Behind a load balancer, set it "
+            "above the balancer's idle timeout, so the server never closes a connection the "
+            "balancer is about to reuse."
+        ),
+    )
+    graceful_timeout: int = Field(
+        default=20,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds in-flight requests get to finish after SIGTERM/SIGINT before they are cut "
+            "and the server exits."
+        ),
+    )
+    max_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Requests a worker serves before it is replaced (0 = never). Bounds slow leaks.",
+    )
+    max_requests_jitter: int = Field(
+        default=0,
+        ge=0,
+        description="Random extra requests (0..N) added per worker so workers do not restart together.",
+    )
+    forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("127.0.0.1", "::1"),
+        description=(
+            "Comma-separated IPs/CIDRs of proxies whose `X-Forwarded-For`/`-Proto` headers are "
+            "trusted, or `*` for any."
+        ),
+        json_schema_extra={"allowed": "comma-separated IP addresses or CIDR networks, or `*`"},
+    )
+    root_path: str = Field(
+        default="",
+        description=(
+            "Path prefix under which a proxy exposes the app (e.g. `/api`); "
+            "the app serves both with and without it."
+        ),
+        json_schema_extra={"allowed": "empty, or a path like `/api` (no trailing slash)"},
+    )
+    docs_enabled: bool | None = Field(
+        default=None,
+        description="Serve `/docs` and `/openapi.json`. Default: on in development, off in production.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError("not an IP address or host name") from None
+        return value
+
+    @field_validator("asgi_app")
+    @classmethod
+    def _check_import_string(cls, value: str) -> str:
+        if not _IMPORT_STRING.match(value):
+            raise ValueError("not an import string of the form `module:attribute`")
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_forwarded_allow_ips(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_forwarded_allow_ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one address, or `*`")
+        for item in value:
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        if "*" in value and len(value) > 1:
+            raise ValueError("`*` cannot be combined with addresses")
+        return value
+
+    @field_validator("root_path")
+    @classmethod
+    def _check_root_path(cls, value: str) -> str:
+        if value.endswith("/") or not _ROOT_PATH.match(value):
+            raise ValueError("must be empty or start with `/`, without a trailing `/`")
+        return value
+
+    @model_validator(mode="after")
+    def _check_jitter(self) -> Settings:
+        if self.max_requests_jitter and not self.max_requests:
+            raise ValueError(
+                "APP_MAX_REQUESTS_JITTER needs APP_MAX_REQUESTS > 0 (jitter alone restarts nothing)"
+            )
+        return self
+
+    @property
+    def docs_on(self) -> bool:
+        if self.docs_enabled is not None:
+            return self.docs_enabled
+        return self.env == "development"
+
+    def public_dump(self) -> dict[str, Any]:
+        """Effective values for display, secrets masked."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown[name] = "**********" if value.get_secret_value() else ""
+            elif isinstance(value, tuple):
+                shown[name] = ",".join(value)
+            else:
+                shown[name] = value
+        shown["docs_on"] = self.docs_on
+        return shown
+
+
+class SettingsError(Exception):
+    """Invalid configuration; `str()` is a message fit for a human, without a traceback."""
+
+
+def env_name(field_name: str) -> str:
+    return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+def load_settings(
+    env_file: Path | None = DEFAULT_ENV_FILE,
+    secrets_dir: Path | None = DEFAULT_SECRETS_DIR,
+    settings_class: type[Settings] = Settings,
+    **overrides: Any,
+) -> Settings:
+    """Build `Settings`, turning every problem into one readable `SettingsError`."""
+    unknown = _unknown_variables(os.environ, settings_class)
+    if unknown:
+        raise SettingsError("\n".join(unknown))
+    kwargs: dict[str, Any] = {
+        "_env_file": env_file if env_file is not None and env_file.is_file() else None,
+        "_secrets_dir": secrets_dir if secrets_dir is not None and secrets_dir.is_dir() else None,
+    }
+    try:
+        return settings_class(**kwargs, **overrides)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, settings_class, kwargs["_env_file"])) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the real environment."""
+    return load_settings()
+
+
+# --- human-readable errors -------------------------------------------------
+
+
+def allowed_values(field: FieldInfo) -> str:
+    """What a field accepts, in words: used by error messages and the README table."""
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("allowed"), str):
+        return str(extra["allowed"])
+    annotation = _strip_optional(field.annotation)
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(v) for v in get_args(annotation))
+    if annotation is bool:
+        return "true or false"
+    if annotation is SecretStr:
+        return "a secret string"
+    if annotation is int:
+        low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+        high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+        if low is not None and high is not None:
+            return f"an integer from {low} to {high}"
+        if low is not None:
+            return f"an integer >= {low}"
+        return "an integer"
+    return "a string"
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return _strip_optional(field.annotation) is SecretStr
+
+
+def _unknown_variables(environ: Mapping[str, str], settings_class: type[Settings]) -> list[str]:
+    known = {env_name(name) for name in settings_class.model_fields}
+    problems = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            hint = difflib.get_close_matches(upper, sorted(known), n=1)
+            suggestion = f"; did you mean {hint[0]}?" if hint else ""
+            problems.append(
+                f"{key} is not a setting of this service{suggestion} (known: {', '.join(sorted(known))})"
+            )
+    return problems
+
+
+def _raw_values(settings_class: type[Settings], env_file: Path | None) -> dict[str, object]:
+    """The unvalidated values the settings sources saw, to quote them back."""
+    raw: dict[str, object] = {}
+    sources: Iterable[Any] = (
+        DotEnvSettingsSource(settings_class, env_file=env_file) if env_file else None,
+        EnvSettingsSource(settings_class),
+    )
+    for source in sources:
+        if source is None:
+            continue
+        try:
+            raw.update(source())
+        except Exception:  # noqa: S112 - quoting the input is best effort
+            continue
+    return raw
+
+
+def _describe(
+    error: ValidationError,
+    settings_class: type[Settings],
+    env_file: Path | None,
+) -> str:
+    raw = _raw_values(settings_class, env_file)
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"]
+        message = item["msg"].removeprefix("Value error, ")
+        if not loc:
+            lines.append(f"invalid settings: {message}")
+            continue
+        name = str(loc[0])
+        field = settings_class.model_fields.get(name)
+        if field is None:
+            lines.append(f"{env_name(name)} is not a setting of this service")
+            continue
+        shown = ""
+        if name in raw and not _is_secret(field):
+            shown = f"={raw[name]!r}"
+        lines.append(f"invalid {env_name(name)}{shown}: {message} (allowed: {allowed_values(field)})")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""The HTTP contract every profile (and every deployment, via --base-url) must keep."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.smoke
+
+SEED = {"message": "Hello, ASGI with FastAPI!"}
+
+
+def test_root_answers_the_seed_message(base_url: str) -> None:
+    response = httpx.get(f"{base_url}/")
+    assert response.status_code == 200
+    assert response.json() == SEED
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_liveness_and_readiness(base_url: str) -> None:
+    assert httpx.get(f"{base_url}/healthz").json() == {"status": "ok", "failing": []}
+    ready = httpx.get(f"{base_url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ok"
+
+
+def test_unknown_path_is_json_404(base_url: str) -> None:
+    response = httpx.get(f"{base_url}/no/such/path")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+def test_wrong_method_is_json_405(base_url: str) -> None:
+    response = httpx.delete(f"{base_url}/")
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (b'{"message": 5}', {"content-type": "application/json"}),
+        (b'{"message": ', {"content-type": "application/json"}),
+        (b'{"message": "hi", "extra": 1}', {"content-type": "application/json"}),
+        (b"\xff\xfe", {"content-type": "application/json"}),
+        (b"message=hi", {"content-type": "application/x-www-form-urlencoded"}),
+    ],
+    ids=["wrong-type", "broken-json", "unknown-field", "not-utf8", "not-json"],
+)
+def test_invalid_input_is_json_422(base_url: str, content: bytes, headers: dict[str, str]) -> None:
+    response = httpx.post(f"{base_url}/echo", content=content, headers=headers)
+    assert response.status_code == 422
+    assert "detail" in response.json()
+
+
+def test_valid_input_round_trips(base_url: str) -> None:
+    response = httpx.post(f"{base_url}/echo", json={"message": "héllo"})
+    assert response.status_code == 200
+    assert response.json() == {"message": "héllo"}
+
+
+def test_no_server_header(base_url: str) -> None:
+    assert "server" not in httpx.get(f"{base_url}/").headers
+
+
+def test_docs_served_in_development(base_url: str, local_only: None) -> None:
+    assert httpx.get(f"{base_url}/docs").status_code == 200
+    assert httpx.get(f"{base_url}/openapi.json").json()["info"]["title"]

@@ -1,0 +1,115 @@
+"""Each profile as a real process: settings honoured, signals drain, bad settings refused."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from deploy.profiles import PROFILES
+from tests.support.process import REPO_ROOT, clean_environ, launch_command, running_server
+
+pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
+
+ALL = sorted(PROFILES)
+TEST_APP = {"APP_ASGI_APP": "tests.support.apps:app"}
+# A single uvicorn process re-raises the signal it drained on (exit by signal,
+# -N for Popen, 128+N in a shell); supervisors exit 0.
+EXIT_ON_SIGNAL = {
+    ("uvicorn", 1): {signal.SIGTERM: -signal.SIGTERM, signal.SIGINT: -signal.SIGINT},
+}
+
+
+def expected_exit(profile: str, workers: int, signum: int) -> int:
+    return EXIT_ON_SIGNAL.get((profile, workers), {}).get(signum, 0)
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_invalid_setting_stops_startup_with_one_readable_line(profile: str) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        launch_command(profile),
+        cwd=REPO_ROOT,
+        env=clean_environ({"APP_PORT": "notaport"}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert time.monotonic() - started < 15
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "APP_PORT" in lines[0]
+    assert "notaport" in lines[0]
+    assert "1 to 65535" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_app_workers_gives_that_many_worker_processes(profile: str) -> None:
+    with running_server(profile, {"APP_WORKERS": "2"}) as server:
+        deadline = time.monotonic() + 20
+        while len(server.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(server.worker_pids()) == 2
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_root_path_is_honoured(profile: str) -> None:
+    with running_server(profile, {"APP_ROOT_PATH": "/api"}) as server:
+        for path in ("/api/", "/"):
+            response = httpx.get(server.base_url + path)
+            assert response.status_code == 200, path
+            assert response.json() == {"message": "Hello, ASGI with FastAPI!"}
+        openapi = httpx.get(server.base_url + "/api/openapi.json").json()
+        assert openapi["servers"] == [{"url": "/api"}]
+
+
+def _slow_request(base_url: str, seconds: float) -> httpx.Response:
+    return httpx.get(f"{base_url}/slow", params={"seconds": seconds}, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("profile", "workers", "signum"),
+    [(p, w, s) for p in ALL for (w, s) in ((1, signal.SIGTERM), (2, signal.SIGTERM), (1, signal.SIGINT))],
+    ids=lambda v: getattr(v, "name", str(v)),
+)
+def test_signal_drains_in_flight_request_then_exits(
+    profile: str, workers: int, signum: signal.Signals
+) -> None:
+    graceful = 10
+    env = {**TEST_APP, "APP_WORKERS": str(workers), "APP_GRACEFUL_TIMEOUT": str(graceful)}
+    with running_server(profile, env) as server, ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(_slow_request, server.base_url, 2.0)
+        time.sleep(0.7)  # the request is now inside the handler
+        signalled = time.monotonic()
+        server.signal(signum)
+        response = in_flight.result(timeout=30)
+        code = server.wait_exit(timeout=graceful + 5)
+        elapsed = time.monotonic() - signalled
+    assert response.status_code == 200
+    assert response.json() == {"slept": 2.0}
+    assert code == expected_exit(profile, workers, signum), server.log()
+    assert elapsed < graceful
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_request_outliving_graceful_timeout_is_cut_and_exit_is_prompt(profile: str) -> None:
+    graceful = 2
+    env = {**TEST_APP, "APP_WORKERS": "1", "APP_GRACEFUL_TIMEOUT": str(graceful)}
+    with running_server(profile, env) as server, ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(_slow_request, server.base_url, 60.0)
+        time.sleep(0.7)
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)
+        code = server.wait_exit(timeout=graceful + 10)
+        elapsed = time.monotonic() - signalled
+        outcome = in_flight.exception(timeout=30) or in_flight.result().status_code
+    assert elapsed < graceful + 3.5, server.log()
+    assert code in (0, -signal.SIGTERM), server.log()
+    assert outcome != 200

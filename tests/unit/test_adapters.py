@@ -1,0 +1,188 @@
+"""One setting, its value in every server's native configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, get_args
+
+import pytest
+from gunicorn.config import Config as GunicornConfig
+from hypercorn.config import Config as HypercornConfig
+from uvicorn import Config as UvicornConfig
+
+from deploy import gunicorn as gunicorn_adapter
+from deploy import hypercorn as hypercorn_adapter
+from deploy.profiles import PROFILES, load_adapter
+from service.settings import ServerName, Settings
+
+SETTINGS = Settings(
+    host="::1",
+    port=9123,
+    workers=3,
+    log_level="warning",
+    access_log=False,
+    keepalive_timeout=75,
+    graceful_timeout=17,
+    max_requests=1000,
+    max_requests_jitter=50,
+    forwarded_allow_ips="10.0.0.0/8,127.0.0.1",  # type: ignore[arg-type]
+    root_path="/api",
+    asgi_app="tests.support.apps:app",
+)
+
+# setting -> {profile: (path in native config, expected value)}
+TABLE: dict[str, dict[str, tuple[str, Any]]] = {
+    "asgi_app": {
+        "uvicorn": ("app", "tests.support.apps:app"),
+        "hypercorn": ("application_path", "tests.support.apps:app"),
+        "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),  # app is loaded by GunicornApplication.load
+    },
+    "host+port": {
+        "uvicorn": ("host", "::1"),
+        "hypercorn": ("bind", ["[::1]:9123"]),
+        "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),
+    },
+    "workers": {
+        "uvicorn": ("workers", 3),
+        "hypercorn": ("workers", 3),
+        "gunicorn": ("gunicorn.workers", 3),
+    },
+    "log_level": {
+        "uvicorn": ("log_level", "warning"),
+        "hypercorn": ("loglevel", "WARNING"),
+        "gunicorn": ("gunicorn.loglevel", "warning"),
+    },
+    "access_log": {
+        "uvicorn": ("access_log", False),
+        "hypercorn": ("accesslog", None),
+        "gunicorn": ("gunicorn.accesslog", None),
+    },
+    "keepalive_timeout": {
+        "uvicorn": ("timeout_keep_alive", 75),
+        "hypercorn": ("keep_alive_timeout", 75),
+        "gunicorn": ("gunicorn.keepalive", 75),
+    },
+    "graceful_timeout": {
+        "uvicorn": ("timeout_graceful_shutdown", 17),
+        "hypercorn": ("graceful_timeout", 17),
+        "gunicorn": ("uvicorn_worker.timeout_graceful_shutdown", 17),
+    },
+    "max_requests": {
+        "uvicorn": ("limit_max_requests", 1000),
+        "hypercorn": ("max_requests", 1000),
+        "gunicorn": ("gunicorn.max_requests", 1000),
+    },
+    "max_requests_jitter": {
+        "uvicorn": ("limit_max_requests_jitter", 50),
+        "hypercorn": ("max_requests_jitter", 50),
+        "gunicorn": ("gunicorn.max_requests_jitter", 50),
+    },
+}
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+CASES = [(setting, profile) for setting, row in TABLE.items() for profile in row]
+
+
+@pytest.mark.parametrize(("setting", "profile"), CASES, ids=[f"{s}-{p}" for s, p in CASES])
+def test_setting_reaches_native_config(setting: str, profile: str) -> None:
+    path, expected = TABLE[setting][profile]
+    native = load_adapter(profile).native_config(SETTINGS)
+    assert _lookup(native, path) == expected
+
+
+def test_table_covers_every_profile() -> None:
+    for setting, row in TABLE.items():
+        assert set(row) == set(PROFILES), setting
+
+
+def test_profiles_match_the_settings_choices() -> None:
+    assert set(PROFILES) == set(get_args(ServerName))
+
+
+# --- the servers' fast paths (regressions here cost 2x throughput or 44 ms per request) ---
+
+
+def test_uvicorn_fast_path_is_pinned() -> None:
+    native = load_adapter("uvicorn").native_config(SETTINGS)
+    assert (native["loop"], native["http"]) == ("uvloop", "httptools")
+    worker = load_adapter("gunicorn").native_config(SETTINGS)["uvicorn_worker"]
+    assert (worker["loop"], worker["http"]) == ("uvloop", "httptools")
+    config = UvicornConfig(**native)
+    config.load()
+    assert config.http_protocol_class.__module__.endswith("httptools_impl")
+    assert config.get_loop_factory() is not None
+
+
+def test_hypercorn_uses_the_uvloop_worker_class() -> None:
+    assert hypercorn_adapter.build_config(SETTINGS).worker_class == "uvloop"
+
+
+def test_uvloop_and_httptools_are_installed() -> None:
+    import httptools
+    import uvloop
+
+    assert uvloop.new_event_loop is not None
+    assert httptools.HttpRequestParser is not None
+
+
+# --- the servers' own environment fallbacks never win ---
+
+
+def test_gunicorn_ignores_its_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "9")
+    monkeypatch.setenv("PORT", "1234")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--workers 7 --bind 0.0.0.0:1")
+    cfg: GunicornConfig = gunicorn_adapter.GunicornApplication(SETTINGS).cfg
+    assert cfg.workers == 3
+    assert cfg.bind == ["[::1]:9123"]
+    assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "127.0.0.1"]
+    assert cfg.graceful_timeout == 17 + gunicorn_adapter.KILL_BACKSTOP_SECONDS
+    assert cfg.worker_class_str == gunicorn_adapter.WORKER_CLASS
+
+
+def test_uvicorn_ignores_forwarded_allow_ips_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    monkeypatch.setenv("WEB_CONCURRENCY", "9")
+    config = UvicornConfig(**load_adapter("uvicorn").native_config(SETTINGS))
+    assert config.forwarded_allow_ips == "10.0.0.0/8,127.0.0.1"
+    assert config.proxy_headers is False
+    assert config.workers == 3
+
+
+def test_our_defaults_replace_the_servers_defaults() -> None:
+    defaults = Settings()
+    uvicorn_native = load_adapter("uvicorn").native_config(defaults)
+    hypercorn_config = hypercorn_adapter.build_config(defaults)
+    gunicorn_native = load_adapter("gunicorn").native_config(defaults)
+    # servers differ: graceful none/3 s/30 s, keep-alive 5 s/5 s/2 s
+    assert HypercornConfig().graceful_timeout == 3.0
+    assert uvicorn_native["timeout_graceful_shutdown"] == defaults.graceful_timeout
+    assert hypercorn_config.graceful_timeout == defaults.graceful_timeout
+    assert gunicorn_native["uvicorn_worker"]["timeout_graceful_shutdown"] == defaults.graceful_timeout
+    assert uvicorn_native["timeout_keep_alive"] == defaults.keepalive_timeout
+    assert hypercorn_config.keep_alive_timeout == defaults.keepalive_timeout
+    assert gunicorn_native["gunicorn"]["keepalive"] == defaults.keepalive_timeout
+
+
+def test_app_applied_settings_are_neutral_in_every_server() -> None:
+    # Proxy headers and root path are applied once, in the app (service/app.py).
+    uvicorn_native = load_adapter("uvicorn").native_config(SETTINGS)
+    assert (uvicorn_native["proxy_headers"], uvicorn_native["root_path"]) == (False, "")
+    assert hypercorn_adapter.native_config(SETTINGS)["root_path"] == ""
+    worker = gunicorn_adapter.uvicorn_overrides(SETTINGS)
+    assert worker["proxy_headers"] is False
+
+
+def test_one_worker_without_recycling_runs_in_process() -> None:
+    single = Settings(workers=1)
+    assert hypercorn_adapter.native_config(single)["workers"] == 0
+    recycled = Settings(workers=1, max_requests=100)
+    assert hypercorn_adapter.native_config(recycled)["workers"] == 1

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+
+def test_readiness_is_503_until_startup_has_finished() -> None:
+    app = create_app(Settings())
+    client = TestClient(app)  # no context manager: lifespan not started yet
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/readyz").json()["status"] == "starting"
+    assert client.get("/healthz").status_code == 200
+    with client:
+        assert client.get("/readyz").status_code == 200
+
+
+def test_readiness_reports_failing_checks() -> None:
+    async def database() -> None:
+        raise ConnectionError("refused")
+
+    async def cache() -> None:
+        return None
+
+    with TestClient(create_app(Settings(), readiness_checks=[database, cache])) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "failing", "failing": ["database"]}
+
+
+def test_docs_off_in_production() -> None:
+    with TestClient(create_app(Settings(env="production"))) as client:
+        assert client.get("/docs").status_code == 404
+        assert client.get("/openapi.json").status_code == 404
+        assert client.get("/").status_code == 200
+
+
+def test_unexpected_error_is_a_json_500_without_details(caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(Settings())
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("internal detail")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal Server Error"}
+    assert "internal detail" not in response.text
+    assert "internal detail" in caplog.text
+
+
+def test_forwarded_headers_only_from_trusted_proxies() -> None:
+    app = create_app(Settings(forwarded_allow_ips="10.0.0.1"))  # type: ignore[arg-type]
+
+    @app.get("/client")
+    async def client_address(request: __import__("fastapi").Request) -> dict[str, str]:
+        return {"host": request.client.host if request.client else "", "scheme": request.url.scheme}
+
+    spoof = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    with TestClient(app, client=("198.51.100.9", 5000)) as untrusted:
+        assert untrusted.get("/client", headers=spoof).json() == {
+            "host": "198.51.100.9",
+            "scheme": "http",
+        }
+    with TestClient(app, client=("10.0.0.1", 5000)) as trusted:
+        assert trusted.get("/client", headers=spoof).json() == {
+            "host": "203.0.113.7",
+            "scheme": "https",
+        }

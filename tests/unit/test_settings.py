@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import Field, SecretStr
+
+from service.settings import Settings, SettingsError, load_settings
+from tests.support.process import REPO_ROOT, clean_environ
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(__import__("os").environ):
+        if key.upper().startswith("APP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.env == "development"
+    assert settings.server == "uvicorn"
+    assert settings.asgi_app == "service.main:app"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.workers >= 1
+    assert settings.forwarded_allow_ips == ("127.0.0.1", "::1")
+    assert settings.docs_on is True
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_PORT", "9001")
+    monkeypatch.setenv("APP_WORKERS", "3")
+    monkeypatch.setenv("APP_ACCESS_LOG", "false")
+    monkeypatch.setenv("APP_FORWARDED_ALLOW_IPS", "10.0.0.0/8, 192.168.1.1")
+    monkeypatch.setenv("app_log_level", "debug")  # case-insensitive names
+    settings = load_settings()
+    assert (settings.port, settings.workers, settings.access_log) == (9001, 3, False)
+    assert settings.forwarded_allow_ips == ("10.0.0.0/8", "192.168.1.1")
+    assert settings.log_level == "debug"
+
+
+def test_production_turns_docs_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    assert load_settings().docs_on is False
+    monkeypatch.setenv("APP_DOCS_ENABLED", "true")
+    assert load_settings().docs_on is True
+
+
+def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("APP_PORT=7000\nAPP_LOG_LEVEL=warning\n")
+    monkeypatch.setenv("APP_LOG_LEVEL", "error")
+    settings = load_settings(env_file=env_file)
+    assert settings.port == 7000
+    assert settings.log_level == "error"
+
+
+def test_dotenv_typo_is_refused(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("APP_PROT=7000\n")
+    with pytest.raises(SettingsError, match="APP_PROT"):
+        load_settings(env_file=env_file)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("APP_PORT", "notaport", "an integer from 1 to 65535"),
+        ("APP_PORT", "70000", "an integer from 1 to 65535"),
+        ("APP_WORKERS", "0", "an integer from 1 to 256"),
+        ("APP_ENV", "staging", "one of development, production"),
+        ("APP_SERVER", "tornado", "one of uvicorn, hypercorn, gunicorn"),
+        ("APP_LOG_LEVEL", "loud", "one of critical, error, warning, info, debug"),
+        ("APP_ACCESS_LOG", "maybe", "true or false"),
+        ("APP_HOST", "not a host!", "an IPv4/IPv6 address or a host name"),
+        ("APP_ASGI_APP", "service.main", "an import string"),
+        ("APP_FORWARDED_ALLOW_IPS", "10.0.0.0/33", "CIDR"),
+        ("APP_ROOT_PATH", "api/", "a path like `/api`"),
+        ("APP_KEEPALIVE_TIMEOUT", "0", "an integer from 1 to 3600"),
+    ],
+)
+def test_invalid_value_names_variable_value_and_allowed(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, allowed: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.count("\n") == 0
+    assert variable in message
+    assert repr(value) in message
+    assert allowed in message
+
+
+def test_jitter_without_max_requests_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_MAX_REQUESTS_JITTER", "10")
+    with pytest.raises(SettingsError, match="APP_MAX_REQUESTS_JITTER needs APP_MAX_REQUESTS"):
+        load_settings()
+
+
+def test_unknown_app_variable_is_refused_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_WORKER", "2")
+    with pytest.raises(SettingsError, match=r"APP_WORKER is not a setting.*did you mean APP_WORKERS"):
+        load_settings()
+
+
+def test_kubernetes_service_link_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a Service named "app" injects when enableServiceLinks is left on.
+    monkeypatch.setenv("APP_PORT", "tcp://10.0.0.1:80")
+    with pytest.raises(SettingsError, match="APP_PORT"):
+        load_settings()
+
+
+class WithSecret(Settings):
+    api_token: SecretStr | None = Field(default=None, description="A secret.")
+
+
+def test_secret_files_are_read_and_masked(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "app_api_token").write_text("s3cr3t-value")
+    settings = load_settings(secrets_dir=secrets, settings_class=WithSecret)
+    assert isinstance(settings, WithSecret)
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings)
+    assert "s3cr3t-value" not in str(settings.public_dump())
+
+
+def test_invalid_secret_value_is_not_quoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    class StrictSecret(Settings):
+        api_token: SecretStr = Field(min_length=20, description="A secret.")
+
+    monkeypatch.setenv("APP_API_TOKEN", "short-leaky")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(settings_class=StrictSecret)
+    assert "APP_API_TOKEN" in str(caught.value)
+    assert "short-leaky" not in str(caught.value)
+
+
+def test_every_field_is_documented() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
+
+
+def test_launcher_reports_bad_setting_without_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy", "config"],
+        cwd=REPO_ROOT,
+        env=clean_environ({"APP_WORKERS": "many"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "asgi-deploy: invalid APP_WORKERS='many': Input should be a valid integer, unable to parse "
+        "string as an integer (allowed: an integer from 1 to 256)"
+    )
