@@ -25,6 +25,7 @@ PROFILES: dict[str, str] = {
     "uvicorn": "deploy.uvicorn",
     "hypercorn": "deploy.hypercorn",
     "gunicorn": "deploy.gunicorn",
+    "granian": "deploy.granian",
 }
 
 

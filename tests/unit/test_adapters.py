@@ -12,23 +12,34 @@ from uvicorn import Config as UvicornConfig
 
 from deploy import gunicorn as gunicorn_adapter
 from deploy import hypercorn as hypercorn_adapter
+from deploy.common import UnsupportedSettingError
 from deploy.profiles import PROFILES, load_adapter
-from service.settings import ServerName, Settings
+from service.settings import ServerName, Settings, env_name
 
-SETTINGS = Settings(
-    host="::1",
-    port=9123,
-    workers=3,
-    log_level="warning",
-    access_log=False,
-    keepalive_timeout=75,
-    graceful_timeout=17,
-    max_requests=1000,
-    max_requests_jitter=50,
-    forwarded_allow_ips="10.0.0.0/8,127.0.0.1",  # type: ignore[arg-type]
-    root_path="/api",
-    asgi_app="tests.support.apps:app",
-)
+VALUES: dict[str, Any] = {
+    "host": "::1",
+    "port": 9123,
+    "workers": 3,
+    "log_level": "warning",
+    "access_log": False,
+    "keepalive_timeout": 75,
+    "graceful_timeout": 17,
+    "max_requests": 1000,
+    "max_requests_jitter": 50,
+    "forwarded_allow_ips": "10.0.0.0/8,127.0.0.1",
+    "root_path": "/api",
+    "asgi_app": "tests.support.apps:app",
+}
+SETTINGS = Settings(**VALUES)
+# A server that cannot honour a setting refuses it at start-up (deploy.common.UnsupportedSettingError).
+REFUSED = object()
+REFUSED_BY = {"granian": {"keepalive_timeout", "max_requests", "max_requests_jitter"}}
+
+
+def settings_for(profile: str) -> Settings:
+    refused = REFUSED_BY.get(profile, set())
+    return Settings(**{k: v for k, v in VALUES.items() if k not in refused})
+
 
 # setting -> {profile: (path in native config, expected value)}
 TABLE: dict[str, dict[str, tuple[str, Any]]] = {
@@ -36,46 +47,55 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         "uvicorn": ("app", "tests.support.apps:app"),
         "hypercorn": ("application_path", "tests.support.apps:app"),
         "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),  # app is loaded by GunicornApplication.load
+        "granian": ("target", "tests.support.apps:app"),
     },
     "host+port": {
         "uvicorn": ("host", "::1"),
         "hypercorn": ("bind", ["[::1]:9123"]),
         "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),
+        "granian": ("address", "::1"),
     },
     "workers": {
         "uvicorn": ("workers", 3),
         "hypercorn": ("workers", 3),
         "gunicorn": ("gunicorn.workers", 3),
+        "granian": ("workers", 3),
     },
     "log_level": {
         "uvicorn": ("log_level", "warning"),
         "hypercorn": ("loglevel", "WARNING"),
         "gunicorn": ("gunicorn.loglevel", "warning"),
+        "granian": ("log_level", "warning"),
     },
     "access_log": {
         "uvicorn": ("access_log", False),
         "hypercorn": ("accesslog", None),
         "gunicorn": ("gunicorn.accesslog", None),
+        "granian": ("log_access", False),
     },
     "keepalive_timeout": {
         "uvicorn": ("timeout_keep_alive", 75),
         "hypercorn": ("keep_alive_timeout", 75),
         "gunicorn": ("gunicorn.keepalive", 75),
+        "granian": ("", REFUSED),
     },
     "graceful_timeout": {
         "uvicorn": ("timeout_graceful_shutdown", 17),
         "hypercorn": ("graceful_timeout", 17),
         "gunicorn": ("uvicorn_worker.timeout_graceful_shutdown", 17),
+        "granian": ("workers_kill_timeout", 17),
     },
     "max_requests": {
         "uvicorn": ("limit_max_requests", 1000),
         "hypercorn": ("max_requests", 1000),
         "gunicorn": ("gunicorn.max_requests", 1000),
+        "granian": ("", REFUSED),
     },
     "max_requests_jitter": {
         "uvicorn": ("limit_max_requests_jitter", 50),
         "hypercorn": ("max_requests_jitter", 50),
         "gunicorn": ("gunicorn.max_requests_jitter", 50),
+        "granian": ("", REFUSED),
     },
 }
 
@@ -93,8 +113,15 @@ CASES = [(setting, profile) for setting, row in TABLE.items() for profile in row
 @pytest.mark.parametrize(("setting", "profile"), CASES, ids=[f"{s}-{p}" for s, p in CASES])
 def test_setting_reaches_native_config(setting: str, profile: str) -> None:
     path, expected = TABLE[setting][profile]
-    native = load_adapter(profile).native_config(SETTINGS)
-    assert _lookup(native, path) == expected
+    adapter = load_adapter(profile)
+    if expected is REFUSED:
+        # Jitter is only valid together with max_requests, which is what gets refused then.
+        needed = {"max_requests_jitter": "max_requests"}.get(setting, setting)
+        only_this = Settings(**{setting: VALUES[setting], needed: VALUES[needed]})
+        with pytest.raises(UnsupportedSettingError, match=f"{profile} cannot honour {env_name(needed)}"):
+            adapter.native_config(only_this)
+        return
+    assert _lookup(adapter.native_config(settings_for(profile)), path) == expected
 
 
 def test_table_covers_every_profile() -> None:
@@ -118,6 +145,11 @@ def test_uvicorn_fast_path_is_pinned() -> None:
     config.load()
     assert config.http_protocol_class.__module__.endswith("httptools_impl")
     assert config.get_loop_factory() is not None
+
+
+def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
+    native = load_adapter("granian").native_config(settings_for("granian"))
+    assert (native["loop"], native["interface"]) == ("uvloop", "asgi")
 
 
 def test_hypercorn_uses_the_uvloop_worker_class() -> None:
@@ -179,6 +211,7 @@ def test_app_applied_settings_are_neutral_in_every_server() -> None:
     assert hypercorn_adapter.native_config(SETTINGS)["root_path"] == ""
     worker = gunicorn_adapter.uvicorn_overrides(SETTINGS)
     assert worker["proxy_headers"] is False
+    assert load_adapter("granian").native_config(settings_for("granian"))["url_path_prefix"] is None
 
 
 def test_one_worker_without_recycling_runs_in_process() -> None:
