@@ -31,7 +31,7 @@ venv-run: | $(UV) ## Install the locked runtime dependencies into .venv
 venv-dev: | $(UV) ## Install runtime and development dependencies into .venv
 	@$(UV) sync --locked --quiet
 
-.PHONY: run run-uvicorn run-hypercorn run-gunicorn run-granian
+.PHONY: run run-uvicorn run-hypercorn run-gunicorn run-gunicorn-asgi run-granian
 run: venv-run ## Run the server named by APP_SERVER (default uvicorn)
 	exec $(RUN) -m deploy
 
@@ -43,6 +43,9 @@ run-hypercorn: venv-run ## Run the service under Hypercorn
 
 run-gunicorn: venv-run ## Run the service under Gunicorn with Uvicorn workers
 	exec $(RUN) -m deploy gunicorn
+
+run-gunicorn-asgi: venv-run ## Run the service under Gunicorn's own ASGI worker
+	exec $(RUN) -m deploy gunicorn-asgi
 
 run-granian: venv-run ## Run the service under Granian
 	exec $(RUN) -m deploy granian

@@ -77,9 +77,14 @@ class ServiceArbiter(Arbiter):  # type: ignore[misc]
 
 
 class GunicornApplication(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings) -> None:
-        self.options = gunicorn_options(settings)
-        self.uvicorn_overrides = uvicorn_overrides(settings)
+    def __init__(
+        self,
+        settings: Settings,
+        options: dict[str, Any] | None = None,
+        worker_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.options = gunicorn_options(settings) if options is None else options
+        self.uvicorn_overrides = uvicorn_overrides(settings) if worker_overrides is None else worker_overrides
         self.app_import = settings.asgi_app
         super().__init__()
 

@@ -25,6 +25,7 @@ PROFILES: dict[str, str] = {
     "uvicorn": "deploy.uvicorn",
     "hypercorn": "deploy.hypercorn",
     "gunicorn": "deploy.gunicorn",
+    "gunicorn-asgi": "deploy.gunicorn_asgi",
     "granian": "deploy.granian",
 }
 

@@ -38,7 +38,7 @@ DEFAULT_ENV_FILE = Path(".env")
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 
 Environment = Literal["development", "production"]
-ServerName = Literal["uvicorn", "hypercorn", "gunicorn", "granian"]
+ServerName = Literal["uvicorn", "hypercorn", "gunicorn", "gunicorn-asgi", "granian"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 _HOSTNAME = re.compile(

@@ -48,35 +48,41 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         "hypercorn": ("application_path", "tests.support.apps:app"),
         "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),  # app is loaded by GunicornApplication.load
         "granian": ("target", "tests.support.apps:app"),
+        "gunicorn-asgi": ("bind", ["[::1]:9123"]),
     },
     "host+port": {
         "uvicorn": ("host", "::1"),
         "hypercorn": ("bind", ["[::1]:9123"]),
         "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),
         "granian": ("address", "::1"),
+        "gunicorn-asgi": ("bind", ["[::1]:9123"]),
     },
     "workers": {
         "uvicorn": ("workers", 3),
         "hypercorn": ("workers", 3),
         "gunicorn": ("gunicorn.workers", 3),
         "granian": ("workers", 3),
+        "gunicorn-asgi": ("workers", 3),
     },
     "log_level": {
         "uvicorn": ("log_level", "warning"),
         "hypercorn": ("loglevel", "WARNING"),
         "gunicorn": ("gunicorn.loglevel", "warning"),
         "granian": ("log_level", "warning"),
+        "gunicorn-asgi": ("loglevel", "warning"),
     },
     "access_log": {
         "uvicorn": ("access_log", False),
         "hypercorn": ("accesslog", None),
         "gunicorn": ("gunicorn.accesslog", None),
         "granian": ("log_access", False),
+        "gunicorn-asgi": ("accesslog", None),
     },
     "keepalive_timeout": {
         "uvicorn": ("timeout_keep_alive", 75),
         "hypercorn": ("keep_alive_timeout", 75),
         "gunicorn": ("gunicorn.keepalive", 75),
+        "gunicorn-asgi": ("keepalive", 75),
         "granian": ("", REFUSED),
     },
     "graceful_timeout": {
@@ -84,17 +90,20 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         "hypercorn": ("graceful_timeout", 17),
         "gunicorn": ("uvicorn_worker.timeout_graceful_shutdown", 17),
         "granian": ("workers_kill_timeout", 17),
+        "gunicorn-asgi": ("graceful_timeout", 17),
     },
     "max_requests": {
         "uvicorn": ("limit_max_requests", 1000),
         "hypercorn": ("max_requests", 1000),
         "gunicorn": ("gunicorn.max_requests", 1000),
+        "gunicorn-asgi": ("max_requests", 1000),
         "granian": ("", REFUSED),
     },
     "max_requests_jitter": {
         "uvicorn": ("limit_max_requests_jitter", 50),
         "hypercorn": ("max_requests_jitter", 50),
         "gunicorn": ("gunicorn.max_requests_jitter", 50),
+        "gunicorn-asgi": ("max_requests_jitter", 50),
         "granian": ("", REFUSED),
     },
 }
@@ -212,6 +221,8 @@ def test_app_applied_settings_are_neutral_in_every_server() -> None:
     worker = gunicorn_adapter.uvicorn_overrides(SETTINGS)
     assert worker["proxy_headers"] is False
     assert load_adapter("granian").native_config(settings_for("granian"))["url_path_prefix"] is None
+    gunicorn_asgi = load_adapter("gunicorn-asgi").native_config(SETTINGS)
+    assert (gunicorn_asgi["root_path"], gunicorn_asgi["secure_scheme_headers"]) == ("", {})
 
 
 def test_one_worker_without_recycling_runs_in_process() -> None:
