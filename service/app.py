@@ -4,14 +4,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service.api import echo, health, root
 from service.api.health import ReadinessCheck
 from service.errors import install_error_handlers
+from service.middleware.request_id import RequestIdMiddleware
+from service.middleware.security_headers import SecurityHeadersMiddleware
 from service.settings import Settings
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with our middleware *outside* Starlette's error middleware.
+
+    `add_middleware` would place them inside it, so a 500 would leave without a
+    request id or security headers.
+    """
+
+    trusted_proxies: list[str]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        # X-Forwarded-For/-Proto are honoured in the app, not by each server, because
+        # hypercorn and granian have no trusted-proxy list: one implementation gives
+        # one behaviour on every profile. It runs first, so HSTS sees the real scheme.
+        inner: Any = RequestIdMiddleware(
+            SecurityHeadersMiddleware(app)
+        )  # uvicorn types ASGI apps its own way
+        return ProxyHeadersMiddleware(inner, trusted_hosts=self.trusted_proxies)  # type: ignore[return-value]
 
 
 def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
@@ -22,7 +46,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         app.state.lifecycle = "stopping"
 
     docs = settings.docs_on
-    app = FastAPI(
+    app = ServiceApp(
         title="asgi-deploy service",
         lifespan=lifespan,
         root_path=settings.root_path,
@@ -30,6 +54,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
+    app.trusted_proxies = list(settings.forwarded_allow_ips)
     app.state.settings = settings
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
@@ -38,12 +63,4 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     app.include_router(health.router)
     app.include_router(echo.router)
     install_error_handlers(app)
-
-    # X-Forwarded-For/-Proto are honoured in the app, not by each server, because
-    # hypercorn has no equivalent of uvicorn's trusted-proxy list: one
-    # implementation gives one behaviour on every server profile.
-    app.add_middleware(
-        ProxyHeadersMiddleware,
-        trusted_hosts=list(settings.forwarded_allow_ips),
-    )
     return app

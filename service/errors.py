@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-logger = logging.getLogger("service.errors")
-
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the log once; the client learns nothing about internals.
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # The client learns nothing about internals. The traceback is logged once, with
+    # the request id, by RequestIdMiddleware, which sees the exception re-raised.
     return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
 
 

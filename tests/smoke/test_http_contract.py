@@ -68,3 +68,16 @@ def test_no_server_version_leaked(base_url: str) -> None:
 def test_docs_served_in_development(base_url: str, local_only: None) -> None:
     assert httpx.get(f"{base_url}/docs").status_code == 200
     assert httpx.get(f"{base_url}/openapi.json").json()["info"]["title"]
+
+
+def test_request_id_on_every_response(base_url: str) -> None:
+    for path in ("/", "/no/such/path"):
+        assert len(httpx.get(f"{base_url}{path}").headers["x-request-id"]) == 32
+    kept = httpx.get(f"{base_url}/", headers={"X-Request-ID": "smoke-test-0001"})
+    assert kept.headers["x-request-id"] == "smoke-test-0001"
+
+
+def test_security_headers(base_url: str) -> None:
+    headers = httpx.get(f"{base_url}/").headers
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"

@@ -1,0 +1,1 @@
+"""Pure ASGI middleware only: `BaseHTTPMiddleware` costs FastAPI most of its throughput."""
