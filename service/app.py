@@ -13,6 +13,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from service.api import echo, health, root
 from service.api.health import ReadinessCheck
 from service.errors import install_error_handlers
+from service.middleware.limits import LimitsMiddleware
 from service.middleware.request_id import RequestIdMiddleware
 from service.middleware.security_headers import SecurityHeadersMiddleware
 from service.settings import Settings
@@ -26,15 +27,16 @@ class ServiceApp(FastAPI):
     """
 
     trusted_proxies: list[str]
+    limits: tuple[int, int]
 
     def build_middleware_stack(self) -> ASGIApp:
-        app = super().build_middleware_stack()
+        max_body_size, max_concurrency = self.limits
+        app: ASGIApp = LimitsMiddleware(super().build_middleware_stack(), max_body_size, max_concurrency)
         # X-Forwarded-For/-Proto are honoured in the app, not by each server, because
         # hypercorn and granian have no trusted-proxy list: one implementation gives
         # one behaviour on every profile. It runs first, so HSTS sees the real scheme.
-        inner: Any = RequestIdMiddleware(
-            SecurityHeadersMiddleware(app)
-        )  # uvicorn types ASGI apps its own way
+        # (uvicorn types ASGI apps with its own protocol classes, hence the Any.)
+        inner: Any = RequestIdMiddleware(SecurityHeadersMiddleware(app))
         return ProxyHeadersMiddleware(inner, trusted_hosts=self.trusted_proxies)  # type: ignore[return-value]
 
 
@@ -55,6 +57,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         openapi_url="/openapi.json" if docs else None,
     )
     app.trusted_proxies = list(settings.forwarded_allow_ips)
+    app.limits = (settings.max_body_size, settings.max_concurrency)
     app.state.settings = settings
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)

@@ -140,6 +140,24 @@ class Settings(BaseSettings):
         default=None,
         description="Serve `/docs` and `/openapi.json`. Default: on in development, off in production.",
     )
+    max_body_size: int = Field(
+        default=1_048_576,
+        ge=1,
+        le=1_073_741_824,
+        description=(
+            "Largest request body in bytes. A larger one, declared by Content-Length or streamed, "
+            "is answered 413 without being read into memory."
+        ),
+    )
+    max_concurrency: int = Field(
+        default=512,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Requests one worker handles at once; beyond it the worker answers 503 at once "
+            "instead of queueing without bound (0 = no limit)."
+        ),
+    )
 
     @field_validator("host")
     @classmethod

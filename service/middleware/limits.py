@@ -1,0 +1,84 @@
+"""Per-worker request limits, identical on every server.
+
+- Bodies larger than `max_body_size` get 413: at once when Content-Length says
+  so, or as soon as a streamed (chunked) body crosses the limit while the app
+  reads it; the rest is never buffered.
+- More than `max_concurrency` requests in flight in this worker get an immediate
+  503 with `Retry-After`, instead of an unbounded queue. The probes are exempt:
+  an overloaded worker is alive, and restarting it would make things worse.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class LimitsMiddleware:
+    def __init__(self, app: ASGIApp, max_body_size: int, max_concurrency: int) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        over_limit = self.max_concurrency and self.in_flight >= self.max_concurrency
+        if over_limit and scope["path"] not in EXEMPT_PATHS:
+            await _reply(send, 503, "Server busy, retry shortly", [(b"retry-after", b"1")])
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_size:
+            await _reply(send, 413, f"Request body larger than {self.max_body_size} bytes")
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, self._bounded(receive), send)
+        finally:
+            self.in_flight -= 1
+
+    def _bounded(self, receive: Receive) -> Receive:
+        received = 0
+        limit = self.max_body_size
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Raised inside the app: Starlette's exception middleware turns it into a JSON 413.
+                    raise HTTPException(413, f"Request body larger than {limit} bytes")
+            return message
+
+        return bounded_receive
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server itself rejects a malformed length
+    return None
+
+
+async def _reply(
+    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

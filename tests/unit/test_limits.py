@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return TestClient(create_app(Settings(max_body_size=1000)))
+
+
+def test_declared_oversized_body_is_413(client: TestClient) -> None:
+    response = client.post("/echo", content=b"x" * 1001, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body larger than 1000 bytes"}
+    assert "x-request-id" in response.headers
+
+
+def test_streamed_oversized_body_is_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b'{"message": "' + b"y" * 100
+
+    response = client.post("/echo", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["detail"] == "Request body larger than 1000 bytes"
+
+
+def test_body_at_the_limit_is_accepted(client: TestClient) -> None:
+    body = b'{"message": "' + b"z" * (1000 - 15) + b'"}'
+    assert len(body) == 1000
+    assert client.post("/echo", content=body, headers={"content-type": "application/json"}).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_over_concurrency_limit_is_503_and_probes_still_answer() -> None:
+    app = create_app(Settings(max_concurrency=2))
+    release = asyncio.Event()
+
+    @app.get("/wait")
+    async def wait() -> dict[str, bool]:
+        await release.wait()
+        return {"ok": True}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        busy = [asyncio.create_task(client.get("/wait")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        rejected = await client.get("/")
+        probe = await client.get("/healthz")
+        release.set()
+        done = await asyncio.gather(*busy)
+        after = await client.get("/")
+    assert rejected.status_code == 503
+    assert rejected.headers["retry-after"] == "1"
+    assert probe.status_code == 200
+    assert [r.status_code for r in done] == [200, 200]
+    assert after.status_code == 200
