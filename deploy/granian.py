@@ -15,6 +15,7 @@ from granian.log import LogLevels
 from granian.server import Server
 
 from deploy.common import UnsupportedSettingError
+from service.logs import log_config
 from service.settings import Settings, env_name
 
 
@@ -46,7 +47,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "http1_settings": HTTP1Settings(keep_alive=True),
         "log_enabled": True,
         "log_level": LogLevels(settings.log_level),
-        "log_access": settings.access_log,
+        "log_dictconfig": log_config(settings),
+        "log_access": False,  # the app writes access lines (service/middleware/access_log.py)
         # Time a worker gets to finish in-flight requests once told to stop.
         "workers_kill_timeout": settings.graceful_timeout,
         "respawn_failed_workers": True,

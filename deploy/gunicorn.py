@@ -15,6 +15,7 @@ from uvicorn.importer import import_from_string
 from uvicorn_worker import UvicornWorker
 
 from deploy.common import SHM_DIR, bind_address
+from service.logs import log_config
 from service.settings import Settings
 
 WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
@@ -33,7 +34,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "worker_class": WORKER_CLASS,
         "loglevel": settings.log_level,
-        "accesslog": "-" if settings.access_log else None,
+        "logconfig_dict": log_config(settings),
+        "accesslog": None,  # the app writes access lines (service/middleware/access_log.py)
         "errorlog": "-",
         "keepalive": settings.keepalive_timeout,
         "graceful_timeout": settings.graceful_timeout + KILL_BACKSTOP_SECONDS,

@@ -13,6 +13,7 @@ by APP_GRACEFUL_TIMEOUT) and replaces workers that exit while serving.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from multiprocessing import get_context
@@ -25,6 +26,7 @@ from hypercorn.config import Config
 from hypercorn.run import run as hypercorn_run
 
 from deploy.common import bind_address
+from service.logs import log_config
 from service.settings import Settings
 
 # A worker that dies this soon after it started is failing to boot: stop rather than crash-loop.
@@ -42,8 +44,10 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers if supervised else 0,
         "worker_class": "uvloop",
         "loglevel": settings.log_level.upper(),
-        "accesslog": "-" if settings.access_log else None,
-        "errorlog": "-",
+        "logconfig_dict": log_config(settings),
+        "accesslog": None,  # the app writes access lines (service/middleware/access_log.py)
+        # A Logger (not "-") so hypercorn keeps the handlers logconfig_dict gives it.
+        "errorlog": logging.getLogger("hypercorn.error"),
         "keep_alive_timeout": settings.keepalive_timeout,
         "graceful_timeout": settings.graceful_timeout,
         "max_requests": settings.max_requests or None,

@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from service.logs import log_config
 from service.settings import Settings
 
 
@@ -25,7 +26,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "http": "httptools",
         "lifespan": "on",
         "log_level": settings.log_level,
-        "access_log": settings.access_log,
+        "log_config": log_config(settings),
+        "access_log": False,  # the app writes access lines (service/middleware/access_log.py)
         "timeout_keep_alive": settings.keepalive_timeout,
         "timeout_graceful_shutdown": settings.graceful_timeout,
         "limit_max_requests": settings.max_requests or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from service.api import echo, health, root
 from service.api.health import ReadinessCheck
 from service.errors import install_error_handlers
+from service.middleware.access_log import ACCESS_LOGGER, AccessLogMiddleware
 from service.middleware.limits import LimitsMiddleware
 from service.middleware.request_id import RequestIdMiddleware
 from service.middleware.security_headers import SecurityHeadersMiddleware
@@ -26,18 +28,27 @@ class ServiceApp(FastAPI):
     request id or security headers.
     """
 
-    trusted_proxies: list[str]
-    limits: tuple[int, int]
+    service_settings: Settings
 
     def build_middleware_stack(self) -> ASGIApp:
-        max_body_size, max_concurrency = self.limits
-        app: ASGIApp = LimitsMiddleware(super().build_middleware_stack(), max_body_size, max_concurrency)
+        settings = self.service_settings
+        app: ASGIApp = LimitsMiddleware(
+            super().build_middleware_stack(), settings.max_body_size, settings.max_concurrency
+        )
+        app = SecurityHeadersMiddleware(app)
+        if settings.access_log:
+            app = AccessLogMiddleware(
+                app, logging.getLogger(ACCESS_LOGGER), frozenset(settings.access_log_skip_paths)
+            )
         # X-Forwarded-For/-Proto are honoured in the app, not by each server, because
         # hypercorn and granian have no trusted-proxy list: one implementation gives
-        # one behaviour on every profile. It runs first, so HSTS sees the real scheme.
+        # one behaviour on every profile. It runs first, so the access log and HSTS
+        # see the real client and scheme.
         # (uvicorn types ASGI apps with its own protocol classes, hence the Any.)
-        inner: Any = RequestIdMiddleware(SecurityHeadersMiddleware(app))
-        return ProxyHeadersMiddleware(inner, trusted_hosts=self.trusted_proxies)  # type: ignore[return-value]
+        inner: Any = RequestIdMiddleware(app)
+        return ProxyHeadersMiddleware(  # type: ignore[return-value]
+            inner, trusted_hosts=list(settings.forwarded_allow_ips)
+        )
 
 
 def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
@@ -56,8 +67,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    app.trusted_proxies = list(settings.forwarded_allow_ips)
-    app.limits = (settings.max_body_size, settings.max_concurrency)
+    app.service_settings = settings
     app.state.settings = settings
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)

@@ -40,6 +40,7 @@ DEFAULT_SECRETS_DIR = Path("/run/secrets")
 Environment = Literal["development", "production"]
 ServerName = Literal["uvicorn", "hypercorn", "gunicorn", "gunicorn-asgi", "granian"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["json", "console"]
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -90,7 +91,21 @@ class Settings(BaseSettings):
         ),
     )
     log_level: LogLevel = Field(default="info", description="Minimum level of server and app logs.")
-    access_log: bool = Field(default=True, description="Log one line per request.")
+    access_log: bool = Field(
+        default=True,
+        description="Log one line per request (written by the app, the same fields on every server).",
+    )
+    access_log_skip_paths: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("/healthz", "/readyz", "/metrics"),
+        description="Comma-separated paths left out of the access log (probes and scrapes by default).",
+        json_schema_extra={"allowed": "comma-separated paths starting with `/`, or empty"},
+    )
+    log_format: LogFormat | None = Field(
+        default=None,
+        description=(
+            "`json` (one object per line) or `console`. Default: json in production, console in development."
+        ),
+    )
     keepalive_timeout: int = Field(
         default=5,
         ge=1,
@@ -176,6 +191,21 @@ class Settings(BaseSettings):
             raise ValueError("not an import string of the form `module:attribute`")
         return value
 
+    @field_validator("access_log_skip_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("access_log_skip_paths")
+    @classmethod
+    def _check_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not item.startswith("/"):
+                raise ValueError(f"{item!r} does not start with `/`")
+        return value
+
     @field_validator("forwarded_allow_ips", mode="before")
     @classmethod
     def _split_forwarded_allow_ips(cls, value: object) -> object:
@@ -215,6 +245,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def effective_log_format(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env == "production" else "console"
+
+    @property
     def docs_on(self) -> bool:
         if self.docs_enabled is not None:
             return self.docs_enabled
@@ -232,6 +268,7 @@ class Settings(BaseSettings):
             else:
                 shown[name] = value
         shown["docs_on"] = self.docs_on
+        shown["effective_log_format"] = self.effective_log_format
         return shown
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import Query
 
@@ -16,3 +17,14 @@ app = create_app(get_settings())
 async def slow(seconds: float = Query(ge=0, le=120)) -> dict[str, float]:
     await asyncio.sleep(seconds)
     return {"slept": seconds}
+
+
+@app.get("/fail")
+async def fail() -> None:
+    raise RuntimeError("deliberate failure for the error-logging test")
+
+
+@app.get("/log")
+async def log_inside_request() -> dict[str, str]:
+    logging.getLogger("service.example").warning("inside the request")
+    return {"logged": "yes"}

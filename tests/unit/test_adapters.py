@@ -14,6 +14,7 @@ from deploy import gunicorn as gunicorn_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy.common import UnsupportedSettingError
 from deploy.profiles import PROFILES, load_adapter
+from service.logs import log_config
 from service.settings import ServerName, Settings, env_name
 
 VALUES: dict[str, Any] = {
@@ -70,13 +71,6 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         "gunicorn": ("gunicorn.loglevel", "warning"),
         "granian": ("log_level", "warning"),
         "gunicorn-asgi": ("loglevel", "warning"),
-    },
-    "access_log": {
-        "uvicorn": ("access_log", False),
-        "hypercorn": ("accesslog", None),
-        "gunicorn": ("gunicorn.accesslog", None),
-        "granian": ("log_access", False),
-        "gunicorn-asgi": ("accesslog", None),
     },
     "keepalive_timeout": {
         "uvicorn": ("timeout_keep_alive", 75),
@@ -211,6 +205,37 @@ def test_our_defaults_replace_the_servers_defaults() -> None:
     assert uvicorn_native["timeout_keep_alive"] == defaults.keepalive_timeout
     assert hypercorn_config.keep_alive_timeout == defaults.keepalive_timeout
     assert gunicorn_native["gunicorn"]["keepalive"] == defaults.keepalive_timeout
+
+
+LOG_CONFIG_KEY = {
+    "uvicorn": "log_config",
+    "hypercorn": "logconfig_dict",
+    "gunicorn": "gunicorn.logconfig_dict",
+    "gunicorn-asgi": "logconfig_dict",
+    "granian": "log_dictconfig",
+}
+SERVER_ACCESS_LOG_KEY = {
+    "uvicorn": ("access_log", False),
+    "hypercorn": ("accesslog", None),
+    "gunicorn": ("gunicorn.accesslog", None),
+    "gunicorn-asgi": ("accesslog", None),
+    "granian": ("log_access", False),
+}
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_every_server_gets_the_one_log_config(profile: str, log_format: str) -> None:
+    settings = Settings(log_format=log_format, log_level="debug")  # type: ignore[arg-type]
+    native = load_adapter(profile).native_config(settings)
+    assert _lookup(native, LOG_CONFIG_KEY[profile]) == log_config(settings)
+    assert set(PROFILES) == set(LOG_CONFIG_KEY) == set(SERVER_ACCESS_LOG_KEY)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_server_access_logs_are_off_the_app_writes_them(profile: str) -> None:
+    path, off = SERVER_ACCESS_LOG_KEY[profile]
+    assert _lookup(load_adapter(profile).native_config(Settings(access_log=True)), path) == off
 
 
 def test_app_applied_settings_are_neutral_in_every_server() -> None:
