@@ -13,6 +13,7 @@ UV ?= $(TOOLS)/bin/uv
 RUN := $(VENV)/bin/python
 BASE_URL ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 OVERLAY ?= uvicorn
 IMAGE ?= asgi-deploy:0.1.0
 # The Dockerfile's default base is an official slim Python image; where no
@@ -82,6 +83,13 @@ smoke: venv-dev ## Smoke suite: every profile as a real process, or BASE_URL=htt
 
 docs: venv-dev ## Regenerate the README settings table from the Settings class
 	$(RUN) -m deploy.settings_table --write README.md
+
+.PHONY: bench bench-quick
+bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~8 min; wrk if installed)
+	$(RUN) -m bench $(BENCH_ARGS)
+
+bench-quick: venv-dev ## Quick benchmark: 1 worker, GET / only (~1.5 min)
+	$(RUN) -m bench --quick $(BENCH_ARGS)
 
 .PHONY: k8s-validate k8s-render deploy
 k8s-validate: venv-dev ## Manifests: kustomize, strict schemas, checkov, hadolint, actionlint, consistency
