@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from deploy import metrics_dir
 from deploy.common import UnsupportedSettingError
 from deploy.profiles import PROFILES, load_adapter
 from service.settings import Settings, SettingsError, env_name, get_settings
@@ -36,7 +38,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             _print_config(profile, settings, adapter.native_config(settings))
             return 0
-        return adapter.run(settings)
+        adapter.native_config(settings)  # refuse unsupported settings before touching anything
+        if not settings.metrics_enabled:
+            return adapter.run(settings)
+        directory = metrics_dir.prepare(settings.metrics_dir)
+        metrics_dir.export(directory)
+        # Workers read the settings anew: they must find the directory the launcher prepared.
+        os.environ[env_name("metrics_dir")] = str(directory)
+        get_settings.cache_clear()
+        try:
+            return adapter.run(get_settings())
+        finally:
+            if settings.metrics_dir is None:
+                shutil.rmtree(directory, ignore_errors=True)
     except (SettingsError, UnsupportedSettingError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)
         return EXIT_USAGE

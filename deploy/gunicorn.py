@@ -47,7 +47,15 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "preload_app": False,
         "reuse_port": False,
         "control_socket_disable": True,  # it would write under $HOME: read-only in the image
+        "child_exit": child_exit,
     }
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live metric gauges, so in-progress counts stay true after a crash."""
+    from service.metrics import worker_exited  # noqa: PLC0415 - only once the metrics dir is exported
+
+    worker_exited(worker.pid, server.app.metrics_dir)
 
 
 def uvicorn_overrides(settings: Settings) -> dict[str, Any]:
@@ -88,6 +96,7 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         self.options = gunicorn_options(settings) if options is None else options
         self.uvicorn_overrides = uvicorn_overrides(settings) if worker_overrides is None else worker_overrides
         self.app_import = settings.asgi_app
+        self.metrics_dir = settings.metrics_dir
         super().__init__()
 
     def load_config(self) -> None:

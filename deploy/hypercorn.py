@@ -19,6 +19,7 @@ import time
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from hypercorn.asyncio.run import uvloop_worker
@@ -69,10 +70,17 @@ def run(settings: Settings) -> int:
     config = build_config(settings)
     if config.workers == 0:
         return hypercorn_run(config)
-    return _supervise(config)
+    return _supervise(config, settings.metrics_dir)
 
 
-def _supervise(config: Config) -> int:
+def _forget_metrics_of(process: BaseProcess, metrics_dir: Path | None) -> None:
+    if process.pid is not None and metrics_dir is not None:
+        from service.metrics import worker_exited  # noqa: PLC0415 - only once the metrics dir is exported
+
+        worker_exited(process.pid, metrics_dir)
+
+
+def _supervise(config: Config, metrics_dir: Path | None) -> int:
     ctx = get_context("spawn")
     sockets = config.create_sockets()
     shutdown_event = ctx.Event()
@@ -108,6 +116,7 @@ def _supervise(config: Config) -> int:
         for process in [p for p in started if p.exitcode is not None]:
             lived = time.monotonic() - started.pop(process)
             process.join()
+            _forget_metrics_of(process, metrics_dir)
             if stopping:
                 continue
             if process.exitcode != 0 and lived < BOOT_FAILURE_SECONDS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,11 +12,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from service.api import echo, health, root
+from service.api import echo, health, metrics, root
 from service.api.health import ReadinessCheck
 from service.errors import install_error_handlers
+from service.metrics import worker_exited
 from service.middleware.access_log import ACCESS_LOGGER, AccessLogMiddleware
 from service.middleware.limits import LimitsMiddleware
+from service.middleware.metrics import MetricsMiddleware
 from service.middleware.request_id import RequestIdMiddleware
 from service.middleware.security_headers import SecurityHeadersMiddleware
 from service.settings import Settings
@@ -35,6 +38,8 @@ class ServiceApp(FastAPI):
         app: ASGIApp = LimitsMiddleware(
             super().build_middleware_stack(), settings.max_body_size, settings.max_concurrency
         )
+        if settings.metrics_enabled:
+            app = MetricsMiddleware(app)
         app = SecurityHeadersMiddleware(app)
         if settings.access_log:
             app = AccessLogMiddleware(
@@ -57,6 +62,8 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         app.state.lifecycle = "running"
         yield
         app.state.lifecycle = "stopping"
+        if settings.metrics_enabled:
+            worker_exited(os.getpid(), settings.metrics_dir)
 
     docs = settings.docs_on
     app = ServiceApp(
@@ -75,5 +82,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     app.include_router(root.router)
     app.include_router(health.router)
     app.include_router(echo.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
     install_error_handlers(app)
     return app

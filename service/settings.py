@@ -155,6 +155,26 @@ class Settings(BaseSettings):
         default=None,
         description="Serve `/docs` and `/openapi.json`. Default: on in development, off in production.",
     )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at `/metrics`, summed over all workers.",
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory for the per-worker metric files (Prometheus multiprocess mode); emptied at "
+            "start. Default: a fresh temporary directory per launch. In Kubernetes: an emptyDir."
+        ),
+        json_schema_extra={"allowed": "an absolute path"},
+    )
+    metrics_allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"),
+        description=(
+            "Comma-separated IPs/CIDRs allowed to read `/metrics` (after trusted-proxy "
+            "resolution), or `*`. Default: loopback and private networks, where scrapers live."
+        ),
+        json_schema_extra={"allowed": "comma-separated IP addresses or CIDR networks, or `*`"},
+    )
     max_body_size: int = Field(
         default=1_048_576,
         ge=1,
@@ -206,16 +226,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} does not start with `/`")
         return value
 
-    @field_validator("forwarded_allow_ips", mode="before")
+    @field_validator("forwarded_allow_ips", "metrics_allow_ips", mode="before")
     @classmethod
-    def _split_forwarded_allow_ips(cls, value: object) -> object:
+    def _split_ip_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("forwarded_allow_ips")
+    @field_validator("forwarded_allow_ips", "metrics_allow_ips")
     @classmethod
-    def _check_forwarded_allow_ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_ip_list(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("must name at least one address, or `*`")
         for item in value:
@@ -227,6 +247,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
         if "*" in value and len(value) > 1:
             raise ValueError("`*` cannot be combined with addresses")
+        return value
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def _check_metrics_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path")
         return value
 
     @field_validator("root_path")
@@ -265,6 +292,8 @@ class Settings(BaseSettings):
                 shown[name] = "**********" if value.get_secret_value() else ""
             elif isinstance(value, tuple):
                 shown[name] = ",".join(value)
+            elif isinstance(value, Path):
+                shown[name] = str(value)
             else:
                 shown[name] = value
         shown["docs_on"] = self.docs_on
