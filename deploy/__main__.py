@@ -46,10 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Workers read the settings anew: they must find the directory the launcher prepared.
         os.environ[env_name("metrics_dir")] = str(directory)
         get_settings.cache_clear()
+        launcher_pid = os.getpid()
         try:
             return adapter.run(get_settings())
         finally:
-            if settings.metrics_dir is None:
+            # Forked workers (gunicorn) leave through here too: only the launcher cleans up.
+            if settings.metrics_dir is None and os.getpid() == launcher_pid:
                 shutil.rmtree(directory, ignore_errors=True)
     except (SettingsError, UnsupportedSettingError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)

@@ -36,7 +36,11 @@ class ServiceApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         settings = self.service_settings
         app: ASGIApp = LimitsMiddleware(
-            super().build_middleware_stack(), settings.max_body_size, settings.max_concurrency
+            super().build_middleware_stack(),
+            max_body_size=settings.max_body_size,
+            max_concurrency=settings.max_concurrency,
+            max_header_bytes=settings.max_header_bytes,
+            max_header_count=settings.max_header_count,
         )
         if settings.metrics_enabled:
             app = MetricsMiddleware(app)

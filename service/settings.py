@@ -184,6 +184,18 @@ class Settings(BaseSettings):
             "is answered 413 without being read into memory."
         ),
     )
+    max_header_bytes: int = Field(
+        default=32_768,
+        ge=1024,
+        le=1_048_576,
+        description="Largest total size of a request's header names and values in bytes; beyond it, 431.",
+    )
+    max_header_count: int = Field(
+        default=100,
+        ge=10,
+        le=10_000,
+        description="Most header fields a request may carry; beyond it, 431.",
+    )
     max_concurrency: int = Field(
         default=512,
         ge=0,

@@ -3,6 +3,10 @@
 - Bodies larger than `max_body_size` get 413: at once when Content-Length says
   so, or as soon as a streamed (chunked) body crosses the limit while the app
   reads it; the rest is never buffered.
+- Headers larger in total than `max_header_bytes`, or more than
+  `max_header_count` of them, get 431. Some servers stop such requests earlier
+  with their own 400/431; httptools-based ones (uvicorn, gunicorn+uvicorn) and
+  granian have no such limit, so the app enforces one for every profile.
 - More than `max_concurrency` requests in flight in this worker get an immediate
   503 with `Retry-After`, instead of an unbounded queue. The probes are exempt:
   an overloaded worker is alive, and restarting it would make things worse.
@@ -19,10 +23,19 @@ EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class LimitsMiddleware:
-    def __init__(self, app: ASGIApp, max_body_size: int, max_concurrency: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_size: int,
+        max_concurrency: int,
+        max_header_bytes: int = 32_768,
+        max_header_count: int = 100,
+    ) -> None:
         self.app = app
         self.max_body_size = max_body_size
         self.max_concurrency = max_concurrency
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -32,6 +45,13 @@ class LimitsMiddleware:
         over_limit = self.max_concurrency and self.in_flight >= self.max_concurrency
         if over_limit and scope["path"] not in EXEMPT_PATHS:
             await _reply(send, 503, "Server busy, retry shortly", [(b"retry-after", b"1")])
+            return
+        headers = scope["headers"]
+        if len(headers) > self.max_header_count:
+            await _reply(send, 431, f"More than {self.max_header_count} request headers")
+            return
+        if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
+            await _reply(send, 431, f"Request headers larger than {self.max_header_bytes} bytes")
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_size:

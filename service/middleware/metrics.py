@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +29,7 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_progress = IN_PROGRESS.labels(method)
+        in_progress = _in_progress(method)
         in_progress.inc()
         try:
             await self.app(scope, receive, send_recording_status)
@@ -35,6 +37,19 @@ class MetricsMiddleware:
             in_progress.dec()
             # Starlette's router writes the matched route into this same scope.
             route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
-            labels = (method, route, str(status))
-            REQUESTS.labels(*labels).inc()
-            DURATION.labels(*labels).observe(time.perf_counter() - started)
+            counter, histogram = _series(method, route, status)
+            counter.inc()
+            histogram.observe(time.perf_counter() - started)
+
+
+# prometheus-client's .labels() costs a few microseconds per call: look each
+# series up once. The label space is bounded (methods, route templates, statuses).
+@functools.cache
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    labels = (method, route, str(status))
+    return REQUESTS.labels(*labels), DURATION.labels(*labels)
+
+
+@functools.cache
+def _in_progress(method: str) -> Any:
+    return IN_PROGRESS.labels(method)

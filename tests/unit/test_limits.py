@@ -63,3 +63,13 @@ async def test_over_concurrency_limit_is_503_and_probes_still_answer() -> None:
     assert probe.status_code == 200
     assert [r.status_code for r in done] == [200, 200]
     assert after.status_code == 200
+
+
+def test_oversized_or_too_many_headers_are_431() -> None:
+    client = TestClient(create_app(Settings(max_header_bytes=2048, max_header_count=20)))
+    assert client.get("/", headers={"x-big": "a" * 4096}).status_code == 431
+    many = {f"x-h{i}": "1" for i in range(30)}
+    response = client.get("/", headers=many)
+    assert response.status_code == 431
+    assert response.json() == {"detail": "More than 20 request headers"}
+    assert client.get("/", headers={"x-small": "a" * 100}).status_code == 200

@@ -1,0 +1,43 @@
+"""The service plus test-only routes for the resilience suite (APP_ASGI_APP=tests.resilience.apps:app)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from fastapi import Query, Request
+
+from service.app import create_app
+from service.settings import get_settings
+
+app = create_app(get_settings())
+
+
+@app.get("/pid")
+async def pid() -> dict[str, int]:
+    """Which worker process answered."""
+    return {"pid": os.getpid()}
+
+
+@app.get("/slow")
+async def slow(seconds: float = Query(ge=0, le=120)) -> dict[str, float]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@app.get("/whoami")
+async def whoami(request: Request) -> dict[str, str | None]:
+    """What the app believes about the peer, after the proxy-header middleware."""
+    return {
+        "client": request.client.host if request.client else None,
+        "scheme": request.url.scheme,
+    }
+
+
+@app.post("/consume")
+async def consume(request: Request) -> dict[str, int]:
+    """Read the whole body as a stream (the limits middleware counts it as it arrives)."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return {"received": size}

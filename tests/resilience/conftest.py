@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.profiles import PROFILES
+from tests.resilience.support import RESILIENCE_APP, Report
+from tests.support.process import ServerProcess, running_server
+
+# Limits of the shared server: small enough to trip from a test, one worker so the
+# per-worker concurrency limit is the server's.
+MAX_BODY_SIZE = 1024
+MAX_CONCURRENCY = 4
+UNTRUSTED_PROXY = "10.1.2.3"
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
+    path = tmp_path_factory.getbasetemp() / "resilience.json"
+    result = Report(path)
+    yield result
+    if result.entries:
+        print(f"\n[resilience] figures written to {path}")
+
+
+@pytest.fixture(scope="session", params=sorted(PROFILES))
+def limited(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """One server per profile, shared by the limits, forwarding and hostile-input tests."""
+    env = {
+        "APP_ASGI_APP": RESILIENCE_APP,
+        "APP_WORKERS": "1",
+        "APP_ACCESS_LOG": "false",
+        "APP_MAX_BODY_SIZE": str(MAX_BODY_SIZE),
+        "APP_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
+        "APP_FORWARDED_ALLOW_IPS": UNTRUSTED_PROXY,
+    }
+    with running_server(request.param, env) as server:
+        yield server
