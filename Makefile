@@ -33,10 +33,10 @@ $(TOOLS)/bin/uv:
 
 .PHONY: venv-run venv-dev
 venv-run: | $(UV) ## Install the locked runtime dependencies into .venv
-	@$(UV) sync --locked --no-dev --inexact --quiet
+	@$(UV) sync --locked --no-dev --all-extras --inexact --quiet
 
 venv-dev: | $(UV) ## Install runtime and development dependencies into .venv
-	@$(UV) sync --locked --quiet
+	@$(UV) sync --locked --all-extras --quiet
 
 .PHONY: run run-uvicorn run-hypercorn run-gunicorn run-gunicorn-asgi run-granian
 run: venv-run ## Run the server named by APP_SERVER (default uvicorn)

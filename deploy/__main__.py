@@ -17,6 +17,7 @@ from typing import Any
 from deploy import metrics_dir
 from deploy.common import UnsupportedSettingError
 from deploy.profiles import PROFILES, load_adapter
+from service import tracing
 from service.settings import Settings, SettingsError, env_name, get_settings
 
 EXIT_USAGE = 2
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_config(profile, settings, adapter.native_config(settings))
             return 0
         adapter.native_config(settings)  # refuse unsupported settings before touching anything
+        tracing.check_available(settings)
         if not settings.metrics_enabled:
             return adapter.run(settings)
         directory = metrics_dir.prepare(settings.metrics_dir)

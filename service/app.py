@@ -22,6 +22,7 @@ from service.middleware.metrics import MetricsMiddleware
 from service.middleware.request_id import RequestIdMiddleware
 from service.middleware.security_headers import SecurityHeadersMiddleware
 from service.settings import Settings
+from service.tracing import tracing_for
 
 
 class ServiceApp(FastAPI):
@@ -61,6 +62,8 @@ class ServiceApp(FastAPI):
 
 
 def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
+    tracing = tracing_for(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lifecycle = "running"
@@ -68,9 +71,12 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         app.state.lifecycle = "stopping"
         if settings.metrics_enabled:
             worker_exited(os.getpid(), settings.metrics_dir)
+        if tracing is not None:
+            tracing.shutdown()  # flushes the spans still batched
 
     docs = settings.docs_on
     app = ServiceApp(
+        telemetry=tracing.telemetry_config() if tracing is not None else None,
         title="asgi-deploy service",
         lifespan=lifespan,
         root_path=settings.root_path,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -175,6 +175,21 @@ class Settings(BaseSettings):
         ),
         json_schema_extra={"allowed": "comma-separated IP addresses or CIDR networks, or `*`"},
     )
+    otlp_endpoint: HttpUrl | None = Field(
+        default=None,
+        description=(
+            "OTLP/HTTP traces endpoint, e.g. `http://otel-collector:4318/v1/traces`. Unset: tracing "
+            "is off and the OpenTelemetry SDK is not even imported."
+        ),
+        json_schema_extra={"allowed": "an http(s) URL"},
+    )
+    otel_service_name: str = Field(
+        default="asgi-deploy",
+        min_length=1,
+        max_length=128,
+        description="`service.name` of the exported spans.",
+        json_schema_extra={"allowed": "a non-empty string"},
+    )
     max_body_size: int = Field(
         default=1_048_576,
         ge=1,
@@ -304,7 +319,7 @@ class Settings(BaseSettings):
                 shown[name] = "**********" if value.get_secret_value() else ""
             elif isinstance(value, tuple):
                 shown[name] = ",".join(value)
-            elif isinstance(value, Path):
+            elif isinstance(value, Path | HttpUrl):
                 shown[name] = str(value)
             else:
                 shown[name] = value

@@ -8,8 +8,8 @@ anything else is replaced, never echoed, since it lands in logs and headers.
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
