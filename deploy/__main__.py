@@ -11,12 +11,14 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from deploy import metrics_dir
+from deploy import drain, metrics_dir
 from deploy.common import UnsupportedSettingError
-from deploy.profiles import PROFILES, load_adapter
+from deploy.profiles import PROFILES, Adapter, load_adapter
 from service import tracing
 from service.settings import Settings, SettingsError, env_name, get_settings
 
@@ -41,23 +43,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         adapter.native_config(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
-        if not settings.metrics_enabled:
-            return adapter.run(settings)
-        directory = metrics_dir.prepare(settings.metrics_dir)
-        metrics_dir.export(directory)
-        # Workers read the settings anew: they must find the directory the launcher prepared.
-        os.environ[env_name("metrics_dir")] = str(directory)
-        get_settings.cache_clear()
-        launcher_pid = os.getpid()
-        try:
-            return adapter.run(get_settings())
-        finally:
-            # Forked workers (gunicorn) leave through here too: only the launcher cleans up.
-            if settings.metrics_dir is None and os.getpid() == launcher_pid:
-                shutil.rmtree(directory, ignore_errors=True)
+        return _launch(adapter, settings)
     except (SettingsError, UnsupportedSettingError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _launch(adapter: Adapter, settings: Settings) -> int:
+    """Prepare what the workers share, export it to them, then run the server."""
+    cleanup: list[Path] = []
+    if settings.metrics_enabled:
+        directory = metrics_dir.prepare(settings.metrics_dir)
+        metrics_dir.export(directory)
+        _export_setting("metrics_dir", directory)
+        if settings.metrics_dir is None:
+            cleanup.append(directory)
+    window = settings.effective_drain_seconds
+    flag = settings.drain_file
+    if window and flag is None:
+        run_dir = Path(tempfile.mkdtemp(prefix="asgi-deploy-run-"))
+        cleanup.append(run_dir)
+        flag = run_dir / "draining"
+        _export_setting("drain_file", flag)
+    launcher_pid = os.getpid()
+    try:
+        if window and flag is not None:
+            return drain.run_with_drain(lambda: adapter.run(get_settings()), window, flag)
+        return adapter.run(get_settings())
+    finally:
+        # Forked workers (gunicorn) leave through here too: only the launcher cleans up.
+        if os.getpid() == launcher_pid:
+            for path in cleanup:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _export_setting(name: str, value: Path) -> None:
+    """Workers read the settings anew: they must find what the launcher prepared."""
+    os.environ[env_name(name)] = str(value)
+    get_settings.cache_clear()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service.api import echo, health, metrics, root
 from service.api.health import ReadinessCheck
+from service.drain import DrainMiddleware, DrainState, watch
 from service.errors import install_error_handlers
 from service.metrics import worker_exited
 from service.middleware.access_log import ACCESS_LOGGER, AccessLogMiddleware
@@ -33,6 +34,7 @@ class ServiceApp(FastAPI):
     """
 
     service_settings: Settings
+    drain_state: DrainState
 
     def build_middleware_stack(self) -> ASGIApp:
         settings = self.service_settings
@@ -46,6 +48,7 @@ class ServiceApp(FastAPI):
         if settings.metrics_enabled:
             app = MetricsMiddleware(app)
         app = SecurityHeadersMiddleware(app)
+        app = DrainMiddleware(app, self.drain_state)
         if settings.access_log:
             app = AccessLogMiddleware(
                 app, logging.getLogger(ACCESS_LOGGER), frozenset(settings.access_log_skip_paths)
@@ -67,7 +70,8 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lifecycle = "running"
-        yield
+        async with watch(settings.drain_file, app.state.drain):
+            yield
         app.state.lifecycle = "stopping"
         if settings.metrics_enabled:
             worker_exited(os.getpid(), settings.metrics_dir)
@@ -85,6 +89,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         openapi_url="/openapi.json" if docs else None,
     )
     app.service_settings = settings
+    app.drain_state = app.state.drain = DrainState()
     app.state.settings = settings
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)

@@ -36,6 +36,7 @@ from service.cpu import available_cpus
 ENV_PREFIX = "APP_"
 DEFAULT_ENV_FILE = Path(".env")
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
+DEFAULT_DRAIN_SECONDS = 5
 
 Environment = Literal["development", "production"]
 ServerName = Literal["uvicorn", "hypercorn", "gunicorn", "gunicorn-asgi", "granian"]
@@ -190,6 +191,25 @@ class Settings(BaseSettings):
         description="`service.name` of the exported spans.",
         json_schema_extra={"allowed": "a non-empty string"},
     )
+    drain_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=300,
+        description=(
+            "Seconds between SIGTERM and the graceful stop during which /readyz answers 503 and every "
+            "response carries `Connection: close`, while new connections are still served, so "
+            "keep-alive clients move off without losing a request. Default: 0 in Kubernetes (the "
+            "preStop sleep does this job), 5 elsewhere."
+        ),
+    )
+    drain_file: Path | None = Field(
+        default=None,
+        description=(
+            "File whose appearance starts the drain in every worker. Managed by the launcher; "
+            "create it yourself to drain without stopping."
+        ),
+        json_schema_extra={"allowed": "an absolute path"},
+    )
     max_body_size: int = Field(
         default=1_048_576,
         ge=1,
@@ -276,9 +296,9 @@ class Settings(BaseSettings):
             raise ValueError("`*` cannot be combined with addresses")
         return value
 
-    @field_validator("metrics_dir")
+    @field_validator("metrics_dir", "drain_file")
     @classmethod
-    def _check_metrics_dir(cls, value: Path | None) -> Path | None:
+    def _check_absolute_path(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
             raise ValueError("must be an absolute path")
         return value
@@ -305,6 +325,12 @@ class Settings(BaseSettings):
         return "json" if self.env == "production" else "console"
 
     @property
+    def effective_drain_seconds(self) -> int:
+        if self.drain_seconds is not None:
+            return self.drain_seconds
+        return 0 if running_in_kubernetes() else DEFAULT_DRAIN_SECONDS
+
+    @property
     def docs_on(self) -> bool:
         if self.docs_enabled is not None:
             return self.docs_enabled
@@ -325,7 +351,13 @@ class Settings(BaseSettings):
                 shown[name] = value
         shown["docs_on"] = self.docs_on
         shown["effective_log_format"] = self.effective_log_format
+        shown["effective_drain_seconds"] = self.effective_drain_seconds
         return shown
+
+
+def running_in_kubernetes() -> bool:
+    """The kubelet sets this in every container, whatever enableServiceLinks says."""
+    return "KUBERNETES_SERVICE_HOST" in os.environ
 
 
 class SettingsError(Exception):

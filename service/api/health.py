@@ -44,7 +44,7 @@ async def liveness() -> Health:
 )
 async def readiness(request: Request) -> Health | JSONResponse:
     state = request.app.state
-    if state.lifecycle != "running":
+    if state.lifecycle != "running" or state.drain.draining:
         status = "starting" if state.lifecycle == "starting" else "stopping"
         return _unavailable(Health(status=status))
     failing = await _failing_checks(state.readiness_checks)

@@ -180,12 +180,15 @@ def check_shutdown_budget(objs: list[Obj], default_graceful_timeout: int) -> lis
                     "pods would get SIGTERM while still in the Service's endpoints"
                 )
             env = effective_env(objs, container)
-            drain = int(env.get("APP_GRACEFUL_TIMEOUT", default_graceful_timeout))
-            needed = pre_stop + drain + SHUTDOWN_MARGIN_SECONDS
+            graceful = int(env.get("APP_GRACEFUL_TIMEOUT", default_graceful_timeout))
+            # The launcher's drain window (0 by default in Kubernetes) runs before the graceful stop.
+            window = int(env.get("APP_DRAIN_SECONDS", 0))
+            needed = pre_stop + window + graceful + SHUTDOWN_MARGIN_SECONDS
             if grace < needed:
                 problems.append(
                     f"{name_of(workload)}: terminationGracePeriodSeconds={grace} < preStop {pre_stop} "
-                    f"+ APP_GRACEFUL_TIMEOUT {drain} + margin {SHUTDOWN_MARGIN_SECONDS} = {needed}"
+                    f"+ APP_DRAIN_SECONDS {window} + APP_GRACEFUL_TIMEOUT {graceful} "
+                    f"+ margin {SHUTDOWN_MARGIN_SECONDS} = {needed}"
                 )
     return problems
 
@@ -356,15 +359,145 @@ def check_scaling(objs: list[Obj]) -> list[str]:
 
 def check_schema(objs: list[Obj], version: str) -> list[str]:
     """Strict offline validation against one Kubernetes version's OpenAPI schemas:
-    unknown (misspelt) fields and wrong types are errors."""
+    unknown (misspelt) fields and wrong types are errors. Objects of the custom
+    resource kinds in CRD_KINDS are skipped (kubernetes-validate knows only built-in
+    kinds); every other kind without a schema is an error."""
     import kubernetes_validate
 
     problems = []
     for obj in objs:
+        if type_of(obj) in CRD_KINDS:
+            continue  # no schema to validate against: see check_service_monitors
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as error:
             problems.append(f"{name_of(obj)} (Kubernetes {version}): {error.message}")
         except kubernetes_validate.SchemaNotFoundError as error:
             problems.append(f"{name_of(obj)} (Kubernetes {version}): no schema: {error}")
+    return problems
+
+
+# --- custom resources ----------------------------------------------------------------
+
+# Custom resource kinds (`apiVersion/kind`) that kubernetes-validate has no schema
+# for: check_schema skips exactly these, and each has its own shape check below.
+# Any other object without a schema is still an error.
+CRD_KINDS = frozenset({"monitoring.coreos.com/v1/ServiceMonitor"})
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
+# Prometheus duration units (model.ParseDuration); `ms` precedes `m` in the regex.
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_FALSE = frozenset({"0", "f", "false", "n", "no", "off"})  # what pydantic reads as False
+
+
+def type_of(obj: Obj) -> str:
+    return f"{obj.get('apiVersion')}/{obj.get('kind')}"
+
+
+def duration_seconds(text: object) -> float | None:
+    """A Prometheus duration (`30s`, `1m30s`, `500ms`) in seconds; None if malformed."""
+    if not isinstance(text, str) or not text:
+        return None
+    parts = _DURATION.findall(text)
+    if "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def _namespace(obj: Obj) -> str | None:
+    return obj.get("metadata", {}).get("namespace")
+
+
+def check_service_monitors(objs: list[Obj], app_paths: set[str]) -> list[str]:
+    """Each ServiceMonitor (a CRD, so check_schema skips it) has the operator's
+    apiVersion, selects a Service by that Service's identity (selector) labels, scrapes
+    a named port of it, on a path the app serves, with a timeout within the interval,
+    and the pods behind that Service have /metrics enabled."""
+    problems = []
+    for monitor in of_kind(objs, "ServiceMonitor"):
+        where = name_of(monitor)
+        if monitor.get("apiVersion") != SERVICE_MONITOR_API:
+            problems.append(
+                f"{where}: apiVersion {monitor.get('apiVersion')!r}, expected {SERVICE_MONITOR_API}"
+            )
+        spec = monitor.get("spec", {})
+        selector = spec.get("selector", {})
+        labels = selector.get("matchLabels", {})
+        if not labels or set(selector) - {"matchLabels"}:
+            problems.append(f"{where}: selector must be non-empty matchLabels only, got {selector}")
+        matched = [
+            s for s in _visible_services(objs, monitor) if _selects(labels, s["metadata"].get("labels", {}))
+        ]
+        if not matched:
+            problems.append(f"{where}: selector {labels} matches no Service it can see")
+        for service in matched:
+            identity = set(service["spec"].get("selector", {}))
+            if set(labels) - identity:
+                problems.append(
+                    f"{where}: selects {name_of(service)} on {sorted(set(labels) - identity)}, "
+                    f"not only its identity labels {sorted(identity)}"
+                )
+            problems += [f"{where}: {p}" for p in _metrics_disabled(objs, service)]
+        endpoints = spec.get("endpoints") or []
+        if not endpoints:
+            problems.append(f"{where}: no endpoints")
+        for i, endpoint in enumerate(endpoints):
+            problems += [
+                f"{where} endpoint {i}: {p}" for p in _endpoint_problems(endpoint, matched, app_paths)
+            ]
+    return problems
+
+
+def _visible_services(objs: list[Obj], monitor: Obj) -> list[Obj]:
+    """The Services in the namespaces the ServiceMonitor looks at."""
+    services = of_kind(objs, "Service")
+    namespaces = monitor.get("spec", {}).get("namespaceSelector", {})
+    if namespaces.get("any"):
+        return services
+    if "matchNames" in namespaces:
+        return [s for s in services if _namespace(s) in namespaces["matchNames"]]
+    # Without a namespaceSelector the operator looks in the ServiceMonitor's own namespace.
+    return [s for s in services if _namespace(s) == _namespace(monitor)]
+
+
+def _metrics_disabled(objs: list[Obj], service: Obj) -> list[str]:
+    problems = []
+    for workload in workloads(objs):
+        template = workload["spec"]["template"]
+        if not _selects(service["spec"].get("selector", {}), template["metadata"].get("labels", {})):
+            continue
+        for container in containers(workload):
+            enabled = effective_env(objs, container).get("APP_METRICS_ENABLED", "true")
+            if enabled.strip().lower() in _FALSE:
+                problems.append(
+                    f"{name_of(workload)} container {container['name']} behind {name_of(service)} "
+                    f"sets APP_METRICS_ENABLED={enabled}: /metrics does not exist"
+                )
+    return problems
+
+
+def _endpoint_problems(endpoint: Obj, services: list[Obj], app_paths: set[str]) -> list[str]:
+    problems = []
+    port = endpoint.get("port")
+    if not isinstance(port, str) or not port:
+        problems.append(f"no Service port name in `port` (got {endpoint.get('port')!r})")
+    else:
+        for service in services:
+            names = {p.get("name") for p in service["spec"].get("ports", [])}
+            if port not in names:
+                problems.append(
+                    f"port {port!r} is not a named port of {name_of(service)} ({sorted(names - {None})})"
+                )
+    path = endpoint.get("path", "/metrics")  # the operator's default
+    if path not in app_paths:
+        problems.append(f"path {path!r} is not a route of the app")
+    if endpoint.get("scheme", "http") != "http":
+        problems.append(f"scheme {endpoint['scheme']!r}: the pods serve plain HTTP")
+    interval = duration_seconds(endpoint.get("interval"))
+    timeout = duration_seconds(endpoint.get("scrapeTimeout"))
+    for key, value in (("interval", interval), ("scrapeTimeout", timeout)):
+        if not value:
+            problems.append(f"{key} {endpoint.get(key)!r} is missing or not a positive Prometheus duration")
+    if interval and timeout and timeout > interval:
+        problems.append(f"scrapeTimeout {endpoint['scrapeTimeout']} exceeds interval {endpoint['interval']}")
     return problems

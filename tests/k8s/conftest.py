@@ -52,3 +52,9 @@ def rendered(request: pytest.FixtureRequest, render_variant: Callable[[str], Obj
 def broken(render_variant: Callable[[str], Objects]) -> Objects:
     """A fresh copy of the uvicorn overlay for a negative test to break."""
     return render_variant("uvicorn")
+
+
+@pytest.fixture
+def monitored(render_variant: Callable[[str], Objects]) -> Objects:
+    """A fresh copy of the uvicorn overlay with the service-monitor component, to break."""
+    return render_variant("uvicorn+service-monitor")

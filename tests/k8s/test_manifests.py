@@ -31,9 +31,20 @@ def app_paths(settings_class: type[Any]) -> set[str]:
 
     app = create_app(settings_class(_env_file=None, _secrets_dir=None))
     # The routes the app documents (the schema is built even with docs off), plus
-    # plain routes for FastAPI versions whose app.routes are all flat.
-    paths = set(app.openapi()["paths"])
-    paths |= {route.path for route in app.routes if isinstance(getattr(route, "path", None), str)}
+    # every route, documented or not (/metrics is not), found by route_paths.
+    return set(app.openapi()["paths"]) | route_paths(app.routes)
+
+
+def route_paths(routes: Any, prefix: str = "") -> set[str]:
+    """Paths of routes, flat (older FastAPI) or behind included routers (FastAPI
+    0.16x keeps each include_router as one route holding the original router)."""
+    paths = set()
+    for route in routes:
+        if isinstance(getattr(route, "path", None), str):
+            paths.add(prefix + route.path)
+        elif hasattr(route, "original_router"):
+            context = getattr(route, "include_context", None)
+            paths |= route_paths(route.original_router.routes, prefix + getattr(context, "prefix", ""))
     return paths
 
 
@@ -104,6 +115,38 @@ def test_hardening(rendered: Objects) -> None:
 
 def test_scaling(rendered: Objects) -> None:
     assert checks.check_scaling(rendered) == []
+
+
+def test_metrics_endpoint_answers_private_scrapers_only(settings_class: type[Any]) -> None:
+    """/metrics exists, answers a scraper on a pod network (the default allow-list) and
+    refuses a public address."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    app = create_app(settings_class(_env_file=None, _secrets_dir=None))
+    for client, status in ((("10.244.0.7", 50000), 200), (("203.0.113.5", 50000), 403)):
+        with TestClient(app, client=client) as scraper:
+            assert scraper.get("/metrics").status_code == status, client
+
+
+def test_service_monitors(rendered: Objects, app_paths: set[str]) -> None:
+    assert "/metrics" in app_paths
+    assert checks.check_service_monitors(rendered, app_paths) == []
+
+
+def test_service_monitor_component_scrapes_metrics(monitored: Objects) -> None:
+    """The component adds exactly one ServiceMonitor, with the documented settings,
+    and the schema check skips it (a CRD) rather than failing."""
+    (monitor,) = checks.of_kind(monitored, "ServiceMonitor")
+    assert checks.type_of(monitor) in checks.CRD_KINDS
+    assert (
+        monitor["metadata"]["namespace"] == checks.of_kind(monitored, "Service")[0]["metadata"]["namespace"]
+    )
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "scheme": "http", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    assert checks.check_schema(monitored, NEWEST_K8S) == []
 
 
 def test_overlays_select_their_server(render_variant: Any) -> None:
@@ -184,6 +227,12 @@ def test_shutdown_budget_catches_a_short_grace_period(broken: Objects, defaults:
     assert any("terminationGracePeriodSeconds=35" in p for p in problems)
 
 
+def test_shutdown_budget_counts_the_drain_window(broken: Objects, defaults: dict[str, Any]) -> None:
+    configmap_data(broken)["APP_DRAIN_SECONDS"] = "15"
+    problems = checks.check_shutdown_budget(broken, defaults["graceful_timeout"])
+    assert any("APP_DRAIN_SECONDS 15" in p for p in problems)
+
+
 def test_shutdown_budget_catches_a_missing_prestop(broken: Objects, defaults: dict[str, Any]) -> None:
     del app_container(broken)["lifecycle"]
     assert any("no preStop" in p for p in checks.check_shutdown_budget(broken, defaults["graceful_timeout"]))
@@ -251,3 +300,90 @@ def test_scaling_catches_replicas_and_missing_budget(broken: Objects) -> None:
     problems = checks.check_scaling(broken)
     assert any("sets replicas" in p for p in problems)
     assert any("no PodDisruptionBudget" in p for p in problems)
+
+
+# --- custom resources: the schema check skips only listed kinds; ServiceMonitor shape ---
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind"),
+    [("monitoring.coreos.com/v1alpha1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PodMonitor")],
+)
+def test_schema_fails_on_an_unlisted_custom_kind(monitored: Objects, api_version: str, kind: str) -> None:
+    (monitor,) = checks.of_kind(monitored, "ServiceMonitor")
+    monitor.update(apiVersion=api_version, kind=kind)
+    assert any(
+        f"{kind}/asgi-deploy" in p and "no schema" in p for p in checks.check_schema(monitored, NEWEST_K8S)
+    )
+
+
+def test_duration_seconds() -> None:
+    assert checks.duration_seconds("30s") == 30
+    assert checks.duration_seconds("1m30s") == 90
+    assert checks.duration_seconds("500ms") == 0.5
+    for bad in ("30", "30 s", "s", "", "1.5s", 30, None):
+        assert checks.duration_seconds(bad) is None, bad
+
+
+def _monitor(objs: Objects) -> dict[str, Any]:
+    return checks.of_kind(objs, "ServiceMonitor")[0]
+
+
+def _endpoint(objs: Objects) -> dict[str, Any]:
+    return _monitor(objs)["spec"]["endpoints"][0]
+
+
+def _labels(objs: Objects) -> dict[str, str]:
+    return _monitor(objs)["spec"]["selector"]["matchLabels"]
+
+
+BROKEN_MONITORS = [
+    pytest.param(lambda o: _monitor(o).update(apiVersion="monitoring.coreos.com/v2"), "apiVersion", id="api"),
+    pytest.param(
+        lambda o: _labels(o).update({"app.kubernetes.io/name": "x"}), "matches no Service", id="label"
+    ),
+    pytest.param(
+        lambda o: _labels(o).update({"asgi-deploy/server": "uvicorn"}), "identity labels", id="non-id"
+    ),
+    pytest.param(
+        lambda o: _monitor(o)["spec"].update(selector={}), "non-empty matchLabels", id="no-selector"
+    ),
+    pytest.param(
+        lambda o: _monitor(o)["spec"].update(namespaceSelector={"matchNames": ["monitoring"]}),
+        "matches no Service",
+        id="namespace-selector",
+    ),
+    pytest.param(
+        lambda o: _monitor(o)["metadata"].update(namespace="monitoring"), "matches no Service", id="namespace"
+    ),
+    pytest.param(lambda o: _monitor(o)["spec"].update(endpoints=[]), "no endpoints", id="no-endpoints"),
+    pytest.param(lambda o: _endpoint(o).update(port="metrics"), "'metrics' is not a named port", id="port"),
+    pytest.param(lambda o: _endpoint(o).update(port=8000), "no Service port name", id="port-number"),
+    pytest.param(
+        lambda o: checks.of_kind(o, "Service")[0]["spec"]["ports"][0].pop("name"),
+        "'http' is not a named port",
+        id="unnamed-service-port",
+    ),
+    pytest.param(lambda o: _endpoint(o).update(path="/metric"), "'/metric' is not a route", id="path"),
+    pytest.param(lambda o: _endpoint(o).update(scheme="https"), "scheme 'https'", id="scheme"),
+    pytest.param(
+        lambda o: _endpoint(o).update(scrapeTimeout="1m"), "exceeds interval", id="timeout>interval"
+    ),
+    pytest.param(lambda o: _endpoint(o).update(interval="30"), "interval '30'", id="bad-duration"),
+    pytest.param(lambda o: _endpoint(o).pop("scrapeTimeout"), "scrapeTimeout None", id="no-timeout"),
+    pytest.param(
+        lambda o: configmap_data(o).update(APP_METRICS_ENABLED="False"),
+        "APP_METRICS_ENABLED=False",
+        id="metrics-off",
+    ),
+]
+
+
+@pytest.mark.parametrize(("breakage", "expected"), BROKEN_MONITORS)
+def test_service_monitor_check_catches_a_broken_monitor(
+    monitored: Objects, app_paths: set[str], breakage: Any, expected: str
+) -> None:
+    assert checks.check_service_monitors(monitored, app_paths) == []
+    breakage(monitored)
+    problems = checks.check_service_monitors(monitored, app_paths)
+    assert any(expected in p for p in problems), problems

@@ -120,7 +120,9 @@ def running_server(
     profile: str, env: Mapping[str, str] | None = None, wait_ready: bool = True
 ) -> Iterator[ServerProcess]:
     port = free_port()
-    full_env = clean_environ({"APP_HOST": LOOPBACK, "APP_PORT": str(port), **(env or {})})
+    # No drain window unless a test asks for one: it would add seconds to every stop.
+    defaults = {"APP_HOST": LOOPBACK, "APP_PORT": str(port), "APP_DRAIN_SECONDS": "0"}
+    full_env = clean_environ({**defaults, **(env or {})})
     with tempfile.NamedTemporaryFile(prefix=f"{profile}-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
         process = subprocess.Popen(

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -56,7 +60,7 @@ def test_forwarded_headers_only_from_trusted_proxies() -> None:
     app = create_app(Settings(forwarded_allow_ips="10.0.0.1"))  # type: ignore[arg-type]
 
     @app.get("/client")
-    async def client_address(request: __import__("fastapi").Request) -> dict[str, str]:
+    async def client_address(request: Request) -> dict[str, str]:
         return {"host": request.client.host if request.client else "", "scheme": request.url.scheme}
 
     spoof = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
@@ -70,3 +74,18 @@ def test_forwarded_headers_only_from_trusted_proxies() -> None:
             "host": "203.0.113.7",
             "scheme": "https",
         }
+
+
+def test_drain_file_turns_readiness_off_and_closes_connections(tmp_path: Path) -> None:
+    flag = tmp_path / "draining"
+    with TestClient(create_app(Settings(drain_file=flag))) as client:
+        assert client.get("/readyz").status_code == 200
+        assert "connection" not in client.get("/").headers
+        flag.touch()
+        deadline = time.monotonic() + 3
+        while client.get("/readyz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/readyz").json()["status"] == "stopping"
+        response = client.get("/")
+        assert response.status_code == 200
+        assert response.headers["connection"] == "close"

@@ -161,3 +161,12 @@ def test_launcher_reports_bad_setting_without_traceback() -> None:
         "asgi-deploy: invalid APP_WORKERS='many': Input should be a valid integer, unable to parse "
         "string as an integer (allowed: an integer from 1 to 256)"
     )
+
+
+def test_drain_window_defaults_to_off_in_kubernetes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert load_settings().effective_drain_seconds == 5
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    assert load_settings().effective_drain_seconds == 0
+    monkeypatch.setenv("APP_DRAIN_SECONDS", "3")
+    assert load_settings().effective_drain_seconds == 3

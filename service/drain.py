@@ -1,0 +1,67 @@
+"""The drain window: between SIGTERM and the graceful stop, tell clients to move off.
+
+The launcher (deploy/drain.py) creates a file when SIGTERM arrives; every
+worker watches for it, and from then on `/readyz` answers 503 and every
+response carries `Connection: close`, while requests, including those on new
+connections, are still served. A file works across every server's worker model
+(forked, spawned, Rust-managed) without any server's cooperation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+POLL_SECONDS = 0.1
+
+
+class DrainState:
+    def __init__(self) -> None:
+        self.draining = False
+
+
+@contextlib.asynccontextmanager
+async def watch(flag: Path | None, state: DrainState) -> AsyncIterator[None]:
+    """Run a watcher for the flag file for as long as the app runs."""
+    if flag is None:
+        yield
+        return
+
+    async def poll() -> None:
+        # A file has no change event to await; one stat() a poll is cheaper than a thread hop.
+        while not flag.exists():  # noqa: ASYNC110, ASYNC240
+            await asyncio.sleep(POLL_SECONDS)
+        state.draining = True
+
+    task = asyncio.create_task(poll())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class DrainMiddleware:
+    """While draining, every response asks the client to close its connection."""
+
+    def __init__(self, app: ASGIApp, state: DrainState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.state.draining:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_close(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message["headers"] = [*headers, (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_close)
