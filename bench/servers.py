@@ -43,6 +43,7 @@ def server_environ(port: int, workers: int, asgi_app: str) -> dict[str, str]:
             "APP_PORT": str(port),
             "APP_WORKERS": str(workers),
             "APP_ACCESS_LOG": "false",
+            "APP_DRAIN_SECONDS": "0",  # stop at once: a drain window would add seconds per point
             "APP_LOG_LEVEL": "warning",
             "APP_ASGI_APP": asgi_app,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -16,8 +18,9 @@ from service.api import echo, health, metrics, root
 from service.api.health import ReadinessCheck
 from service.drain import DrainMiddleware, DrainState, watch
 from service.errors import install_error_handlers
-from service.metrics import worker_exited
+from service.metrics import sample_process_periodically, worker_exited
 from service.middleware.access_log import ACCESS_LOGGER, AccessLogMiddleware
+from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
 from service.middleware.metrics import MetricsMiddleware
 from service.middleware.request_id import RequestIdMiddleware
@@ -47,6 +50,17 @@ class ServiceApp(FastAPI):
         )
         if settings.metrics_enabled:
             app = MetricsMiddleware(app)
+        if settings.cors_allow_origins:
+            app = CORSMiddleware(
+                app,
+                allow_origins=list(settings.cors_allow_origins),
+                allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+                allow_headers=["content-type", "x-request-id"],
+                expose_headers=["x-request-id"],
+                max_age=600,
+            )
+        if settings.allowed_hosts != ("*",):
+            app = HostAllowListMiddleware(app, list(settings.allowed_hosts))
         app = SecurityHeadersMiddleware(app)
         app = DrainMiddleware(app, self.drain_state)
         if settings.access_log:
@@ -70,8 +84,11 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lifecycle = "running"
+        sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
         async with watch(settings.drain_file, app.state.drain):
             yield
+        if sampler is not None:
+            sampler.cancel()
         app.state.lifecycle = "stopping"
         if settings.metrics_enabled:
             worker_exited(os.getpid(), settings.metrics_dir)

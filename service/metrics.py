@@ -8,6 +8,9 @@ a scrape that lands on any one worker returns the totals of the pod.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from pathlib import Path
 
 from prometheus_client import (
@@ -41,6 +44,21 @@ IN_PROGRESS = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Per-worker process figures. prometheus-client's own process collector cannot work
+# across worker processes, so each worker publishes its own, labelled by pid
+# ("liveall": a dead worker's series disappear with it).
+PROCESS_RSS = Gauge(
+    "process_worker_resident_memory_bytes", "Resident memory of each worker.", multiprocess_mode="liveall"
+)
+PROCESS_CPU = Gauge(
+    "process_worker_cpu_seconds", "User and system CPU time of each worker.", multiprocess_mode="liveall"
+)
+PROCESS_FDS = Gauge(
+    "process_worker_open_fds", "Open file descriptors of each worker.", multiprocess_mode="liveall"
+)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+SAMPLE_SECONDS = 5.0
+
 __all__ = ["CONTENT_TYPE_LATEST", "DURATION", "IN_PROGRESS", "REQUESTS", "render"]
 
 
@@ -48,10 +66,27 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "OTHER"
 
 
+def sample_process() -> None:
+    """Publish this worker's memory, CPU time and open files (Linux /proc)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        PROCESS_RSS.set(resident_pages * PAGE_SIZE)
+        PROCESS_FDS.set(len(os.listdir("/proc/self/fd")))
+    times = os.times()
+    PROCESS_CPU.set(times.user + times.system)
+
+
+async def sample_process_periodically() -> None:
+    while True:
+        sample_process()
+        await asyncio.sleep(SAMPLE_SECONDS)
+
+
 def render(metrics_dir: Path | None) -> bytes:
     """The text exposition, summed over every worker when running multiprocess."""
     if metrics_dir is None:
         return _generate_latest(REGISTRY)
+    sample_process()  # at least the scraped worker is current to the second
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
     return _generate_latest(registry)

@@ -47,6 +47,7 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 _IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
 
 
@@ -156,6 +157,28 @@ class Settings(BaseSettings):
         default=None,
         description="Serve `/docs` and `/openapi.json`. Default: on in development, off in production.",
     )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("*",),
+        description=(
+            "Comma-separated Host header values served (`*.example.com` for subdomains), or `*`. "
+            "Others get 400. The probes are exempt: the kubelet sends the pod IP as Host."
+        ),
+        json_schema_extra={"allowed": "comma-separated host names, `*.domain` patterns, or `*`"},
+    )
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated origins allowed by CORS (e.g. `https://app.example.com`). Empty: CORS off."
+        ),
+        json_schema_extra={"allowed": "comma-separated `scheme://host[:port]` origins, or empty"},
+    )
+    allow_unsafe_production: bool = Field(
+        default=False,
+        description=(
+            "Let production start with development-only settings (API docs on a public bind, debug "
+            "logs, `*` in APP_FORWARDED_ALLOW_IPS or APP_CORS_ALLOW_ORIGINS). Off: such a start is refused."
+        ),
+    )
     metrics_enabled: bool = Field(
         default=True,
         description="Serve Prometheus metrics at `/metrics`, summed over all workers.",
@@ -258,7 +281,7 @@ class Settings(BaseSettings):
             raise ValueError("not an import string of the form `module:attribute`")
         return value
 
-    @field_validator("access_log_skip_paths", mode="before")
+    @field_validator("access_log_skip_paths", "allowed_hosts", "cors_allow_origins", mode="before")
     @classmethod
     def _split_paths(cls, value: object) -> object:
         if isinstance(value, str):
@@ -310,11 +333,53 @@ class Settings(BaseSettings):
             raise ValueError("must be empty or start with `/`, without a trailing `/`")
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one host, or `*`")
+        for item in value:
+            if item != "*" and not _HOSTNAME.match(item.removeprefix("*.")):
+                try:
+                    ipaddress.ip_address(item)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not a host name, `*.domain` or `*`") from None
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if item != "*" and not _ORIGIN.match(item):
+                raise ValueError(f"{item!r} is not an origin like https://app.example.com")
+        return value
+
     @model_validator(mode="after")
     def _check_jitter(self) -> Settings:
         if self.max_requests_jitter and not self.max_requests:
             raise ValueError(
                 "APP_MAX_REQUESTS_JITTER needs APP_MAX_REQUESTS > 0 (jitter alone restarts nothing)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env != "production" or self.allow_unsafe_production:
+            return self
+        unsafe = []
+        if self.docs_on and not _is_loopback(self.host):
+            unsafe.append(f"APP_DOCS_ENABLED=true with the public bind APP_HOST={self.host}")
+        if self.log_level == "debug":
+            unsafe.append("APP_LOG_LEVEL=debug")
+        if "*" in self.forwarded_allow_ips:
+            unsafe.append("APP_FORWARDED_ALLOW_IPS=* (any client could fake its address and scheme)")
+        if "*" in self.cors_allow_origins:
+            unsafe.append("APP_CORS_ALLOW_ORIGINS=*")
+        if unsafe:
+            raise ValueError(
+                "production refuses development-only settings: "
+                + "; ".join(unsafe)
+                + " (set APP_ALLOW_UNSAFE_PRODUCTION=true to start anyway)"
             )
         return self
 
@@ -358,6 +423,15 @@ class Settings(BaseSettings):
 def running_in_kubernetes() -> bool:
     """The kubelet sets this in every container, whatever enableServiceLinks says."""
     return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):

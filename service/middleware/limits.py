@@ -44,18 +44,18 @@ class LimitsMiddleware:
             return
         over_limit = self.max_concurrency and self.in_flight >= self.max_concurrency
         if over_limit and scope["path"] not in EXEMPT_PATHS:
-            await _reply(send, 503, "Server busy, retry shortly", [(b"retry-after", b"1")])
+            await reply(send, 503, "Server busy, retry shortly", [(b"retry-after", b"1")])
             return
         headers = scope["headers"]
         if len(headers) > self.max_header_count:
-            await _reply(send, 431, f"More than {self.max_header_count} request headers")
+            await reply(send, 431, f"More than {self.max_header_count} request headers")
             return
         if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
-            await _reply(send, 431, f"Request headers larger than {self.max_header_bytes} bytes")
+            await reply(send, 431, f"Request headers larger than {self.max_header_bytes} bytes")
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_size:
-            await _reply(send, 413, f"Request body larger than {self.max_body_size} bytes")
+            await reply(send, 413, f"Request body larger than {self.max_body_size} bytes")
             return
         self.in_flight += 1
         try:
@@ -90,9 +90,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _reply(
-    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
+async def reply(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [
         (b"content-type", b"application/json"),

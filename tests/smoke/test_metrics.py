@@ -48,6 +48,9 @@ def test_request_total_is_summed_over_all_workers(profile: str, tmp_path: Path) 
     in_progress = _samples(scrape.text, "http_requests_in_progress")
     assert in_progress[(("method", "GET"),)] == 1  # the scrape itself
     assert _samples(scrape.text, "http_request_duration_seconds_count")[root] == requests
+    rss = _samples(scrape.text, "process_worker_resident_memory_bytes")
+    assert len(rss) >= 2  # one series per worker (pid label), at least the scraped one fresh
+    assert all(value > 10_000_000 for value in rss.values())
 
 
 def test_metrics_refused_outside_the_allow_list() -> None:
