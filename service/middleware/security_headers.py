@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The same bare, versionless product token on every profile: granian and gunicorn's
+# ASGI worker cannot drop the header, but they (like the others) send the app's own.
+SERVER = (b"server", b"asgi")
 ALWAYS = [
+    SERVER,
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -30,7 +34,7 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
                 headers += ALWAYS
                 content_type = next((v for k, v in headers if k == b"content-type"), b"")
                 if content_type.startswith(b"application/json"):
