@@ -44,7 +44,9 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "loop": Loops.uvloop,
         "http": HTTPModes.http1,
-        "http1_settings": HTTP1Settings(keep_alive=True),
+        "http1_settings": HTTP1Settings(
+            keep_alive=True, header_read_timeout=settings.request_head_timeout * 1000
+        ),
         "log_enabled": True,
         "log_level": LogLevels(settings.log_level),
         "log_dictconfig": log_config(settings),

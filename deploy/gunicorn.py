@@ -15,6 +15,7 @@ from uvicorn.importer import import_from_string
 from uvicorn_worker import UvicornWorker
 
 from deploy.common import SHM_DIR, bind_address
+from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import Settings
 
@@ -62,11 +63,12 @@ def uvicorn_overrides(settings: Settings) -> dict[str, Any]:
     """What each Uvicorn worker runs with, beyond what uvicorn-worker maps from gunicorn."""
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HeadTimeoutHttpToolsProtocol,  # httptools, plus a request-head deadline
         "lifespan": "on",
         "proxy_headers": False,  # applied by the app, see service/app.py
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
+        CONFIG_ATTRIBUTE: settings.request_head_timeout,
     }
 
 

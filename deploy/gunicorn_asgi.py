@@ -1,17 +1,27 @@
 """Gunicorn with its own built-in ASGI worker (`-k asgi`, gunicorn >= 24): no uvicorn in the request path.
 
-Everything but the worker is the gunicorn profile's configuration.
+Everything but the worker is the gunicorn profile's configuration. Its worker
+(gunicorn 27) has no request-head timeout: an explicit APP_REQUEST_HEAD_TIMEOUT
+is refused, and silent or trickling connections stay open until they go away.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from deploy.common import UnsupportedSettingError
 from deploy.gunicorn import GunicornApplication, gunicorn_options
-from service.settings import Settings
+from service.settings import Settings, env_name
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
+    if "request_head_timeout" in settings.model_fields_set:
+        raise UnsupportedSettingError(
+            "gunicorn-asgi",
+            env_name("request_head_timeout"),
+            "gunicorn's ASGI worker has no request-head timeout (silent connections stay open); "
+            "unset it or pick another profile",
+        )
     return {
         **gunicorn_options(settings),
         "worker_class": "asgi",

@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import Settings
 
@@ -23,7 +24,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "workers": settings.workers,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HeadTimeoutHttpToolsProtocol,  # httptools, plus a request-head deadline
         "lifespan": "on",
         "log_level": settings.log_level,
         "log_config": log_config(settings),
@@ -45,8 +46,14 @@ def native_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def run(settings: Settings) -> int:
+def build_config(settings: Settings) -> uvicorn.Config:
     config = uvicorn.Config(**native_config(settings))
+    setattr(config, CONFIG_ATTRIBUTE, settings.request_head_timeout)  # read by the protocol
+    return config
+
+
+def run(settings: Settings) -> int:
+    config = build_config(settings)
     server = uvicorn.Server(config)
     if config.workers > 1 or settings.max_requests:
         # The supervisor also for one worker when workers are recycled: a lone

@@ -118,6 +118,15 @@ class Settings(BaseSettings):
             "balancer is about to reuse."
         ),
     )
+    request_head_timeout: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds a client gets to send a complete request line and headers, on a new "
+            "connection or after a response; slower (or silent) clients are disconnected."
+        ),
+    )
     graceful_timeout: int = Field(
         default=20,
         ge=1,

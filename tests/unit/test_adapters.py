@@ -9,11 +9,14 @@ import pytest
 from gunicorn.config import Config as GunicornConfig
 from hypercorn.config import Config as HypercornConfig
 from uvicorn import Config as UvicornConfig
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from deploy import gunicorn as gunicorn_adapter
 from deploy import hypercorn as hypercorn_adapter
+from deploy import uvicorn as uvicorn_adapter
 from deploy.common import UnsupportedSettingError
 from deploy.profiles import PROFILES, load_adapter
+from deploy.uvicorn_protocol import HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import ServerName, Settings, env_name
 
@@ -141,13 +144,24 @@ def test_profiles_match_the_settings_choices() -> None:
 
 def test_uvicorn_fast_path_is_pinned() -> None:
     native = load_adapter("uvicorn").native_config(SETTINGS)
-    assert (native["loop"], native["http"]) == ("uvloop", "httptools")
     worker = load_adapter("gunicorn").native_config(SETTINGS)["uvicorn_worker"]
-    assert (worker["loop"], worker["http"]) == ("uvloop", "httptools")
-    config = UvicornConfig(**native)
+    for config in (native, worker):
+        assert config["loop"] == "uvloop"
+        assert issubclass(config["http"], HttpToolsProtocol)  # httptools, with a head deadline
+    config = uvicorn_adapter.build_config(SETTINGS)
     config.load()
-    assert config.http_protocol_class.__module__.endswith("httptools_impl")
+    assert config.http_protocol_class is HeadTimeoutHttpToolsProtocol
     assert config.get_loop_factory() is not None
+
+
+def test_request_head_timeout_reaches_every_server() -> None:
+    settings = Settings(request_head_timeout=7)
+    assert uvicorn_adapter.build_config(settings).request_head_timeout == 7  # type: ignore[attr-defined]
+    assert gunicorn_adapter.uvicorn_overrides(settings)["request_head_timeout"] == 7
+    granian_native = load_adapter("granian").native_config(settings)
+    assert granian_native["http1_settings"].header_read_timeout == 7000
+    with pytest.raises(UnsupportedSettingError, match="gunicorn-asgi cannot honour APP_REQUEST_HEAD_TIMEOUT"):
+        load_adapter("gunicorn-asgi").native_config(settings)
 
 
 def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
