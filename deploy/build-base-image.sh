@@ -23,14 +23,14 @@ host_mirror() {
     for file in /etc/apt/sources.list.d/*.sources; do
         [[ -f $file ]] || continue
         awk '/^URIs:/ && $2 !~ /security/ { print $2; exit }' "$file"
-    done | head -n 1
+    done | awk 'NR == 1'
     for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [[ -f $file ]] || continue
         awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$file"
-    done | head -n 1
+    done | awk 'NR == 1'
 }
 
-MIRROR=${MIRROR:-$(host_mirror | head -n 1)}
+MIRROR=${MIRROR:-$(host_mirror | awk 'NR == 1')}  # awk, not head: no SIGPIPE under pipefail
 if [[ -z $MIRROR ]]; then
     echo "build-base-image: set MIRROR to a Debian mirror URL" >&2
     exit 2
