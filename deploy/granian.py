@@ -14,7 +14,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
-from deploy.common import UnsupportedSettingError
+from deploy.common import UnsupportedSettingError, refuse_if_set
 from service.logs import log_config
 from service.settings import Settings, env_name
 
@@ -26,12 +26,12 @@ def refuse_unsupported(settings: Settings) -> None:
             env_name("max_requests"),
             "granian recycles workers by lifetime or memory, not by request count; unset it",
         )
-    if "keepalive_timeout" in settings.model_fields_set:
-        raise UnsupportedSettingError(
-            "granian",
-            env_name("keepalive_timeout"),
-            "granian's HTTP/1 keep-alive has no idle timeout; unset it or pick another profile",
-        )
+    refuse_if_set(
+        "granian",
+        settings,
+        "keepalive_timeout",
+        "granian's HTTP/1 keep-alive has no idle timeout; unset it or pick another profile",
+    )
 
 
 def native_config(settings: Settings) -> dict[str, Any]:

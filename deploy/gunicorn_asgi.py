@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.common import UnsupportedSettingError
+from deploy.common import refuse_if_set
 from deploy.gunicorn import GunicornApplication, gunicorn_options
-from service.settings import Settings, env_name
+from service.settings import Settings
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
-    if "request_head_timeout" in settings.model_fields_set:
-        raise UnsupportedSettingError(
-            "gunicorn-asgi",
-            env_name("request_head_timeout"),
-            "gunicorn's ASGI worker has no request-head timeout (silent connections stay open); "
-            "unset it or pick another profile",
-        )
+    refuse_if_set(
+        "gunicorn-asgi",
+        settings,
+        "request_head_timeout",
+        "gunicorn's ASGI worker has no request-head timeout (silent connections stay open); "
+        "unset it or pick another profile",
+    )
     return {
         **gunicorn_options(settings),
         "worker_class": "asgi",

@@ -37,7 +37,6 @@ class ServiceApp(FastAPI):
     """
 
     service_settings: Settings
-    drain_state: DrainState
 
     def build_middleware_stack(self) -> ASGIApp:
         settings = self.service_settings
@@ -62,7 +61,7 @@ class ServiceApp(FastAPI):
         if settings.allowed_hosts != ("*",):
             app = HostAllowListMiddleware(app, list(settings.allowed_hosts))
         app = SecurityHeadersMiddleware(app)
-        app = DrainMiddleware(app, self.drain_state)
+        app = DrainMiddleware(app, self.state.drain)
         if settings.access_log:
             app = AccessLogMiddleware(
                 app, logging.getLogger(ACCESS_LOGGER), frozenset(settings.access_log_skip_paths)
@@ -106,8 +105,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         openapi_url="/openapi.json" if docs else None,
     )
     app.service_settings = settings
-    app.drain_state = app.state.drain = DrainState()
-    app.state.settings = settings
+    app.state.drain = DrainState()
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 

@@ -290,9 +290,17 @@ class Settings(BaseSettings):
             raise ValueError("not an import string of the form `module:attribute`")
         return value
 
-    @field_validator("access_log_skip_paths", "allowed_hosts", "cors_allow_origins", mode="before")
+    @field_validator(
+        "access_log_skip_paths",
+        "allowed_hosts",
+        "cors_allow_origins",
+        "forwarded_allow_ips",
+        "metrics_allow_ips",
+        mode="before",
+    )
     @classmethod
-    def _split_paths(cls, value: object) -> object:
+    def _split_comma_list(cls, value: object) -> object:
+        """Comma-separated text from the environment -> tuple (NoDecode fields)."""
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
@@ -303,13 +311,6 @@ class Settings(BaseSettings):
         for item in value:
             if not item.startswith("/"):
                 raise ValueError(f"{item!r} does not start with `/`")
-        return value
-
-    @field_validator("forwarded_allow_ips", "metrics_allow_ips", mode="before")
-    @classmethod
-    def _split_ip_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
     @field_validator("forwarded_allow_ips", "metrics_allow_ips")

@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+# Exempt from the concurrency limit and the Host allow-list (service/middleware/).
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 CHECK_TIMEOUT_SECONDS = 2.0
 
 router = APIRouter(tags=["health"])

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.health import PROBE_PATHS
 from service.middleware.limits import reply
-
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class HostAllowListMiddleware:

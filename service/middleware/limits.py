@@ -19,7 +19,7 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+from service.api.health import PROBE_PATHS
 
 
 class LimitsMiddleware:
@@ -43,7 +43,7 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
             return
         over_limit = self.max_concurrency and self.in_flight >= self.max_concurrency
-        if over_limit and scope["path"] not in EXEMPT_PATHS:
+        if over_limit and scope["path"] not in PROBE_PATHS:
             await reply(send, 503, "Server busy, retry shortly", [(b"retry-after", b"1")])
             return
         headers = scope["headers"]
