@@ -3,18 +3,33 @@
 Fast path: uvloop + httptools, chosen explicitly. With several workers on the
 plain asyncio loop, uvicorn loses TCP_NODELAY on accepted sockets and every
 small response waits ~44 ms for a delayed ACK (uvicorn issue #3149).
+
+Several workers (or recycled ones) run under deploy/supervisor.py instead of
+uvicorn's Multiprocess: that one replaces a worker recycled after
+limit_max_requests only once it has exited, so workers reaching their limit
+together leave the socket without a worker for about a second.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import random
+import socket
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
 
+from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import Settings
+
+logger = logging.getLogger("uvicorn.error")
+# A new worker reports READY once it accepts; an old one it replaces stops then, or
+# after this long without the report (a worker that failed to boot stops the server).
+WORKER_BOOT_BOUND_SECONDS = 30.0
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -54,12 +69,60 @@ def build_config(settings: Settings) -> uvicorn.Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
-    server = uvicorn.Server(config)
-    if config.workers > 1 or settings.max_requests:
-        # The supervisor also for one worker when workers are recycled: a lone
-        # in-process server would simply exit after APP_MAX_REQUESTS requests.
-        socket = config.bind_socket()
-        Multiprocess(config, sockets=[socket]).run()
-        return 0
-    server.run()
-    return 0 if server.started else 3
+    if config.workers == 1 and not settings.max_requests:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    # The supervisor also for one worker when workers are recycled: a lone
+    # in-process server would simply exit after APP_MAX_REQUESTS requests.
+    sock = config.bind_socket()
+    return Supervisor(
+        workers=config.workers,
+        target=_worker,
+        target_kwargs={"config": config, "sockets": [sock]},
+        graceful_timeout=settings.graceful_timeout,
+        boot_seconds=WORKER_BOOT_BOUND_SECONDS,
+        metrics_dir=settings.metrics_dir,
+        close_sockets=sock.close,
+    ).run()
+
+
+def _worker(link: WorkerLink, *, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+    config.configure_logging()  # a spawned process starts with logging unconfigured
+    with contextlib.suppress(KeyboardInterrupt):
+        SupervisedServer(config, link).run(sockets=sockets)
+
+
+class SupervisedServer(uvicorn.Server):
+    """A uvicorn worker that reports READY, announces recycling and stops when told.
+
+    At its request limit it keeps serving and says RETIRING; the supervisor stops it
+    once the replacement is ready, so the socket always has a worker accepting.
+    """
+
+    limit_max_requests = None  # replaces uvicorn's own exit at the limit (see on_tick)
+
+    def __init__(self, config: uvicorn.Config, link: WorkerLink) -> None:
+        super().__init__(config)
+        self.link = link
+        self.retiring = False
+        limit, jitter = config.limit_max_requests, config.limit_max_requests_jitter
+        self.recycle_after = None if limit is None else limit + random.randint(0, jitter)  # noqa: S311 - not secret
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.link.report(READY)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.link.stop_requested():
+            self.should_exit = True
+        elif (
+            not self.retiring
+            and self.recycle_after is not None
+            and self.server_state.total_requests >= self.recycle_after
+        ):
+            self.retiring = True
+            logger.info("Maximum request limit of %d reached; waiting for a replacement.", self.recycle_after)
+            self.link.report(RETIRING)
+        return await super().on_tick(counter)

@@ -139,7 +139,10 @@ class Settings(BaseSettings):
     max_requests: int = Field(
         default=0,
         ge=0,
-        description="Requests a worker serves before it is replaced (0 = never). Bounds slow leaks.",
+        description=(
+            "Requests after which a worker is replaced (0 = never); where the profile can, it serves on "
+            "until its replacement is ready. Bounds slow leaks."
+        ),
     )
     max_requests_jitter: int = Field(
         default=0,

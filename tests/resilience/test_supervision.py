@@ -111,30 +111,10 @@ def test_worker_killed_right_after_it_serves_is_replaced(profile: str, report: R
 
 
 # Fixed since: a forked gunicorn worker leaving through the launcher's `finally` deleted the
-# shared metrics directory (now only the launcher's own PID cleans it up).
-RECYCLE_FAILS = {
-    "uvicorn": (
-        "uvicorn recycles without overlap: both workers reach limit_max_requests at about the same time "
-        "(jitter 10 on 50 under balanced load), stop accepting, and the Multiprocess supervisor starts a "
-        "replacement only after the old worker has exited (~1 s to spawn and import): for seconds no "
-        "worker accepts, and queued requests time out (ReadTimeout after 5 s)"
-    ),
-}
-
-
-# uvicorn's outage depends on timing: it lost requests (ReadTimeout / resets) in 4 of 6 runs and
-# none in 2, so a strict mark would flake; the others fail every time.
-NONDETERMINISTIC = {"uvicorn"}
-
-
-def _recycle_param(profile: str) -> object:
-    if profile in RECYCLE_FAILS:
-        strict = profile not in NONDETERMINISTIC
-        return pytest.param(profile, marks=pytest.mark.xfail(strict=strict, reason=RECYCLE_FAILS[profile]))
-    return profile
-
-
-@pytest.mark.parametrize("profile", [_recycle_param(p) for p in ALL if p != "granian"])
+# shared metrics directory (now only the launcher's own PID cleans it up); uvicorn's own
+# supervisor replaced a recycled worker only after it had exited, so when both workers
+# reached their limit together no worker accepted for ~1 s (deploy/supervisor.py overlaps).
+@pytest.mark.parametrize("profile", [p for p in ALL if p != "granian"])
 def test_max_requests_recycles_workers_without_failed_requests(profile: str, report: Report) -> None:
     env = {**BASE_ENV, "APP_MAX_REQUESTS": "50", "APP_MAX_REQUESTS_JITTER": "10"}
     with running_server(profile, env) as server:
