@@ -77,7 +77,7 @@ class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for key, value in self.app.uvicorn_overrides.items():
+        for key, value in self.app.worker_overrides.items():
             setattr(self.config, key, value)
 
 
@@ -96,7 +96,7 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         worker_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.options = gunicorn_options(settings) if options is None else options
-        self.uvicorn_overrides = uvicorn_overrides(settings) if worker_overrides is None else worker_overrides
+        self.worker_overrides = uvicorn_overrides(settings) if worker_overrides is None else worker_overrides
         self.app_import = settings.asgi_app
         self.metrics_dir = settings.metrics_dir
         super().__init__()

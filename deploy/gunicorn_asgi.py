@@ -1,30 +1,26 @@
 """Gunicorn with its own built-in ASGI worker (`-k asgi`, gunicorn >= 24): no uvicorn in the request path.
 
-Everything but the worker is the gunicorn profile's configuration. Its worker
-(gunicorn 27) has no request-head timeout: an explicit APP_REQUEST_HEAD_TIMEOUT
-is refused, and silent or trickling connections stay open until they go away.
+Everything but the worker is the gunicorn profile's configuration. The worker is
+gunicorn's, subclassed (deploy/gunicorn_asgi_worker.py) for the one thing it
+lacks: a request-head deadline, so silent or trickling connections are closed
+after APP_REQUEST_HEAD_TIMEOUT seconds as on the other profiles.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from deploy.common import refuse_if_set
 from deploy.gunicorn import GunicornApplication, gunicorn_options
+from deploy.gunicorn_asgi_worker import WORKER_SETTING
 from service.settings import Settings
+
+WORKER_CLASS = "deploy.gunicorn_asgi_worker.HeadTimeoutASGIWorker"
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
-    refuse_if_set(
-        "gunicorn-asgi",
-        settings,
-        "request_head_timeout",
-        "gunicorn's ASGI worker has no request-head timeout (silent connections stay open); "
-        "unset it or pick another profile",
-    )
     return {
         **gunicorn_options(settings),
-        "worker_class": "asgi",
+        "worker_class": WORKER_CLASS,  # gunicorn's `asgi` worker, plus a request-head deadline
         "asgi_loop": "uvloop",
         "asgi_lifespan": "on",
         "root_path": "",  # applied by the app, see service/app.py
@@ -35,6 +31,13 @@ def native_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def worker_overrides(settings: Settings) -> dict[str, Any]:
+    """What each worker runs with beyond gunicorn's own settings (read by HeadTimeoutASGIWorker)."""
+    return {WORKER_SETTING: settings.request_head_timeout}
+
+
 def run(settings: Settings) -> int:
-    GunicornApplication(settings, options=native_config(settings), worker_overrides={}).run()
+    GunicornApplication(
+        settings, options=native_config(settings), worker_overrides=worker_overrides(settings)
+    ).run()
     return 0

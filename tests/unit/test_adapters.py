@@ -7,14 +7,17 @@ from typing import Any, get_args
 
 import pytest
 from gunicorn.config import Config as GunicornConfig
+from gunicorn.workers.gasgi import ASGIWorker
 from hypercorn.config import Config as HypercornConfig
 from uvicorn import Config as UvicornConfig
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from deploy import gunicorn as gunicorn_adapter
+from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
 from deploy.common import UnsupportedSettingError
+from deploy.gunicorn_asgi_worker import HeadTimeoutASGIWorker
 from deploy.profiles import PROFILES, load_adapter
 from deploy.uvicorn_protocol import HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
@@ -160,8 +163,23 @@ def test_request_head_timeout_reaches_every_server() -> None:
     assert gunicorn_adapter.uvicorn_overrides(settings)["request_head_timeout"] == 7
     granian_native = load_adapter("granian").native_config(settings)
     assert granian_native["http1_settings"].header_read_timeout == 7000
-    with pytest.raises(UnsupportedSettingError, match="gunicorn-asgi cannot honour APP_REQUEST_HEAD_TIMEOUT"):
-        load_adapter("gunicorn-asgi").native_config(settings)
+    assert gunicorn_asgi_adapter.worker_overrides(settings)["request_head_timeout"] == 7
+
+
+def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
+    # gunicorn's own `-k asgi` worker, plus the request-head deadline it lacks.
+    settings = Settings(request_head_timeout=7)
+    native = load_adapter("gunicorn-asgi").native_config(settings)
+    assert (native["asgi_loop"], native["asgi_lifespan"]) == ("uvloop", "on")
+    application = gunicorn_adapter.GunicornApplication(
+        settings, options=native, worker_overrides=gunicorn_asgi_adapter.worker_overrides(settings)
+    )
+    worker_class = application.cfg.worker_class
+    assert worker_class is HeadTimeoutASGIWorker
+    assert issubclass(worker_class, ASGIWorker)
+    worker = worker_class(0, 0, [], application, 30, application.cfg, None)
+    worker.tmp.close()
+    assert worker.request_head_timeout == 7
 
 
 def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
