@@ -41,7 +41,10 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "accesslog": None,  # the app writes access lines (service/middleware/access_log.py)
         # A Logger (not "-") so hypercorn keeps the handlers logconfig_dict gives it.
         "errorlog": logging.getLogger("hypercorn.error"),
-        "keep_alive_timeout": settings.keepalive_timeout,
+        # One timer covers both a connection's wait for its first request head and the idle
+        # time between requests (it runs until a head is complete, whatever bytes arrive):
+        # the shorter of the two settings, so neither deadline is ever exceeded.
+        "keep_alive_timeout": min(settings.keepalive_timeout, settings.request_head_timeout),
         "graceful_timeout": settings.graceful_timeout,
         "max_requests": settings.max_requests or None,
         "max_requests_jitter": settings.max_requests_jitter,

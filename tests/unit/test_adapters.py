@@ -30,6 +30,7 @@ VALUES: dict[str, Any] = {
     "log_level": "warning",
     "access_log": False,
     "keepalive_timeout": 75,
+    "request_head_timeout": 90,
     "graceful_timeout": 17,
     "max_requests": 1000,
     "max_requests_jitter": 50,
@@ -237,6 +238,15 @@ def test_our_defaults_replace_the_servers_defaults() -> None:
     assert uvicorn_native["timeout_keep_alive"] == defaults.keepalive_timeout
     assert hypercorn_config.keep_alive_timeout == defaults.keepalive_timeout
     assert gunicorn_native["gunicorn"]["keepalive"] == defaults.keepalive_timeout
+
+
+def test_hypercorn_one_idle_timer_honours_both_keepalive_and_head_timeouts() -> None:
+    # hypercorn's keep-alive timer also runs until a request head is complete (silent or
+    # trickling connections are cut by it): it gets the shorter of the two deadlines.
+    head_first = Settings(keepalive_timeout=30, request_head_timeout=4)
+    assert hypercorn_adapter.build_config(head_first).keep_alive_timeout == 4
+    keepalive_first = Settings(keepalive_timeout=5, request_head_timeout=10)
+    assert hypercorn_adapter.build_config(keepalive_first).keep_alive_timeout == 5
 
 
 LOG_CONFIG_KEY = {
