@@ -15,6 +15,8 @@ MAX_CONCURRENCY = 4
 UNTRUSTED_PROXY = "10.1.2.3"
 # Short enough to see silent and trickling connections cut within the slow-client test.
 HEAD_TIMEOUT = 3
+# Well past it, so that test tells the two deadlines apart (granian has no keep-alive setting).
+KEEPALIVE_TIMEOUT = 10
 # Profiles whose server cannot honour APP_REQUEST_HEAD_TIMEOUT (and refuse it when set), with the
 # reason: their slow-client test is a strict xfail. None today: every profile has the deadline.
 NO_HEAD_TIMEOUT: dict[str, str] = {}
@@ -42,5 +44,7 @@ def limited(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     }
     if request.param not in NO_HEAD_TIMEOUT:
         env["APP_REQUEST_HEAD_TIMEOUT"] = str(HEAD_TIMEOUT)
+    if request.param != "granian":
+        env["APP_KEEPALIVE_TIMEOUT"] = str(KEEPALIVE_TIMEOUT)
     with running_server(request.param, env) as server:
         yield server

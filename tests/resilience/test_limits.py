@@ -16,7 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.resilience.conftest import HEAD_TIMEOUT, MAX_BODY_SIZE, MAX_CONCURRENCY, NO_HEAD_TIMEOUT
+from tests.resilience.conftest import (
+    HEAD_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
+    MAX_BODY_SIZE,
+    MAX_CONCURRENCY,
+    NO_HEAD_TIMEOUT,
+)
 from tests.resilience.support import (
     Report,
     connect,
@@ -119,9 +125,10 @@ def test_oversized_headers_get_4xx_or_close_never_5xx_or_hang(
 
 IDLE_CONNECTIONS = 200
 TRICKLERS = 5
-# Past HEAD_TIMEOUT (3 s) but short of the 5 s keep-alive default: a server that only cut idle
-# connections at its keep-alive timeout would fail.
-OBSERVE_SECONDS = HEAD_TIMEOUT + 1.5
+# Well past HEAD_TIMEOUT (3 s) but short of KEEPALIVE_TIMEOUT (10 s): a server that cut idle
+# connections at its keep-alive timeout only would fail.
+OBSERVE_SECONDS = HEAD_TIMEOUT + 3
+assert OBSERVE_SECONDS < KEEPALIVE_TIMEOUT
 
 
 def _trickle(port: int, stop: threading.Event, closed_after: list[float]) -> None:
