@@ -13,18 +13,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hypercorn.asyncio import run as hypercorn_asyncio_run
 from hypercorn.asyncio.run import uvloop_worker
+from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.run import run as hypercorn_run
 
 from deploy.common import bind_address
-from deploy.supervisor import Supervisor, WorkerLink
+from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from service.logs import log_config
 from service.settings import Settings
 
-# Time a new worker gets to import the app and start accepting (it cannot report it):
-# an old worker it replaces stops after that, and an error exit before it is a boot failure.
-BOOT_SECONDS = 2.0
+# A new worker reports READY once it serves; an old one it replaces stops then, or after
+# this long without the report (a worker that failed to boot stops the server).
+WORKER_BOOT_BOUND_SECONDS = 30.0
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -76,12 +78,39 @@ def run(settings: Settings) -> int:
         target=_worker,
         target_kwargs={"config": config, "sockets": sockets},
         graceful_timeout=config.graceful_timeout,
-        boot_seconds=BOOT_SECONDS,
+        boot_seconds=WORKER_BOOT_BOUND_SECONDS,
         metrics_dir=settings.metrics_dir,
         close_sockets=close_sockets,
     ).run()
 
 
 def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
-    # hypercorn's worker cannot say when it is ready; the supervisor assumes it after BOOT_SECONDS.
+    # hypercorn's worker_serve builds its WorkerContext once the app's lifespan has started, right
+    # before it serves the sockets, and counts every request through it: the one place to report
+    # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
+    ReportingWorkerContext.link = link
+    setattr(hypercorn_asyncio_run, "WorkerContext", ReportingWorkerContext)  # noqa: B010 - not re-exported
     uvloop_worker(config=config, sockets=sockets, shutdown_event=link.stop)
+
+
+class ReportingWorkerContext(WorkerContext):
+    """hypercorn's per-worker context, reporting to the supervisor instead of exiting at the limit.
+
+    At APP_MAX_REQUESTS (+ jitter) the worker says RETIRING and serves on; the supervisor sets
+    its stop event once the replacement is ready, so the socket always has a worker accepting.
+    """
+
+    link: WorkerLink
+
+    def __init__(self, max_requests: int | None) -> None:
+        super().__init__(max_requests)
+        self.retiring = False
+        self.link.report(READY)
+
+    async def mark_request(self) -> None:
+        if self.max_requests is None or self.retiring:
+            return
+        self.requests += 1
+        if self.requests > self.max_requests:
+            self.retiring = True
+            self.link.report(RETIRING)
