@@ -14,8 +14,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 POLL_SECONDS = 0.1
 
 
@@ -44,24 +42,3 @@ async def watch(flag: Path | None, state: DrainState) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-class DrainMiddleware:
-    """While draining, every response asks the client to close its connection."""
-
-    def __init__(self, app: ASGIApp, state: DrainState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.state.draining:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_close(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
-                message["headers"] = [*headers, (b"connection", b"close")]
-            await send(message)
-
-        await self.app(scope, receive, send_with_close)

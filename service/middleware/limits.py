@@ -50,11 +50,17 @@ class LimitsMiddleware:
         if len(headers) > self.max_header_count:
             await reply(send, 431, f"More than {self.max_header_count} request headers")
             return
-        if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
+        # One pass over the headers: their size, and the first Content-Length.
+        size = 0
+        length = None
+        for name, value in headers:
+            size += len(name) + len(value)
+            if length is None and name == b"content-length":
+                length = value
+        if size > self.max_header_bytes:
             await reply(send, 431, f"Request headers larger than {self.max_header_bytes} bytes")
             return
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_size:
+        if length is not None and _declared(length) > self.max_body_size:
             await reply(send, 413, f"Request body larger than {self.max_body_size} bytes")
             return
         self.in_flight += 1
@@ -80,14 +86,11 @@ class LimitsMiddleware:
         return bounded_receive
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the server itself rejects a malformed length
-    return None
+def _declared(length: bytes) -> int:
+    try:
+        return int(length)
+    except ValueError:
+        return 0  # the server itself rejects a malformed length
 
 
 async def reply(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:

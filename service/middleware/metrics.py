@@ -1,14 +1,16 @@
-"""Request metrics, labelled by the route template (not the raw path: bounded cardinality)."""
+"""Request metrics, labelled by the route template (not the raw path: bounded cardinality).
+
+Its own layer only when a Host allow-list or CORS sits between it and the app's
+outer layer (service/middleware/edge.py), which records them itself otherwise.
+"""
 
 from __future__ import annotations
 
-import functools
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.metrics import DURATION, IN_PROGRESS, REQUESTS, UNMATCHED_ROUTE, method_label
+from service.metrics import UNMATCHED_ROUTE, in_progress, method_label, request_series
 
 
 class MetricsMiddleware:
@@ -21,7 +23,6 @@ class MetricsMiddleware:
             return
         method = method_label(scope["method"])
         status = 500
-        started = time.perf_counter()
 
         async def send_recording_status(message: Message) -> None:
             nonlocal status
@@ -29,27 +30,13 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_progress = _in_progress(method)
-        in_progress.inc()
+        in_flight = in_progress(method)
+        in_flight.enter()
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            in_progress.dec()
+            in_flight.leave()
             # Starlette's router writes the matched route into this same scope.
             route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
-            counter, histogram = _series(method, route, status)
-            counter.inc()
-            histogram.observe(time.perf_counter() - started)
-
-
-# prometheus-client's .labels() costs a few microseconds per call: look each
-# series up once. The label space is bounded (methods, route templates, statuses).
-@functools.cache
-def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
-    labels = (method, route, str(status))
-    return REQUESTS.labels(*labels), DURATION.labels(*labels)
-
-
-@functools.cache
-def _in_progress(method: str) -> Any:
-    return IN_PROGRESS.labels(method)
+            request_series(method, route, status).observe(time.perf_counter() - started)

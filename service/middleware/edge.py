@@ -1,0 +1,124 @@
+"""The app's outer layer: what every request and every response gets, in one pure-ASGI layer.
+
+- A request id (service/middleware/request_id.py): set in the context and in
+  `request.state`, returned in `X-Request-ID`; an error raised once the response
+  has started is logged here, once, with it.
+- The access line (service/middleware/access_log.py), when access logging is on.
+- `Connection: close` on every response while the drain window is open
+  (service/drain.py): the request is served, the client moves off.
+- The security headers (service/middleware/security_headers.py).
+- The request metrics (service/middleware/metrics.py), when `metrics` is set: the
+  app builder sets it when no other layer sits between this one and the metrics'
+  place in the stack (a Host allow-list or CORS answer some requests themselves,
+  and those are not counted).
+
+These were five layers, each with its own `send` wrapper; as one, a response's
+headers are rebuilt once, in one pass, and its status is read once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.drain import DrainState
+from service.metrics import UNMATCHED_ROUTE, in_progress, method_label, request_series
+from service.middleware.access_log import AccessLog
+from service.middleware.request_id import HEADER, incoming_or_new, logger, request_id_var
+from service.middleware.security_headers import ALWAYS, HSTS, JSON_CSP
+
+CLOSE = (b"connection", b"close")
+
+
+def response_headers(
+    headers: Iterable[tuple[bytes, bytes]], over_tls: bool, closing: bool, id_header: tuple[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The app's headers, then the security headers, `Connection: close` while draining, the request id."""
+    kept = []
+    json = None
+    for header in headers:
+        name = header[0].lower()
+        if name == b"server" or (closing and name == b"connection"):
+            continue
+        if json is None and name == b"content-type":
+            json = header[1].startswith(b"application/json")
+        kept.append(header)
+    kept += ALWAYS
+    if json:
+        kept.append(JSON_CSP)
+    if over_tls:
+        kept.append(HSTS)
+    if closing:
+        kept.append(CLOSE)
+    kept.append(id_header)
+    return kept
+
+
+class EdgeMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        drain: DrainState,
+        access_log: AccessLog | None = None,
+        *,
+        metrics: bool = False,
+    ) -> None:
+        self.app = app
+        self.drain = drain
+        self.access_log = access_log
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = incoming_or_new(scope["headers"])
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (HEADER, request_id.encode("ascii"))
+        over_tls = scope.get("scheme") == "https"
+        # As before: a request that started before the drain window opened is answered without it.
+        closing = self.drain.draining
+        access_log = self.access_log
+        if access_log is not None and scope["path"] in access_log.skip_paths:
+            access_log = None
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers", ())
+                message["headers"] = response_headers(headers, over_tls, closing, id_header)
+            await send(message)
+
+        in_flight = None
+        if self.metrics:
+            method = method_label(scope["method"])
+            in_flight = in_progress(method)
+            in_flight.enter()
+        started = time.perf_counter()
+        try:
+            try:
+                await self.app(scope, receive, send_with_headers)
+            finally:
+                seconds = time.perf_counter() - started
+                if in_flight is not None:
+                    in_flight.leave()
+                    # Starlette's router writes the matched route into this same scope.
+                    route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+                    request_series(method, route, status or 500).observe(seconds)
+                if access_log is not None:
+                    access_log.log(scope, status or 500, seconds)
+        except Exception:
+            if not status:
+                raise  # no response yet: the server answers 500 and logs it
+            # Starlette re-raises after its 500 has been sent; the client already
+            # has its answer, so log it here, once, with the request id.
+            logger.exception(
+                "unhandled error on %s %s [request_id=%s]", scope["method"], scope["path"], request_id
+            )
+        finally:
+            request_id_var.reset(token)

@@ -1,0 +1,271 @@
+"""What keeps a request cheap, checked by behaviour: each test fails if its shortcut is undone or wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Histogram
+
+from service import metrics
+from service.api import echo, health, root
+from service.app import create_app, include_flat
+from service.middleware import request_id
+from service.settings import Settings
+
+
+def test_routes_are_declared_on_the_app_with_the_same_schema_as_include_router() -> None:
+    app = create_app(Settings())
+    assert not [route for route in app.routes if hasattr(route, "original_router")]
+    reference = FastAPI(title=app.title)
+    for router in (root.router, health.router, echo.router):
+        reference.include_router(router)
+    assert app.openapi()["paths"] == reference.openapi()["paths"]
+    assert app.openapi()["components"] == reference.openapi()["components"]
+
+
+def _user() -> str:
+    return "real"
+
+
+def test_flat_routes_keep_the_apps_dependency_overrides() -> None:
+    router = APIRouter(tags=["users"])
+
+    @router.get("/user")
+    async def user(name: str = Depends(_user)) -> dict[str, str]:
+        return {"name": name}
+
+    app = FastAPI()
+    include_flat(app, router)
+    app.dependency_overrides[_user] = lambda: "override"
+    assert TestClient(app).get("/user").json() == {"name": "override"}
+    assert app.openapi()["paths"]["/user"]["get"]["tags"] == ["users"]
+
+
+def test_a_router_with_more_than_api_routes_is_included_as_is() -> None:
+    router = APIRouter()
+
+    @router.get("/plain")
+    async def plain() -> dict[str, bool]:
+        return {"ok": True}
+
+    router.add_route("/starlette", lambda request: None)
+    app = FastAPI()
+    include_flat(app, router)
+    assert [route for route in app.routes if hasattr(route, "original_router")]
+    assert TestClient(app).get("/plain").json() == {"ok": True}
+
+
+class _CountingValue:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.writes: list[float] = []
+
+    def inc(self, amount: float) -> None:
+        self.writes.append(amount)
+        self.value.inc(amount)
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [[0.0], [0.005], [0.0050001, 0.01, 0.3], [2.5, 10.0, 10.5, 1e6], [0.001] * 7],
+)
+def test_request_series_write_what_the_public_methods_write(seconds: list[float]) -> None:
+    route = f"/request-series-{id(seconds)}"
+    series = metrics.RequestSeries("GET", route, 200)
+
+    async def requests() -> None:
+        for value in seconds:
+            series.observe(value)
+
+    asyncio.run(requests())
+    metrics.flush()
+    reference = Histogram(
+        "reference_seconds",
+        "",
+        buckets=metrics.DURATION._upper_bounds,
+        registry=CollectorRegistry(),
+    )
+    for value in seconds:
+        reference.observe(value)
+
+    def samples(histogram: Any) -> dict[str, float]:
+        return {
+            f"{sample.name.rsplit('_', 1)[-1]}{sample.labels.get('le', '')}": sample.value
+            for sample in histogram._child_samples()
+            if not sample.name.endswith("_created")
+        }
+
+    assert samples(metrics.DURATION.labels("GET", route, "200")) == samples(reference)
+    assert metrics.REQUESTS.labels("GET", route, "200")._value.get() == len(seconds)
+
+
+def test_in_progress_counts_the_requests_that_outlast_a_loop_iteration() -> None:
+    gauge = metrics.IN_PROGRESS.labels("PATCH")._value
+    before = gauge.get()
+
+    async def requests() -> None:
+        quick = metrics.in_progress("PATCH")
+        quick.enter()
+        quick.leave()
+        await asyncio.sleep(0)  # one loop iteration: the flush runs
+        assert gauge.get() == before
+        quick.enter()
+        await asyncio.sleep(0)
+        assert gauge.get() == before + 1
+        quick.leave()
+        await asyncio.sleep(0)
+        assert gauge.get() == before
+
+    asyncio.run(requests())
+
+
+def test_a_loop_iteration_writes_each_series_once() -> None:
+    series = metrics.RequestSeries("GET", "/written-once", 200)
+    counter = _CountingValue(series.count)
+    series.count = counter
+
+    async def iteration() -> None:
+        for _ in range(10):
+            series.observe(0.001)
+        assert counter.writes == []  # nothing written yet
+        await asyncio.sleep(0)
+        assert counter.writes == [10]
+
+    asyncio.run(iteration())
+    assert counter.value.get() == 10
+
+
+def test_the_app_writes_its_metrics_once_per_loop_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(Settings())
+    series, in_flight = metrics.request_series("GET", "/", 200), metrics.in_progress("GET")
+    counter, gauge = _CountingValue(series.count), _CountingValue(in_flight.value)
+    monkeypatch.setattr(series, "count", counter)
+    monkeypatch.setattr(in_flight, "value", gauge)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def five_requests_in_one_iteration() -> None:
+        for _ in range(5):
+            await app(dict(scope), receive, send)
+        await asyncio.sleep(0)
+
+    asyncio.run(five_requests_in_one_iteration())
+    assert counter.writes == [5]
+    assert gauge.writes == []  # none of them outlasted the iteration
+
+
+def test_a_scrape_includes_what_was_not_flushed_yet() -> None:
+    series = metrics.RequestSeries("GET", "/not-flushed-yet", 200)
+
+    async def request_then_scrape() -> bytes:
+        series.observe(0.002)
+        return metrics.render(None)
+
+    text = asyncio.run(request_then_scrape()).decode()
+    assert 'http_requests_total{method="GET",route="/not-flushed-yet",status="200"} 1.0' in text
+
+
+def _count(method: str, route: str, status: str) -> float:
+    metrics.flush()
+    return float(metrics.REQUESTS.labels(method, route, status)._value.get())
+
+
+def test_metrics_count_the_requests_that_reach_the_app() -> None:
+    client = TestClient(create_app(Settings()))
+    served = _count("GET", "/", "200")
+    assert client.get("/").status_code == 200
+    assert _count("GET", "/", "200") == served + 1
+
+
+# With a Host allow-list or CORS, the metrics stay inside them: what they answer is not counted.
+@pytest.mark.parametrize(
+    ("settings", "method", "headers", "status"),
+    [
+        (Settings(allowed_hosts="api.example.com"), "GET", {"host": "evil.example.net"}, 400),  # type: ignore[arg-type]
+        (
+            Settings(cors_allow_origins="https://app.example.com"),  # type: ignore[arg-type]
+            "OPTIONS",
+            {"origin": "https://app.example.com", "access-control-request-method": "GET"},
+            200,
+        ),
+    ],
+)
+def test_metrics_leave_out_what_host_checks_and_cors_answer(
+    settings: Settings, method: str, headers: dict[str, str], status: int
+) -> None:
+    client = TestClient(create_app(settings), base_url="http://api.example.com")
+    served = _count("GET", "/", "200")
+    assert client.get("/").status_code == 200
+    assert _count("GET", "/", "200") == served + 1
+    answered = _count(method, "<unmatched>", str(status))
+    assert client.request(method, "/", headers=headers).status_code == status
+    assert _count(method, "<unmatched>", str(status)) == answered
+
+
+@pytest.fixture
+def fresh_ids() -> Iterator[list[int]]:
+    """Count os.urandom calls made for request ids, starting from an empty pool."""
+    draws: list[int] = []
+    real = os.urandom
+
+    def counting(size: int) -> bytes:
+        draws.append(size)
+        return real(size)
+
+    request_id._fresh_ids.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(request_id.os, "urandom", counting)
+        yield draws
+    request_id._fresh_ids.clear()
+
+
+def test_request_ids_are_random_and_drawn_in_bulk(fresh_ids: list[int]) -> None:
+    # os.urandom releases the GIL: once per request, that costs granian a thread switch.
+    ids = [request_id.new_id() for _ in range(512)]
+    assert len(fresh_ids) == 2
+    assert len(set(ids)) == 512
+    assert all(len(one) == 32 and int(one, 16) >= 0 for one in ids)
+
+
+def test_a_forked_worker_draws_its_own_ids(fresh_ids: list[int]) -> None:
+    request_id.new_id()  # the parent's pool is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, request_id.new_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != request_id.new_id()
+
+
+def test_native_telemetry_does_not_look_for_providers_when_tracing_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    looked: list[bool] = []
+    real = trace.get_tracer_provider
+
+    def counting() -> Any:
+        looked.append(True)
+        return real()
+
+    with TestClient(create_app(Settings())) as client:
+        monkeypatch.setattr(trace, "get_tracer_provider", counting)
+        assert client.get("/").status_code == 200
+    assert looked == []
