@@ -9,7 +9,8 @@ does for uvicorn. Used by the gunicorn-asgi profile (deploy/gunicorn_asgi.py).
 
 The hooks are gunicorn's (27.0.1) protocol methods: connection_made, the parser's
 on_headers_complete callback, _arm_keepalive_timer (called whenever a connection
-turns idle awaiting its next request) and connection_lost.
+turns idle awaiting its next request) and connection_lost. The timer itself is
+deploy/head_deadline.py's, shared with the uvicorn protocol.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
 
+from deploy.head_deadline import HeadDeadline
+
 # Key of the head timeout in GunicornApplication's worker_overrides (deploy/gunicorn_asgi.py).
 WORKER_SETTING = "request_head_timeout"
 
@@ -29,18 +32,20 @@ class HeadTimeoutASGIProtocol(ASGIProtocol):  # type: ignore[misc]
 
     def __init__(self, worker: Any) -> None:
         super().__init__(worker)
-        self.head_timeout: float | None = getattr(worker, WORKER_SETTING, None)
-        self.head_deadline: asyncio.TimerHandle | None = None
+        # The worker sets its loop up before it serves any connection, and never replaces it.
+        self.head_deadline = HeadDeadline(
+            getattr(worker, WORKER_SETTING, None), worker.loop, self._head_too_slow
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         # Inert on HTTP/2 and uWSGI connections: only HTTP/1 waits for a head (see _head_too_slow).
-        self._arm_head_deadline()
+        self.head_deadline.arm()
 
     def _on_headers_complete(self) -> Any:
         # The parser's callback: fires once per request, pipelined ones included (the parser
         # holds the bytes behind a complete message until the connection loop re-feeds them).
-        self._disarm_head_deadline()
+        self.head_deadline.disarm()
         return super()._on_headers_complete()
 
     def _arm_keepalive_timer(self) -> None:
@@ -48,24 +53,13 @@ class HeadTimeoutASGIProtocol(ASGIProtocol):  # type: ignore[misc]
         # response, unless a pipelined head is already complete, or once the application calls
         # still running past their response (background tasks) end.
         super()._arm_keepalive_timer()
-        self._arm_head_deadline()
+        self.head_deadline.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_deadline()
+        self.head_deadline.disarm()
         super().connection_lost(exc)
 
-    def _arm_head_deadline(self) -> None:
-        self._disarm_head_deadline()
-        if self.head_timeout:
-            self.head_deadline = self.worker.loop.call_later(self.head_timeout, self._head_too_slow)
-
-    def _disarm_head_deadline(self) -> None:
-        if self.head_deadline is not None:
-            self.head_deadline.cancel()
-            self.head_deadline = None
-
     def _head_too_slow(self) -> None:
-        self.head_deadline = None
         # Close only a connection whose loop waits for a head not yet complete, with no
         # application call left running on it: never cut a request being handled.
         if (

@@ -64,6 +64,22 @@ class _App:
 
 
 @asynccontextmanager
+async def connected(
+    protocol: Callable[[], asyncio.BaseProtocol],
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """One client connection over 127.0.0.1 to a server speaking `protocol`."""
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@asynccontextmanager
 async def serving(app: _App) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """One client connection to gunicorn's ASGI protocol with our deadline."""
     cfg = GunicornConfig()
@@ -80,17 +96,8 @@ async def serving(app: _App) -> AsyncIterator[tuple[asyncio.StreamReader, asynci
         state={},
         request_head_timeout=DEADLINE,
     )
-    server = await asyncio.get_running_loop().create_server(
-        lambda: HeadTimeoutASGIProtocol(worker), "127.0.0.1", 0
-    )
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        server.close()
-        await server.wait_closed()
+    async with connected(lambda: HeadTimeoutASGIProtocol(worker)) as streams:
+        yield streams
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:
@@ -176,10 +183,13 @@ async def test_application_running_past_its_response_is_not_cut() -> None:
     assert 3 * DEADLINE - 0.05 <= closed < 3 * DEADLINE + LATE
 
 
-def test_no_deadline_without_the_setting() -> None:
-    protocol = HeadTimeoutASGIProtocol(SimpleNamespace(cfg=GunicornConfig(), log=_Log(), asgi=None))
-    protocol._arm_head_deadline()
-    assert (protocol.head_timeout, protocol.head_deadline) == (None, None)
+@pytest.mark.anyio
+async def test_no_deadline_without_the_setting() -> None:
+    worker = SimpleNamespace(cfg=GunicornConfig(), log=_Log(), asgi=None, loop=asyncio.get_running_loop())
+    protocol = HeadTimeoutASGIProtocol(worker)
+    protocol.head_deadline.arm()
+    assert protocol.head_deadline.timeout is None
+    assert not protocol.head_deadline.armed
 
 
 def test_the_worker_serves_its_connections_with_our_protocol(monkeypatch: pytest.MonkeyPatch) -> None:

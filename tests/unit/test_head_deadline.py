@@ -1,0 +1,130 @@
+"""The request-head timer both protocols share (deploy/head_deadline.py), on a real event loop.
+
+tests/unit/test_gunicorn_asgi_worker.py checks it through gunicorn's ASGI protocol; the last
+tests here check it through the uvicorn protocol over 127.0.0.1, which has no unit test of its
+own otherwise (tests/resilience/test_limits.py checks both through real server processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import pytest
+from uvicorn import Config
+from uvicorn.server import ServerState
+
+from deploy.head_deadline import HeadDeadline
+from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
+from tests.unit.test_gunicorn_asgi_worker import (
+    DEADLINE,
+    LATE,
+    REQUEST,
+    connected,
+    read_response,
+    seconds_until_closed,
+)
+
+
+class _Expiries:
+    """The expiry callback: when it ran, and whether the deadline still looked armed then."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+        self.armed_during_callback: list[bool] = []
+        self.deadline: HeadDeadline | None = None
+
+    def __call__(self) -> None:
+        self.at.append(time.monotonic())
+        assert self.deadline is not None
+        self.armed_during_callback.append(self.deadline.armed)
+
+
+def deadline_with(timeout: float | None) -> tuple[HeadDeadline, _Expiries]:
+    expiries = _Expiries()
+    expiries.deadline = HeadDeadline(timeout, asyncio.get_running_loop(), expiries)
+    return expiries.deadline, expiries
+
+
+@pytest.mark.anyio
+async def test_armed_deadline_expires_once_at_the_timeout() -> None:
+    deadline, expiries = deadline_with(DEADLINE)
+    start = time.monotonic()
+    deadline.arm()
+    assert deadline.armed
+    await asyncio.sleep(DEADLINE + 0.3)
+    assert len(expiries.at) == 1
+    assert DEADLINE - 0.05 <= expiries.at[0] - start < DEADLINE + LATE
+    # Disarmed before the callback runs: a callback that keeps the connection may arm it again.
+    assert expiries.armed_during_callback == [False]
+    assert not deadline.armed
+
+
+@pytest.mark.anyio
+async def test_disarmed_deadline_never_expires() -> None:
+    deadline, expiries = deadline_with(DEADLINE)
+    deadline.arm()
+    deadline.disarm()
+    assert not deadline.armed
+    deadline.disarm()  # a lost connection disarms whatever state it is in
+    await asyncio.sleep(DEADLINE + 0.3)
+    assert expiries.at == []
+
+
+@pytest.mark.anyio
+async def test_arming_again_restarts_the_countdown() -> None:
+    deadline, expiries = deadline_with(DEADLINE)
+    deadline.arm()
+    await asyncio.sleep(DEADLINE * 0.6)
+    rearmed = time.monotonic()
+    deadline.arm()  # each wait for a head gets the whole timeout
+    await asyncio.sleep(DEADLINE * 0.6)  # past the first arm's deadline
+    assert expiries.at == []
+    await asyncio.sleep(DEADLINE + 0.3)
+    assert len(expiries.at) == 1  # the first timer was cancelled, not left to fire as well
+    assert DEADLINE - 0.05 <= expiries.at[0] - rearmed < DEADLINE + LATE
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("no_timeout", [None, 0])
+async def test_no_timeout_means_no_deadline(no_timeout: float | None) -> None:
+    deadline, expiries = deadline_with(no_timeout)
+    deadline.arm()
+    assert not deadline.armed
+    await asyncio.sleep(0.05)
+    assert expiries.at == []
+
+
+async def _answer(
+    scope: MutableMapping[str, Any],
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+    send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def uvicorn_protocol() -> HeadTimeoutHttpToolsProtocol:
+    config = Config(_answer, lifespan="off", log_config=None, timeout_keep_alive=30)  # only ours closes
+    setattr(config, CONFIG_ATTRIBUTE, DEADLINE)
+    return HeadTimeoutHttpToolsProtocol(config, ServerState(), {})
+
+
+@pytest.mark.anyio
+async def test_uvicorn_protocol_closes_a_silent_connection_at_the_deadline() -> None:
+    async with connected(uvicorn_protocol) as (reader, _):
+        closed = await seconds_until_closed(reader, time.monotonic())
+    assert DEADLINE - 0.05 <= closed < DEADLINE + LATE
+
+
+@pytest.mark.anyio
+async def test_uvicorn_protocol_restarts_the_deadline_after_each_response() -> None:
+    async with connected(uvicorn_protocol) as (reader, writer):
+        for _ in range(3):  # each within the deadline, together beyond it
+            await asyncio.sleep(DEADLINE * 0.6)
+            writer.write(REQUEST % b"")
+            assert await read_response(reader) == b"ok"
+        closed = await seconds_until_closed(reader, time.monotonic())
+    assert DEADLINE - 0.05 <= closed < DEADLINE + LATE
