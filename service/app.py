@@ -8,14 +8,12 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service.api import echo, health, metrics, root
 from service.api.health import ReadinessCheck
@@ -25,6 +23,7 @@ from service.metrics import flush as flush_metrics
 from service.metrics import sample_process_periodically, worker_exited
 from service.middleware.access_log import ACCESS_LOGGER, AccessLog
 from service.middleware.edge import EdgeMiddleware
+from service.middleware.forwarded import TrustedProxies
 from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
 from service.middleware.metrics import MetricsMiddleware
@@ -72,18 +71,17 @@ class ServiceApp(FastAPI):
             if settings.access_log
             else None
         )
-        # Request id, access line, drain's Connection: close, security headers (and the
-        # metrics, see above): one layer, service/middleware/edge.py.
+        # Forwarded client and scheme, request id, access line, drain's Connection: close,
+        # security headers (and the metrics, see above): one layer, service/middleware/edge.py.
         # X-Forwarded-For/-Proto are honoured in the app, not by each server, because
         # hypercorn and granian have no trusted-proxy list: one implementation gives
-        # one behaviour on every profile. It runs first, so the access log and HSTS
-        # see the real client and scheme.
-        # (uvicorn types ASGI apps with its own protocol classes, hence the Any.)
-        edge: Any = EdgeMiddleware(
-            app, self.state.drain, access_log, metrics=settings.metrics_enabled and not between
-        )
-        return ProxyHeadersMiddleware(  # type: ignore[return-value]
-            edge, trusted_hosts=list(settings.forwarded_allow_ips)
+        # one behaviour on every profile.
+        return EdgeMiddleware(
+            app,
+            self.state.drain,
+            access_log,
+            trusted_proxies=TrustedProxies(settings.forwarded_allow_ips),
+            metrics=settings.metrics_enabled and not between,
         )
 
 

@@ -1,5 +1,8 @@
 """The app's outer layer: what every request and every response gets, in one pure-ASGI layer.
 
+- The client address and scheme from `X-Forwarded-For`/`-Proto`, when the peer is
+  a trusted proxy (service/middleware/forwarded.py); first, so everything after
+  sees the real client and scheme (the access line, HSTS). Websockets get it too.
 - A request id (service/middleware/request_id.py): set in the context and in
   `request.state`, returned in `X-Request-ID`; an error raised once the response
   has started is logged here, once, with it.
@@ -12,7 +15,7 @@
   place in the stack (a Host allow-list or CORS answer some requests themselves,
   and those are not counted).
 
-These were five layers, each with its own `send` wrapper; as one, a response's
+These were six layers, each with its own `send` wrapper; as one, a response's
 headers are rebuilt once, in one pass, and its status is read once.
 """
 
@@ -26,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.drain import DrainState
 from service.metrics import UNMATCHED_ROUTE, in_progress, method_label, request_series
 from service.middleware.access_log import AccessLog
+from service.middleware.forwarded import TrustedProxies
 from service.middleware.request_id import HEADER, incoming_or_new, logger, request_id_var
 from service.middleware.security_headers import ALWAYS, HSTS, JSON_CSP
 
@@ -63,17 +67,22 @@ class EdgeMiddleware:
         drain: DrainState,
         access_log: AccessLog | None = None,
         *,
+        trusted_proxies: TrustedProxies,
         metrics: bool = False,
     ) -> None:
         self.app = app
         self.drain = drain
+        self.trusted_proxies = trusted_proxies
         self.access_log = access_log
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                self.trusted_proxies.apply(scope)
             await self.app(scope, receive, send)
             return
+        self.trusted_proxies.apply(scope)
         request_id = incoming_or_new(scope["headers"])
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
