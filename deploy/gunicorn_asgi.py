@@ -1,7 +1,7 @@
 """Gunicorn with its own built-in ASGI worker (`-k asgi`, gunicorn >= 24): no uvicorn in the request path.
 
-Everything but the worker is the gunicorn profile's configuration. The worker is
-gunicorn's, subclassed (deploy/gunicorn_asgi_worker.py) for the one thing it
+Everything but the worker is what both gunicorn profiles share (deploy/gunicorn_app.py).
+The worker is gunicorn's, subclassed (deploy/gunicorn_asgi_worker.py) for the one thing it
 lacks: a request-head deadline, so silent or trickling connections are closed
 after APP_REQUEST_HEAD_TIMEOUT seconds as on the other profiles.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.gunicorn import GunicornApplication, gunicorn_options
+from deploy.gunicorn_app import GunicornApplication, gunicorn_options
 from deploy.gunicorn_asgi_worker import WORKER_SETTING
 from service.settings import Settings
 
@@ -19,8 +19,8 @@ WORKER_CLASS = "deploy.gunicorn_asgi_worker.HeadTimeoutASGIWorker"
 
 def native_config(settings: Settings) -> dict[str, Any]:
     return {
-        **gunicorn_options(settings),
-        "worker_class": WORKER_CLASS,  # gunicorn's `asgi` worker, plus a request-head deadline
+        # gunicorn's `asgi` worker, plus a request-head deadline
+        **gunicorn_options(settings, WORKER_CLASS),
         "asgi_loop": "uvloop",
         "asgi_lifespan": "on",
         "root_path": "",  # applied by the app, see service/app.py
@@ -36,8 +36,12 @@ def worker_overrides(settings: Settings) -> dict[str, Any]:
     return {WORKER_SETTING: settings.request_head_timeout}
 
 
-def run(settings: Settings) -> int:
-    GunicornApplication(
+def application(settings: Settings) -> GunicornApplication:
+    return GunicornApplication(
         settings, options=native_config(settings), worker_overrides=worker_overrides(settings)
-    ).run()
+    )
+
+
+def run(settings: Settings) -> int:
+    application(settings).run()
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any, get_args
 
@@ -17,6 +19,7 @@ from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
 from deploy.common import UnsupportedSettingError
+from deploy.gunicorn_app import KILL_BACKSTOP_SECONDS
 from deploy.gunicorn_asgi_worker import HeadTimeoutASGIWorker
 from deploy.profiles import PROFILES, load_adapter
 from deploy.uvicorn_protocol import HeadTimeoutHttpToolsProtocol
@@ -172,9 +175,7 @@ def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
     settings = Settings(request_head_timeout=7)
     native = load_adapter("gunicorn-asgi").native_config(settings)
     assert (native["asgi_loop"], native["asgi_lifespan"]) == ("uvloop", "on")
-    application = gunicorn_adapter.GunicornApplication(
-        settings, options=native, worker_overrides=gunicorn_asgi_adapter.worker_overrides(settings)
-    )
+    application = gunicorn_asgi_adapter.application(settings)
     worker_class = application.cfg.worker_class
     assert worker_class is HeadTimeoutASGIWorker
     assert issubclass(worker_class, ASGIWorker)
@@ -190,6 +191,26 @@ def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
 
 def test_hypercorn_uses_the_uvloop_worker_class() -> None:
     assert hypercorn_adapter.build_config(SETTINGS).worker_class == "uvloop"
+
+
+# What a worker of each profile imports: the launcher, the adapter, the worker class and the app.
+WORKER_IMPORTS = {
+    "hypercorn": "deploy.hypercorn",
+    "granian": "deploy.granian",
+    "gunicorn-asgi": "deploy.gunicorn_asgi, deploy.gunicorn_asgi_worker",
+}
+
+
+@pytest.mark.parametrize("profile", sorted(WORKER_IMPORTS))
+def test_workers_of_other_servers_do_not_load_uvicorn(profile: str) -> None:
+    # uvicorn's package imports its server and click: about 3 MB of RSS in each worker
+    # that never runs it (service/middleware/forwarded.py, deploy/gunicorn_app.py).
+    code = (
+        f"import sys, deploy.__main__, {WORKER_IMPORTS[profile]}, service.main;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'uvicorn', 'uvicorn_worker', 'click'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
 
 
 def test_uvloop_and_httptools_are_installed() -> None:
@@ -208,11 +229,11 @@ def test_gunicorn_ignores_its_environment_fallbacks(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PORT", "1234")
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
     monkeypatch.setenv("GUNICORN_CMD_ARGS", "--workers 7 --bind 0.0.0.0:1")
-    cfg: GunicornConfig = gunicorn_adapter.GunicornApplication(SETTINGS).cfg
+    cfg: GunicornConfig = gunicorn_adapter.application(SETTINGS).cfg
     assert cfg.workers == 3
     assert cfg.bind == ["[::1]:9123"]
     assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "127.0.0.1"]
-    assert cfg.graceful_timeout == 17 + gunicorn_adapter.KILL_BACKSTOP_SECONDS
+    assert cfg.graceful_timeout == 17 + KILL_BACKSTOP_SECONDS
     assert cfg.worker_class_str == gunicorn_adapter.WORKER_CLASS
 
 

@@ -1,0 +1,86 @@
+"""What both gunicorn profiles share: the options, the arbiter and the application object.
+
+The gunicorn profile (uvicorn workers, deploy/gunicorn.py) and the gunicorn-asgi
+profile (gunicorn's own ASGI worker, deploy/gunicorn_asgi.py) differ in the worker
+only. This module imports neither worker, so a gunicorn-asgi process never loads
+uvicorn and click (about 3 MB of RSS in each worker).
+
+Every gunicorn setting that matters is set explicitly, so gunicorn's own
+environment fallbacks (`WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS`,
+`GUNICORN_CMD_ARGS`) never win over `Settings`.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from deploy.common import SHM_DIR, bind_address
+from service.logs import log_config
+from service.settings import Settings
+
+# A worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by
+# itself; gunicorn's SIGKILL is only a backstop this much later.
+KILL_BACKSTOP_SECONDS = 2
+
+
+def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:
+    return {
+        "bind": [bind_address(settings.host, settings.port)],
+        "workers": settings.workers,
+        "worker_class": worker_class,
+        "loglevel": settings.log_level,
+        "logconfig_dict": log_config(settings),
+        "accesslog": None,  # the app writes access lines (service/middleware/access_log.py)
+        "errorlog": "-",
+        "keepalive": settings.keepalive_timeout,
+        "graceful_timeout": settings.graceful_timeout + KILL_BACKSTOP_SECONDS,
+        "max_requests": settings.max_requests,
+        "max_requests_jitter": settings.max_requests_jitter,
+        "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
+        "worker_tmp_dir": str(SHM_DIR) if SHM_DIR.is_dir() else None,
+        "proc_name": "asgi-deploy",
+        "preload_app": False,
+        "reuse_port": False,
+        "control_socket_disable": True,  # it would write under $HOME: read-only in the image
+        "child_exit": child_exit,
+    }
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live metric gauges, so in-progress counts stay true after a crash."""
+    from service.metrics import worker_exited  # noqa: PLC0415 - only once the metrics dir is exported
+
+    worker_exited(worker.pid, server.app.metrics_dir)
+
+
+class ServiceArbiter(Arbiter):  # type: ignore[misc]
+    """SIGINT drains like SIGTERM (gunicorn's own SIGINT is a quick, request-dropping stop)."""
+
+    def handle_int(self) -> None:
+        self.handle_term()
+
+
+class GunicornApplication(BaseApplication):  # type: ignore[misc]
+    """gunicorn's options, plus what each worker reads beyond them (`worker_overrides`)."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any], worker_overrides: dict[str, Any]) -> None:
+        self.options = options
+        self.worker_overrides = worker_overrides
+        self.app_import = settings.asgi_app
+        self.metrics_dir = settings.metrics_dir
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        # `module:attribute`, as APP_ASGI_APP is validated; the other servers take the string itself.
+        return pkgutil.resolve_name(self.app_import)
+
+    def run(self) -> None:
+        ServiceArbiter(self).run()
