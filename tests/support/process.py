@@ -1,8 +1,13 @@
-"""Start a server profile as a real process, exactly as `make run-<profile>` does, and always stop it."""
+"""Start a server profile as a real process, exactly as `make run-<profile>` does, and always stop it.
+
+The test suite and the benchmark (bench/servers.py) both launch servers through here:
+what the bench measures is what the tests check, and both clean up the same way.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -13,13 +18,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
-import httpx
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
-READY_TIMEOUT_SECONDS = 30.0
+POLL_SECONDS = 0.02  # fine enough to time a start-up (the bench reports it)
 
 
 def free_port() -> int:
@@ -35,14 +40,24 @@ def clean_environ(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def launch_command(profile: str) -> list[str]:
+    """The command `make run-<profile>` execs."""
+    return [sys.executable, "-m", "deploy", profile]
+
+
 @dataclass
 class ServerProcess:
+    """One launched server, and every process of its family seen so far (to stop them by PID)."""
+
+    ready_timeout: ClassVar[float] = 30.0
+    stop_timeout: ClassVar[float] = 3.0  # drain is off by default: a healthy server is out well before
+
     profile: str
     env: dict[str, str]
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
-    started_at: float = field(default_factory=time.monotonic)
+    started_at: float
     seen: dict[int, psutil.Process] = field(default_factory=dict)
 
     @property
@@ -56,75 +71,109 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, path: str = "/readyz", timeout: float = READY_TIMEOUT_SECONDS) -> float:
-        """Poll until `path` answers 200; return seconds since launch."""
+    def not_ready(self, reason: str) -> Exception:
+        """What `wait_ready` raises: a test failure, with the whole log to tell why."""
+        return AssertionError(f"{self.profile} {reason}:\n{self.log()}")
+
+    def wait_ready(self, path: str = "/readyz", timeout: float | None = None) -> float:
+        """Poll until `GET path` answers 200; return the seconds since launch."""
+        timeout = self.ready_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.profile} exited with {self.process.returncode} before ready:\n{self.log()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + path, timeout=1.0).status_code == 200:
-                    self.remember_family()
-                    return time.monotonic() - self.started_at
-            time.sleep(0.05)
-        raise AssertionError(f"{self.profile} not ready within {timeout}s:\n{self.log()}")
+                raise self.not_ready(f"exited with {self.process.returncode} before ready")
+            if self._get_status(path) == 200:
+                self.remember_family()
+                return time.monotonic() - self.started_at
+            time.sleep(POLL_SECONDS)
+        raise self.not_ready(f"not ready within {timeout:.0f}s")
+
+    def _get_status(self, path: str) -> int | None:
+        connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=1.0)
+        try:
+            connection.request("GET", path)
+            return connection.getresponse().status
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            connection.close()
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """Descendants holding the listening socket: the processes that serve requests.
+
+        A single-process server has no such descendant: then the launcher itself serves.
+        A multi-worker server whose workers do not listen yet shows that one process too,
+        so waiting for two or more workers still waits for that many listening descendants.
+        """
+        launcher = psutil.Process(self.pid)
+        workers = [child for child in launcher.children(recursive=True) if self._listens(child)]
+        return workers or [launcher]
 
     def worker_pids(self) -> set[int]:
-        """Descendants holding the listening socket: the processes that serve requests."""
-        parent = psutil.Process(self.pid)
-        workers = set()
-        for child in parent.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                for conn in child.net_connections(kind="tcp"):
-                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port:
-                        workers.add(child.pid)
-                        break
-        return workers
+        return {proc.pid for proc in self.worker_processes()}
+
+    def _listens(self, proc: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port:
+                    return True
+        return False
 
     def remember_family(self) -> None:
-        """Note every descendant now, so cleanup can find them even once orphaned."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(self.pid)
-            for proc in [parent, *parent.children(recursive=True)]:
+        """Note every descendant now, so cleanup finds them even once orphaned."""
+        with contextlib.suppress(psutil.Error):
+            launcher = psutil.Process(self.pid)
+            for proc in [launcher, *launcher.children(recursive=True)]:
                 self.seen.setdefault(proc.pid, proc)
 
     def signal(self, signum: int) -> None:
         self.remember_family()
-        os.kill(self.pid, signum)
+        # Through Popen: once it has reaped the launcher it sends nothing, so never to a reused PID.
+        self.process.send_signal(signum)
 
     def wait_exit(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM the launcher; after `timeout`, SIGKILL it and every descendant ever seen."""
+        self.remember_family()
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=self.stop_timeout if timeout is None else timeout)
+        self.kill_all()
+        return self.process.returncode
 
     def kill_all(self) -> None:
         """Last-resort cleanup: SIGKILL the launcher and every descendant ever seen, by PID."""
         self.remember_family()
         family = list(self.seen.values())
         for proc in family:
-            # psutil refuses to signal a PID that was reused by another process.
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                proc.kill()
+            # psutil compares creation times: a PID reused by another process is never signalled.
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running():
+                    proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         psutil.wait_procs(family, timeout=5)
 
 
-def launch_command(profile: str) -> list[str]:
-    """The command `make run-<profile>` execs."""
-    return [sys.executable, "-m", "deploy", profile]
+ServerT = TypeVar("ServerT", bound=ServerProcess)
 
 
 @contextlib.contextmanager
-def running_server(
-    profile: str, env: Mapping[str, str] | None = None, wait_ready: bool = True
-) -> Iterator[ServerProcess]:
+def launched(kind: type[ServerT], profile: str, env: Mapping[str, str]) -> Iterator[ServerT]:
+    """Start `python -m deploy <profile>` on a free loopback port; stop it whatever happens.
+
+    `kind` is the class that watches it: `ServerProcess`, or the bench's own.
+    """
     port = free_port()
-    # No drain window unless a test asks for one: it would add seconds to every stop.
+    # No drain window unless the caller asks for one: it would add seconds to every stop.
     defaults = {"APP_HOST": LOOPBACK, "APP_PORT": str(port), "APP_DRAIN_SECONDS": "0"}
-    full_env = clean_environ({**defaults, **(env or {})})
+    full_env = clean_environ({**defaults, **env})
     with tempfile.NamedTemporaryFile(prefix=f"{profile}-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
+        started_at = time.monotonic()
         process = subprocess.Popen(
             launch_command(profile),
             cwd=REPO_ROOT,
@@ -132,18 +181,23 @@ def running_server(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Its own process group: a Ctrl-C in the terminal reaches only the harness,
+            # which then stops the server by PID (SIGTERM, then SIGKILL).
+            process_group=0,
         )
-    server = ServerProcess(profile, full_env, port, process, log_path)
+    server = kind(profile, full_env, port, process, log_path, started_at)
     try:
+        yield server
+    finally:
+        server.stop()
+        log_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def running_server(
+    profile: str, env: Mapping[str, str] | None = None, wait_ready: bool = True
+) -> Iterator[ServerProcess]:
+    with launched(ServerProcess, profile, env or {}) as server:
         if wait_ready:
             server.wait_ready()
         yield server
-    finally:
-        server.remember_family()
-        if server.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                server.signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.process.wait(timeout=3)
-        server.kill_all()
-        log_path.unlink(missing_ok=True)
