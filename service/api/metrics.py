@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from service.ip_lists import IPAllowList
 from service.metrics import CONTENT_TYPE_LATEST, render
 
 router = APIRouter()
@@ -16,16 +17,11 @@ router = APIRouter()
 async def metrics(request: Request) -> Response:
     settings = request.app.service_settings
     client = request.client.host if request.client else ""
-    if not _allowed(client, settings.metrics_allow_ips):
+    if client not in _allow_list(settings.metrics_allow_ips):
         return JSONResponse({"detail": "Forbidden"}, status_code=403)
     return Response(render(settings.metrics_dir), media_type=CONTENT_TYPE_LATEST)
 
 
-def _allowed(client: str, allow: tuple[str, ...]) -> bool:
-    if "*" in allow:
-        return True
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(item, strict=False) for item in allow)
+@functools.cache
+def _allow_list(items: tuple[str, ...]) -> IPAllowList:
+    return IPAllowList(items)  # parsed once per distinct setting, not on every scrape

@@ -19,16 +19,11 @@ compare it as a string, and so never trust anyone by it.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from collections.abc import Iterable
-
 from starlette.types import Scope
 
+from service.ip_lists import IPAllowList
+
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
-# Distinct hosts whose trust is remembered; one longer than a DNS name is not cached.
-_TRUST_CACHE_SIZE = 4096
-_LONGEST_HOST = 253
 
 
 def _entries(header_value: str) -> list[str]:
@@ -59,37 +54,12 @@ def _host_and_port(entry: str) -> tuple[str, int]:
     return entry, 0
 
 
-class TrustedProxies:
-    """The proxies named by APP_FORWARDED_ALLOW_IPS: addresses, CIDR networks, or `*`."""
-
-    def __init__(self, trusted: Iterable[str]) -> None:
-        items = tuple(trusted)
-        self.trust_all = "*" in items
-        self._addresses = frozenset(
-            ipaddress.ip_address(item) for item in items if item != "*" and "/" not in item
-        )
-        self._networks = tuple(ipaddress.ip_network(item, strict=False) for item in items if "/" in item)
-        self._cached_trust = functools.lru_cache(maxsize=_TRUST_CACHE_SIZE)(self._trust)
-
-    def _trust(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False  # not an address (a unix socket, a name): never a listed proxy
-        return address in self._addresses or any(address in network for network in self._networks)
-
-    def __contains__(self, host: str | None) -> bool:
-        if self.trust_all:
-            return True
-        if not host:
-            return False
-        if len(host) > _LONGEST_HOST:
-            return self._trust(host)  # not cached: it would pin a huge key
-        return self._cached_trust(host)
+class TrustedProxies(IPAllowList):
+    """The proxies named by APP_FORWARDED_ALLOW_IPS, and what their headers say."""
 
     def client_address(self, forwarded_for: str) -> tuple[str, int]:
         entries = _entries(forwarded_for)
-        if not self.trust_all:
+        if not self.allow_all:
             for entry in reversed(entries):
                 host, port = _host_and_port(entry)
                 if host not in self:
