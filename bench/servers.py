@@ -40,6 +40,15 @@ class Server(ServerProcess):
         tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
         return ServerError(f"{self.profile} {reason}:\n{tail}")
 
+    def worker_cpu_seconds(self) -> dict[int, float]:
+        """CPU time (user + system) each worker process has used so far, by PID."""
+        used = {}
+        for proc in self.worker_processes():
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                used[proc.pid] = times.user + times.system
+        return used
+
     def worker_rss(self) -> list[int]:
         """Resident set size in bytes of each worker process."""
         sizes = []

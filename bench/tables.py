@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import WORKLOADS
+from bench.runner import MAX_ATTEMPTS, UNEVEN_SHARE
 
 Rows = tuple[list[str], list[list[str]]]
 TEXT_COLUMNS = frozenset({"profile", "app", "workload"})
@@ -71,6 +72,18 @@ def server_rows(doc: dict[str, Any]) -> Rows:
     return header, rows
 
 
+def uneven_lines(doc: dict[str, Any]) -> list[str]:
+    """Points measured again because one worker had taken (nearly) every connection."""
+    labels = {w.key: w.label for w in WORKLOADS.values()}
+    return [
+        f"{p['profile']} x{p['workers']} {p['app']} {labels.get(p['workload'], p['workload'])}:"
+        f" busiest worker's share of the CPU time {', '.join(f'{x:.2f}' for x in p['uneven_attempts'])}"
+        f" -> measured again ({_num(p['busiest_worker_share'], 2)} kept)"
+        for p in doc["points"]
+        if p.get("uneven_attempts")
+    ]
+
+
 def failure_lines(doc: dict[str, Any]) -> list[str]:
     return [
         f"{s['profile']} x{s['workers']} {s['app']}: {s['failure']}" for s in doc["servers"] if s["failure"]
@@ -92,6 +105,8 @@ def print_tables(console: Console, doc: dict[str, Any]) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    for line in uneven_lines(doc):
+        console.print(f"[yellow]uneven[/yellow] {line}")
     for line in failure_lines(doc):
         console.print(f"[red]failed[/red] {line}")
 
@@ -135,12 +150,20 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
         "- RSS/worker: mean RSS of the processes holding the listening socket, after the run;"
         " growth: their summed RSS after the run minus right after readiness",
         "- ready: launch to the first 200 from `GET /readyz`",
+        "- uneven: with several workers, the connections opened at once can all land on one worker,"
+        " which then serves the whole point alone; a CPU-bound point (`GET /`, `POST /echo`;"
+        " `GET /io` is bound by its wait) whose busiest worker used"
+        f" {UNEVEN_SHARE:.0%} or more of the workers' CPU time is measured again with new"
+        f" connections, {MAX_ATTEMPTS} times at most, and listed under Uneven points",
         "",
     ]
     if chart_name:
         parts += [f"![requests/s per profile and app]({chart_name})", ""]
     parts += ["## Service app per profile", "", markdown_table(*server_rows(doc)), ""]
     parts += ["## Throughput", "", markdown_table(*throughput_rows(doc)), ""]
+    uneven = uneven_lines(doc)
+    if uneven:
+        parts += ["## Uneven points", "", *(f"- {line}" for line in uneven), ""]
     failures = failure_lines(doc)
     if failures:
         parts += ["## Failures", "", *(f"- {line}" for line in failures), ""]
