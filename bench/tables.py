@@ -161,9 +161,8 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
         parts += [f"![requests/s per profile and app]({chart_name})", ""]
     parts += ["## Service app per profile", "", markdown_table(*server_rows(doc)), ""]
     parts += ["## Throughput", "", markdown_table(*throughput_rows(doc)), ""]
-    uneven = uneven_lines(doc)
-    if uneven:
-        parts += ["## Uneven points", "", *(f"- {line}" for line in uneven), ""]
+    uneven = uneven_lines(doc) or ["none"]
+    parts += ["## Uneven points", "", *(f"- {line}" for line in uneven), ""]
     failures = failure_lines(doc)
     if failures:
         parts += ["## Failures", "", *(f"- {line}" for line in failures), ""]
