@@ -113,3 +113,16 @@ def test_request_outliving_graceful_timeout_is_cut_and_exit_is_prompt(profile: s
     assert elapsed < graceful + 3.5, server.log()
     assert code in (0, -signal.SIGTERM), server.log()
     assert outcome != 200
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_stop_behind_the_drain_window_leaves_a_clean_log(profile: str) -> None:
+    # As `make run-*` runs locally: a drain window (the launcher forks the server) and two workers.
+    env = {**TEST_APP, "APP_WORKERS": "2", "APP_DRAIN_SECONDS": "1"}
+    with running_server(profile, env) as server:
+        server.signal(signal.SIGTERM)
+        code = server.wait_exit(timeout=20)
+        log = server.log()
+    assert code == 0, log
+    for noise in ("Traceback", "Warning:", "leaked"):
+        assert noise not in log, log
