@@ -20,11 +20,12 @@ class IPAllowList:
     def __init__(self, items: Iterable[str]) -> None:
         listed = tuple(items)
         self.allow_all = "*" in listed
+        # A listed address matches only itself, an IPv6 scope included (fe80::1%eth0 is not
+        # fe80::1), as uvicorn compares them; a network (fe80::/64) matches whatever the scope.
         self._addresses = frozenset(
             ipaddress.ip_address(item) for item in listed if item != "*" and "/" not in item
         )
-        # strict=False: `10.0.0.1/8` is the network 10.0.0.0/8, as the settings' validation reads it.
-        self._networks = tuple(ipaddress.ip_network(item, strict=False) for item in listed if "/" in item)
+        self._networks = tuple(ipaddress.ip_network(item) for item in listed if "/" in item)
         self._cached_match = functools.lru_cache(maxsize=_CACHE_SIZE)(self._match)
 
     def _match(self, host: str) -> bool:

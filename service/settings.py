@@ -46,7 +46,9 @@ LogFormat = Literal["json", "console"]
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-_IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# Dotted names on both sides of the colon: what pkgutil.resolve_name (gunicorn's loader here)
+# and every server's own importer accept alike.
+_IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
 
@@ -325,9 +327,12 @@ class Settings(BaseSettings):
             if item == "*":
                 continue
             try:
-                ipaddress.ip_network(item, strict=False)
+                network = ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+            if "/" in item and network.network_address != ipaddress.ip_interface(item).ip:
+                # gunicorn refuses it at start-up, and which network was meant is a guess.
+                raise ValueError(f"{item!r} has host bits set (the network is {network})")
         if "*" in value and len(value) > 1:
             raise ValueError("`*` cannot be combined with addresses")
         return value

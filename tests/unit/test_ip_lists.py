@@ -19,9 +19,10 @@ from service.settings import Settings
         (["10.0.0.1"], "10.0.0.2", False),
         (["10.0.0.0/8"], "10.200.1.1", True),
         (["10.0.0.0/8"], "11.0.0.1", False),
-        (["10.0.0.1/8"], "10.200.1.1", True),  # host bits set: still that network
         (["::1"], "::1", True),
         (["::1"], "0:0:0:0:0:0:0:1", True),  # one address, however it is written
+        (["fe80::1"], "fe80::1%eth0", False),  # another scope: another address, as in uvicorn
+        (["fe80::/64"], "fe80::1%eth0", True),  # a network: whatever the scope
         (["2001:db8::/32"], "2001:db8:1::5", True),
         (["10.0.0.0/8"], "::ffff:10.0.0.1", False),  # another address family
         (["10.0.0.0/8", "::1"], "testclient", False),  # not an address
