@@ -32,6 +32,7 @@ def bench_settings(workers: int, asgi_app: str) -> dict[str, str]:
 
 class Server(ServerProcess):
     ready_timeout = 60.0
+    own_process_group = True
     # Long enough to exit on its own: the results record the server's own exit status.
     stop_timeout = 10.0
 
@@ -39,6 +40,10 @@ class Server(ServerProcess):
         # One failed server among many in a results table: the end of its log says why.
         tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
         return ServerError(f"{self.profile} {reason}:\n{tail}")
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """The processes serving requests: a single-process server's launcher serves itself."""
+        return self.listening_workers() or [psutil.Process(self.pid)]
 
     def worker_cpu_seconds(self) -> dict[int, float]:
         """CPU time (user + system) each worker process has used so far, by PID."""

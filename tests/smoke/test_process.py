@@ -92,9 +92,10 @@ def test_signal_drains_in_flight_request_then_exits(
         response = in_flight.result(timeout=30)
         code = server.wait_exit(timeout=graceful + 5)
         elapsed = time.monotonic() - signalled
+        log = server.log()  # the log file goes with the server
     assert response.status_code == 200
     assert response.json() == {"slept": 2.0}
-    assert code == expected_exit(profile, workers, signum), server.log()
+    assert code == expected_exit(profile, workers, signum), f"exit {code}\n{log}"
     assert elapsed < graceful
 
 
@@ -110,8 +111,9 @@ def test_request_outliving_graceful_timeout_is_cut_and_exit_is_prompt(profile: s
         code = server.wait_exit(timeout=graceful + 10)
         elapsed = time.monotonic() - signalled
         outcome = in_flight.exception(timeout=30) or in_flight.result().status_code
-    assert elapsed < graceful + 3.5, server.log()
-    assert code in (0, -signal.SIGTERM), server.log()
+        log = server.log()
+    assert elapsed < graceful + 3.5, log
+    assert code in (0, -signal.SIGTERM), f"exit {code}\n{log}"
     assert outcome != 200
 
 

@@ -50,6 +50,9 @@ class ServerProcess:
     """One launched server, and every process of its family seen so far (to stop them by PID)."""
 
     ready_timeout: ClassVar[float] = 30.0
+    # In the harness's process group (the default), a cancelled test run takes its servers
+    # down with it; the bench, run from a terminal, gives them their own (see launched()).
+    own_process_group: ClassVar[bool] = False
     stop_timeout: ClassVar[float] = 3.0  # drain is off by default: a healthy server is out well before
 
     profile: str
@@ -98,19 +101,13 @@ class ServerProcess:
         finally:
             connection.close()
 
-    def worker_processes(self) -> list[psutil.Process]:
-        """Descendants holding the listening socket: the processes that serve requests.
-
-        A single-process server has no such descendant: then the launcher itself serves.
-        A multi-worker server whose workers do not listen yet shows that one process too,
-        so waiting for two or more workers still waits for that many listening descendants.
-        """
+    def listening_workers(self) -> list[psutil.Process]:
+        """Descendants holding the listening socket: the processes that serve requests."""
         launcher = psutil.Process(self.pid)
-        workers = [child for child in launcher.children(recursive=True) if self._listens(child)]
-        return workers or [launcher]
+        return [child for child in launcher.children(recursive=True) if self._listens(child)]
 
     def worker_pids(self) -> set[int]:
-        return {proc.pid for proc in self.worker_processes()}
+        return {proc.pid for proc in self.listening_workers()}
 
     def _listens(self, proc: psutil.Process) -> bool:
         with contextlib.suppress(psutil.Error):
@@ -181,9 +178,9 @@ def launched(kind: type[ServerT], profile: str, env: Mapping[str, str]) -> Itera
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            # Its own process group: a Ctrl-C in the terminal reaches only the harness,
-            # which then stops the server by PID (SIGTERM, then SIGKILL).
-            process_group=0,
+            # With its own process group, a Ctrl-C in the terminal reaches only the
+            # harness, which then stops the server by PID (SIGTERM, then SIGKILL).
+            process_group=0 if kind.own_process_group else None,
         )
     server = kind(profile, full_env, port, process, log_path, started_at)
     try:

@@ -20,10 +20,7 @@ from gunicorn.config import Config as GunicornConfig
 from gunicorn.workers import gasgi
 
 from deploy.gunicorn_asgi_worker import HeadTimeoutASGIProtocol, HeadTimeoutASGIWorker
-
-DEADLINE = 0.3  # seconds
-LATE = 1.0  # a close this much after the deadline is no longer "at the deadline"
-REQUEST = b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+from tests.support.connections import DEADLINE, LATE, REQUEST, connected, read_response, seconds_until_closed
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -64,22 +61,6 @@ class _App:
 
 
 @asynccontextmanager
-async def connected(
-    protocol: Callable[[], asyncio.BaseProtocol],
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    """One client connection over 127.0.0.1 to a server speaking `protocol`."""
-    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        server.close()
-        await server.wait_closed()
-
-
-@asynccontextmanager
 async def serving(app: _App) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """One client connection to gunicorn's ASGI protocol with our deadline."""
     cfg = GunicornConfig()
@@ -98,19 +79,6 @@ async def serving(app: _App) -> AsyncIterator[tuple[asyncio.StreamReader, asynci
     )
     async with connected(lambda: HeadTimeoutASGIProtocol(worker)) as streams:
         yield streams
-
-
-async def read_response(reader: asyncio.StreamReader) -> bytes:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    length = int(
-        next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:]
-    )
-    return await asyncio.wait_for(reader.readexactly(length), 5)
-
-
-async def seconds_until_closed(reader: asyncio.StreamReader, since: float) -> float:
-    assert await asyncio.wait_for(reader.read(), DEADLINE + LATE + 5) == b""
-    return time.monotonic() - since
 
 
 @pytest.mark.anyio
