@@ -15,16 +15,23 @@ from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtoc
 from service.settings import Settings
 
 WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
+# The worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by
+# itself; gunicorn's SIGKILL is only a backstop this much later.
+KILL_BACKSTOP_SECONDS = 2
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
+    return {"gunicorn": options(settings), "uvicorn_worker": worker_overrides(settings)}
+
+
+def options(settings: Settings) -> dict[str, Any]:
     return {
-        "gunicorn": gunicorn_options(settings, WORKER_CLASS),
-        "uvicorn_worker": uvicorn_overrides(settings),
+        **gunicorn_options(settings, WORKER_CLASS),
+        "graceful_timeout": settings.graceful_timeout + KILL_BACKSTOP_SECONDS,
     }
 
 
-def uvicorn_overrides(settings: Settings) -> dict[str, Any]:
+def worker_overrides(settings: Settings) -> dict[str, Any]:
     """What each Uvicorn worker runs with, beyond what uvicorn-worker maps from gunicorn."""
     return {
         "loop": "uvloop",
@@ -47,8 +54,9 @@ class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
 
 
 def application(settings: Settings) -> GunicornApplication:
-    options = gunicorn_options(settings, WORKER_CLASS)
-    return GunicornApplication(settings, options=options, worker_overrides=uvicorn_overrides(settings))
+    return GunicornApplication(
+        settings, options=options(settings), worker_overrides=worker_overrides(settings)
+    )
 
 
 def run(settings: Settings) -> int:

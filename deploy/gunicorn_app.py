@@ -22,10 +22,6 @@ from deploy.common import SHM_DIR, bind_address
 from service.logs import log_config
 from service.settings import Settings
 
-# A worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by
-# itself; gunicorn's SIGKILL is only a backstop this much later.
-KILL_BACKSTOP_SECONDS = 2
-
 
 def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:
     return {
@@ -37,7 +33,9 @@ def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:
         "accesslog": None,  # the app writes access lines (service/middleware/access_log.py)
         "errorlog": "-",
         "keepalive": settings.keepalive_timeout,
-        "graceful_timeout": settings.graceful_timeout + KILL_BACKSTOP_SECONDS,
+        # gunicorn's ASGI worker drains this long itself; the uvicorn worker's profile adds
+        # a backstop (deploy/gunicorn.py).
+        "graceful_timeout": settings.graceful_timeout,
         "max_requests": settings.max_requests,
         "max_requests_jitter": settings.max_requests_jitter,
         "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),

@@ -26,8 +26,6 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "root_path": "",  # applied by the app, see service/app.py
         # Proxy headers are applied by the app; gunicorn must not trust any itself.
         "secure_scheme_headers": {},
-        # gunicorn's ASGI worker drains for graceful_timeout itself: no separate backstop.
-        "graceful_timeout": settings.graceful_timeout,
     }
 
 

@@ -19,7 +19,6 @@ from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
 from deploy.common import UnsupportedSettingError
-from deploy.gunicorn_app import KILL_BACKSTOP_SECONDS
 from deploy.gunicorn_asgi_worker import HeadTimeoutASGIWorker
 from deploy.profiles import PROFILES, load_adapter
 from deploy.uvicorn_protocol import HeadTimeoutHttpToolsProtocol
@@ -164,7 +163,7 @@ def test_uvicorn_fast_path_is_pinned() -> None:
 def test_request_head_timeout_reaches_every_server() -> None:
     settings = Settings(request_head_timeout=7)
     assert uvicorn_adapter.build_config(settings).request_head_timeout == 7  # type: ignore[attr-defined]
-    assert gunicorn_adapter.uvicorn_overrides(settings)["request_head_timeout"] == 7
+    assert gunicorn_adapter.worker_overrides(settings)["request_head_timeout"] == 7
     granian_native = load_adapter("granian").native_config(settings)
     assert granian_native["http1_settings"].header_read_timeout == 7000
     assert gunicorn_asgi_adapter.worker_overrides(settings)["request_head_timeout"] == 7
@@ -233,7 +232,7 @@ def test_gunicorn_ignores_its_environment_fallbacks(monkeypatch: pytest.MonkeyPa
     assert cfg.workers == 3
     assert cfg.bind == ["[::1]:9123"]
     assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "127.0.0.1"]
-    assert cfg.graceful_timeout == 17 + KILL_BACKSTOP_SECONDS
+    assert cfg.graceful_timeout == 17 + gunicorn_adapter.KILL_BACKSTOP_SECONDS
     assert cfg.worker_class_str == gunicorn_adapter.WORKER_CLASS
 
 
@@ -306,7 +305,7 @@ def test_app_applied_settings_are_neutral_in_every_server() -> None:
     uvicorn_native = load_adapter("uvicorn").native_config(SETTINGS)
     assert (uvicorn_native["proxy_headers"], uvicorn_native["root_path"]) == (False, "")
     assert hypercorn_adapter.native_config(SETTINGS)["root_path"] == ""
-    worker = gunicorn_adapter.uvicorn_overrides(SETTINGS)
+    worker = gunicorn_adapter.worker_overrides(SETTINGS)
     assert worker["proxy_headers"] is False
     assert load_adapter("granian").native_config(settings_for("granian"))["url_path_prefix"] is None
     gunicorn_asgi = load_adapter("gunicorn-asgi").native_config(SETTINGS)
