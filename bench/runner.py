@@ -12,10 +12,11 @@ from bench.servers import Server, ServerError, running_server
 
 MB = 1024 * 1024
 # With several workers, the connections a point opens all at once may all land on one
-# worker (whichever accepts first keeps them, keep-alive): a CPU-bound point then measures
-# one worker. One whose busiest worker did this share of the CPU work or more is measured
-# again, with new connections, up to MAX_ATTEMPTS times in all; the discarded shares are kept.
-UNEVEN_SHARE = 0.75
+# worker, or a few (whichever accepts first keeps them, keep-alive): a CPU-bound point then
+# measures fewer workers than it names. One whose busiest worker did UNEVEN_FACTOR times its
+# fair share of the CPU work or more (75% with 2 workers) is measured again, with new
+# connections, up to MAX_ATTEMPTS times in all; the discarded shares are kept.
+UNEVEN_FACTOR = 1.5
 MAX_ATTEMPTS = 3
 
 
@@ -157,7 +158,8 @@ def _measure(plan: Plan, generator: LoadGenerator, server: Server, workload: Wor
             before = server.worker_cpu_seconds()
             result = generator.run(server.base_url, workload, plan.duration, plan.connections)
             share = busiest_share(before, server.worker_cpu_seconds())
-            if share is not None and workload.cpu_bound and share >= UNEVEN_SHARE and attempt < MAX_ATTEMPTS:
+            uneven_at = UNEVEN_FACTOR / point.workers
+            if share is not None and workload.cpu_bound and share >= uneven_at and attempt < MAX_ATTEMPTS:
                 point.uneven_attempts.append(round(share, 2))
                 continue
             point.record(result)

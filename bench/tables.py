@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import WORKLOADS
-from bench.runner import MAX_ATTEMPTS, UNEVEN_SHARE
+from bench.runner import MAX_ATTEMPTS, UNEVEN_FACTOR
 
 Rows = tuple[list[str], list[list[str]]]
 TEXT_COLUMNS = frozenset({"profile", "app", "workload"})
@@ -152,8 +152,9 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
         "- ready: launch to the first 200 from `GET /readyz`",
         "- uneven: with several workers, the connections opened at once can all land on one worker,"
         " which then serves the whole point alone; a CPU-bound point (`GET /`, `POST /echo`;"
-        " `GET /io` is bound by its wait) whose busiest worker used"
-        f" {UNEVEN_SHARE:.0%} or more of the workers' CPU time is measured again with new"
+        " `GET /io` is bound by its wait) whose busiest worker did"
+        f" {UNEVEN_FACTOR:g} times its fair share of the workers' CPU time or more"
+        f" ({UNEVEN_FACTOR / 2:.0%} with 2 workers) is measured again with new"
         f" connections, {MAX_ATTEMPTS} times at most, and listed under Uneven points",
         "",
     ]
