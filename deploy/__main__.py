@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import drain, metrics_dir
-from deploy.common import UnsupportedSettingError
+from deploy.common import UnsupportedSettingError, check_app_module
 from deploy.profiles import PROFILES, Adapter, load_adapter
 from service import tracing
 from service.settings import Settings, SettingsError, env_name, get_settings
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         adapter.native_config(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
+        check_app_module(settings)
         return _launch(adapter, settings)
     except (SettingsError, UnsupportedSettingError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from pathlib import Path
 
-from service.settings import Settings, env_name
+from service.settings import Settings, SettingsError, env_name
 
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - a tmpfs, not a world-writable temp dir we create files in
 
@@ -34,3 +35,23 @@ def refuse_if_set(server: str, settings: Settings, field: str, reason: str) -> N
     """
     if field in settings.model_fields_set:
         raise UnsupportedSettingError(server, env_name(field), reason)
+
+
+def check_app_module(settings: Settings) -> None:
+    """Refuse an APP_ASGI_APP whose module cannot be found, before any server starts.
+
+    Each server would otherwise fail in its own way, most with a traceback from every
+    worker. Only the module is looked up (its parent packages are imported): importing
+    the app here would run it in the launcher, which gunicorn's workers then inherit.
+    """
+    module = settings.asgi_app.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+        problem = f"no module named {module!r}"
+    except ImportError as error:  # a parent package is missing or fails to import
+        found, problem = False, str(error)
+    if not found:
+        raise SettingsError(
+            f"{env_name('asgi_app')}={settings.asgi_app!r}: {problem} "
+            "(allowed: an import string `module:attribute` naming the ASGI app, importable from here)"
+        )

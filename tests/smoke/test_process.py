@@ -51,6 +51,25 @@ def test_invalid_setting_stops_startup_with_one_readable_line(profile: str) -> N
 
 
 @pytest.mark.parametrize("profile", ALL)
+@pytest.mark.parametrize("target", ["no_such_module:app", "service.no_such_module:app", "no_pkg.main:app"])
+def test_app_module_not_found_stops_startup_with_one_readable_line(profile: str, target: str) -> None:
+    result = subprocess.run(
+        launch_command(profile),
+        cwd=REPO_ROOT,
+        env=clean_environ({"APP_ASGI_APP": target}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "APP_ASGI_APP" in lines[0]
+    assert repr(target) in lines[0]
+
+
+@pytest.mark.parametrize("profile", ALL)
 def test_app_workers_gives_that_many_worker_processes(profile: str) -> None:
     with running_server(profile, {"APP_WORKERS": "2"}) as server:
         deadline = time.monotonic() + 20
