@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from deploy.profiles import PROFILES
-from tests.support.process import REPO_ROOT, clean_environ, launch_command, running_server
+from tests.support.process import refused_at_startup, running_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 
@@ -31,42 +30,20 @@ def expected_exit(profile: str, workers: int, signum: int) -> int:
 @pytest.mark.parametrize("profile", ALL)
 def test_invalid_setting_stops_startup_with_one_readable_line(profile: str) -> None:
     started = time.monotonic()
-    result = subprocess.run(
-        launch_command(profile),
-        cwd=REPO_ROOT,
-        env=clean_environ({"APP_PORT": "notaport"}),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
+    line = refused_at_startup(profile, {"APP_PORT": "notaport"})
     assert time.monotonic() - started < 15
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "APP_PORT" in lines[0]
-    assert "notaport" in lines[0]
-    assert "1 to 65535" in lines[0]
-    assert "Traceback" not in result.stderr
+    assert "APP_PORT" in line
+    assert "notaport" in line
+    assert "1 to 65535" in line
+    assert "Traceback" not in line
 
 
 @pytest.mark.parametrize("profile", ALL)
 @pytest.mark.parametrize("target", ["no_such_module:app", "service.no_such_module:app", "no_pkg.main:app"])
 def test_app_module_not_found_stops_startup_with_one_readable_line(profile: str, target: str) -> None:
-    result = subprocess.run(
-        launch_command(profile),
-        cwd=REPO_ROOT,
-        env=clean_environ({"APP_ASGI_APP": target}),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "APP_ASGI_APP" in lines[0]
-    assert repr(target) in lines[0]
+    line = refused_at_startup(profile, {"APP_ASGI_APP": target})
+    assert "APP_ASGI_APP" in line
+    assert repr(target) in line
 
 
 @pytest.mark.parametrize("profile", ALL)

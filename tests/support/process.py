@@ -155,6 +155,23 @@ class ServerProcess:
         psutil.wait_procs(family, timeout=5)
 
 
+def refused_at_startup(profile: str, env: Mapping[str, str]) -> str:
+    """Launch `profile` with settings it must refuse; assert exit 2 with one line, and return it."""
+    result = subprocess.run(
+        launch_command(profile),
+        cwd=REPO_ROOT,
+        env=clean_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 ServerT = TypeVar("ServerT", bound=ServerProcess)
 
 
