@@ -46,12 +46,12 @@ def check_app_module(settings: Settings) -> None:
     """
     module = settings.asgi_app.partition(":")[0]
     try:
-        found = importlib.util.find_spec(module) is not None
+        if importlib.util.find_spec(module) is not None:
+            return
         problem = f"no module named {module!r}"
     except ImportError as error:  # a parent package is missing or fails to import
-        found, problem = False, str(error)
-    if not found:
-        raise SettingsError(
-            f"{env_name('asgi_app')}={settings.asgi_app!r}: {problem} "
-            "(allowed: an import string `module:attribute` naming the ASGI app, importable from here)"
-        )
+        problem = str(error)
+    raise SettingsError(
+        f"{env_name('asgi_app')}={settings.asgi_app!r}: {problem} "
+        "(allowed: an import string `module:attribute` naming the ASGI app, importable from here)"
+    )
