@@ -71,12 +71,15 @@ fmt: venv-dev ## Format and auto-fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-.PHONY: test unit smoke docs
-test: lint ## Everything: lint, unit, smoke for every profile
+.PHONY: test unit smoke resilience docs
+test: lint ## Everything .ci/run runs: lint, then every suite (unit, smoke, resilience, k8s, image)
 	$(RUN) -m pytest $(PYTEST_ARGS)
 
 unit: venv-dev ## Unit tests only
 	$(RUN) -m pytest tests/unit $(PYTEST_ARGS)
+
+resilience: venv-dev ## Resilience suite: drain, supervision, limits, hostile input on every profile
+	$(RUN) -m pytest tests/resilience $(PYTEST_ARGS)
 
 smoke: venv-dev ## Smoke suite: every profile as a real process, or BASE_URL=http://host:port
 	$(RUN) -m pytest tests/smoke $(if $(BASE_URL),--base-url=$(BASE_URL)) $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ process with status 2 and one readable message, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from deploy.common import UnsupportedSettingError, check_app_module
 from deploy.profiles import PROFILES, Adapter, load_adapter
 from service import tracing
 from service.settings import Settings, SettingsError, env_name, get_settings
+from service.versions import UnsupportedVersionError
 
 EXIT_USAGE = 2
 
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracing.check_available(settings)
         check_app_module(settings)
         return _launch(adapter, settings)
-    except (SettingsError, UnsupportedSettingError) as error:
+    except (SettingsError, UnsupportedSettingError, UnsupportedVersionError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -55,10 +57,10 @@ def _launch(adapter: Adapter, settings: Settings) -> int:
     cleanup: list[Path] = []
     if settings.metrics_enabled:
         directory = metrics_dir.prepare(settings.metrics_dir)
-        metrics_dir.export(directory)
-        _export_setting("metrics_dir", directory)
         if settings.metrics_dir is None:
             cleanup.append(directory)
+        metrics_dir.export(directory)
+        _export_setting("metrics_dir", directory)
     window = settings.effective_drain_seconds
     flag = settings.drain_file
     if window and flag is None:
@@ -68,6 +70,10 @@ def _launch(adapter: Adapter, settings: Settings) -> int:
         _export_setting("drain_file", flag)
     launcher_pid = os.getpid()
     try:
+        if settings.metrics_enabled:
+            # Only now that the directory is exported: prometheus-client picks its mode at import.
+            # Importing it checks the version its hooks were written for, before any server starts.
+            importlib.import_module("service.metrics")
         if window and flag is not None:
             return drain.run_with_drain(lambda: adapter.run(get_settings()), window, flag)
         return adapter.run(get_settings())

@@ -13,6 +13,9 @@ from uvicorn_worker import UvicornWorker
 from deploy.gunicorn_app import GunicornApplication, gunicorn_options
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.settings import Settings
+from service.versions import require
+
+require("uvicorn-worker", ">=0.4,<0.5", "deploy/gunicorn.py (UvicornWorker.config)")
 
 WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
 # The worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by

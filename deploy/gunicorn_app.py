@@ -21,6 +21,9 @@ from gunicorn.arbiter import Arbiter
 from deploy.common import SHM_DIR, bind_address
 from service.logs import log_config
 from service.settings import Settings
+from service.versions import require
+
+require("gunicorn", ">=27,<28", "deploy/gunicorn_app.py (Arbiter.handle_int)")
 
 
 def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:

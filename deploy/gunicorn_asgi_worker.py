@@ -22,6 +22,9 @@ from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
 
 from deploy.head_deadline import HeadDeadline
+from service.versions import require
+
+require("gunicorn", ">=27,<28", "deploy/gunicorn_asgi_worker.py (ASGIProtocol internals)")
 
 # Key of the head timeout in GunicornApplication's worker_overrides (deploy/gunicorn_asgi.py).
 WORKER_SETTING = "request_head_timeout"

@@ -23,6 +23,9 @@ from deploy.common import bind_address
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from service.logs import log_config
 from service.settings import Settings
+from service.versions import require
+
+require("hypercorn", ">=0.18,<0.19", "deploy/hypercorn.py (WorkerContext, worker_serve's lookup of it)")
 
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
 # this long without the report (a worker that failed to boot stops the server).

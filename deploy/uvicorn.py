@@ -25,6 +25,9 @@ from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import Settings
+from service.versions import require
+
+require("uvicorn", ">=0.54,<0.55", "deploy/uvicorn.py (Server.on_tick, server_state, limit_max_requests)")
 
 logger = logging.getLogger("uvicorn.error")
 # A new worker reports READY once it accepts; an old one it replaces stops then, or

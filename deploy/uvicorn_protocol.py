@@ -17,6 +17,9 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from deploy.head_deadline import HeadDeadline
+from service.versions import require
+
+require("uvicorn", ">=0.54,<0.55", "deploy/uvicorn_protocol.py (HttpToolsProtocol internals)")
 
 CONFIG_ATTRIBUTE = "request_head_timeout"  # set on uvicorn's Config by the adapters
 

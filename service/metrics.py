@@ -28,6 +28,10 @@ from prometheus_client import (
 )
 from prometheus_client import generate_latest as _generate_latest
 
+from service.versions import require
+
+require("prometheus-client", ">=0.26,<0.27", "service/metrics.py (the values behind its metrics)")
+
 LABELS = ("method", "route", "status")
 # Anything else a client sends as a method is counted as OTHER: labels must stay bounded.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
