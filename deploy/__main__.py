@@ -15,11 +15,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from deploy import drain, metrics_dir
-from deploy.common import UnsupportedSettingError, check_app_module
-from deploy.profiles import PROFILES, Adapter, load_adapter
+from deploy.common import check_app_module
+from deploy.profile import Profile, UnsupportedSettingError
+from deploy.profiles import PROFILES, load_profile
 from service import tracing
 from service.settings import Settings, SettingsError, env_name, get_settings
 from service.versions import UnsupportedVersionError
@@ -39,20 +39,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[env_name("server")] = profile
             get_settings.cache_clear()
             settings = get_settings()
-        adapter = load_adapter(profile)
+        server = load_profile(profile)
         if args.command == "config":
-            _print_config(profile, settings, adapter.native_config(settings))
+            _print_config(server, settings)
             return 0
-        adapter.native_config(settings)  # refuse unsupported settings before touching anything
+        server.check(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
         check_app_module(settings)
-        return _launch(adapter, settings)
+        return _launch(server, settings)
     except (SettingsError, UnsupportedSettingError, UnsupportedVersionError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _launch(adapter: Adapter, settings: Settings) -> int:
+def _launch(server: Profile, settings: Settings) -> int:
     """Prepare what the workers share, export it to them, then run the server."""
     cleanup: list[Path] = []
     if settings.metrics_enabled:
@@ -75,8 +75,8 @@ def _launch(adapter: Adapter, settings: Settings) -> int:
             # Importing it checks the version its hooks were written for, before any server starts.
             importlib.import_module("service.metrics")
         if window and flag is not None:
-            return drain.run_with_drain(lambda: adapter.run(get_settings()), window, flag)
-        return adapter.run(get_settings())
+            return drain.run_with_drain(lambda: server.run(get_settings()), window, flag)
+        return server.run(get_settings())
     finally:
         # Forked workers (gunicorn) leave through here too: only the launcher cleans up.
         if os.getpid() == launcher_pid:
@@ -105,8 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_config(profile: str, settings: Settings, native: Any) -> None:
-    document = {"profile": profile, "settings": settings.public_dump(), "native": native}
+def _print_config(server: Profile, settings: Settings) -> None:
+    document = {
+        "profile": server.name,
+        "settings": settings.public_dump(),
+        "native": server.native_config(settings),
+        "support": server.support(),
+    }
     print(json.dumps(document, indent=2, default=str))
 
 

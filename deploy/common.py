@@ -21,22 +21,6 @@ def bind_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-class UnsupportedSettingError(Exception):
-    """A setting this server cannot honour; refused rather than silently ignored."""
-
-    def __init__(self, server: str, variable: str, reason: str) -> None:
-        super().__init__(f"{server} cannot honour {variable}: {reason}")
-
-
-def refuse_if_set(server: str, settings: Settings, field: str, reason: str) -> None:
-    """Refuse a setting the user chose explicitly that this server cannot honour.
-
-    Its default stays allowed: it only describes what the server does anyway.
-    """
-    if field in settings.model_fields_set:
-        raise UnsupportedSettingError(server, env_name(field), reason)
-
-
 def check_app_module(settings: Settings) -> None:
     """Refuse an APP_ASGI_APP whose module cannot be found, before any server starts.
 

@@ -14,28 +14,12 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
-from deploy.common import UnsupportedSettingError, refuse_if_set
+from deploy.profile import Native, Profile, Refused
 from service.logs import log_config
-from service.settings import Settings, env_name
-
-
-def refuse_unsupported(settings: Settings) -> None:
-    if settings.max_requests:
-        raise UnsupportedSettingError(
-            "granian",
-            env_name("max_requests"),
-            "granian recycles workers by lifetime or memory, not by request count; unset it",
-        )
-    refuse_if_set(
-        "granian",
-        settings,
-        "keepalive_timeout",
-        "granian's HTTP/1 keep-alive has no idle timeout; unset it or pick another profile",
-    )
+from service.settings import Settings
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
-    refuse_unsupported(settings)
     return {
         "target": settings.asgi_app,
         "address": settings.host,
@@ -63,3 +47,32 @@ def native_config(settings: Settings) -> dict[str, Any]:
 def run(settings: Settings) -> int:
     Server(**native_config(settings)).serve()
     return 0
+
+
+def _off(value: int) -> bool:
+    return value == 0
+
+
+NO_REQUEST_COUNT = "granian recycles workers by lifetime or memory, not by request count; unset it"
+
+PROFILE = Profile(
+    name="granian",
+    summary="Granian, a Rust HTTP server, driving the app through its ASGI interface on uvloop",
+    settings={
+        "asgi_app": Native("target"),
+        "host": Native("address"),
+        "port": Native("port"),
+        "workers": Native("workers"),
+        "log_level": Native("log_level"),
+        "log_format": Native("log_dictconfig", "service/logs.py's one dictConfig"),
+        "keepalive_timeout": Refused(
+            "granian's HTTP/1 keep-alive has no idle timeout; unset it or pick another profile"
+        ),
+        "request_head_timeout": Native("http1_settings.header_read_timeout", "in milliseconds"),
+        "graceful_timeout": Native("workers_kill_timeout"),
+        "max_requests": Refused(NO_REQUEST_COUNT, accepts=_off),
+        "max_requests_jitter": Refused(NO_REQUEST_COUNT, accepts=_off),
+    },
+    build=native_config,
+    serve=run,
+)

@@ -11,6 +11,7 @@ from typing import Any
 from uvicorn_worker import UvicornWorker
 
 from deploy.gunicorn_app import GunicornApplication, gunicorn_options
+from deploy.profile import INERT_PROXY_LIST, Native, Profile
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.settings import Settings
 from service.versions import require
@@ -24,7 +25,11 @@ KILL_BACKSTOP_SECONDS = 2
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
-    return {"gunicorn": options(settings), "uvicorn_worker": worker_overrides(settings)}
+    return {
+        "app": settings.asgi_app,  # resolved by GunicornApplication.load in each worker
+        "gunicorn": options(settings),
+        "uvicorn_worker": worker_overrides(settings),
+    }
 
 
 def options(settings: Settings) -> dict[str, Any]:
@@ -57,11 +62,42 @@ class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
 
 
 def application(settings: Settings) -> GunicornApplication:
+    native = native_config(settings)
     return GunicornApplication(
-        settings, options=options(settings), worker_overrides=worker_overrides(settings)
+        native["app"],
+        options=native["gunicorn"],
+        worker_overrides=native["uvicorn_worker"],
+        metrics_dir=settings.metrics_dir,
     )
 
 
 def run(settings: Settings) -> int:
     application(settings).run()
     return 0
+
+
+PROFILE = Profile(
+    name="gunicorn",
+    summary="gunicorn's arbiter with Uvicorn workers (uvicorn-worker) on uvloop + httptools",
+    settings={
+        "asgi_app": Native("app", "resolved by GunicornApplication.load in each worker"),
+        "host": Native("gunicorn.bind", "`host:port`, IPv6 bracketed"),
+        "port": Native("gunicorn.bind"),
+        "workers": Native("gunicorn.workers"),
+        "log_level": Native("gunicorn.loglevel"),
+        "log_format": Native("gunicorn.logconfig_dict", "service/logs.py's one dictConfig"),
+        "keepalive_timeout": Native("gunicorn.keepalive"),
+        "request_head_timeout": Native(
+            f"uvicorn_worker.{CONFIG_ATTRIBUTE}", "read by deploy/uvicorn_protocol.py"
+        ),
+        "graceful_timeout": Native(
+            "uvicorn_worker.timeout_graceful_shutdown",
+            f"the arbiter's own graceful_timeout is {KILL_BACKSTOP_SECONDS} s longer, a SIGKILL backstop",
+        ),
+        "max_requests": Native("gunicorn.max_requests"),
+        "max_requests_jitter": Native("gunicorn.max_requests_jitter"),
+        "forwarded_allow_ips": Native("gunicorn.forwarded_allow_ips", INERT_PROXY_LIST),
+    },
+    build=native_config,
+    serve=run,
+)

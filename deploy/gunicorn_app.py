@@ -13,6 +13,7 @@ environment fallbacks (`WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS`,
 from __future__ import annotations
 
 import pkgutil
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -68,11 +69,18 @@ class ServiceArbiter(Arbiter):  # type: ignore[misc]
 class GunicornApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn's options, plus what each worker reads beyond them (`worker_overrides`)."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any], worker_overrides: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app_import: str,
+        *,
+        options: dict[str, Any],
+        worker_overrides: dict[str, Any],
+        metrics_dir: Path | None,
+    ) -> None:
         self.options = options
         self.worker_overrides = worker_overrides
-        self.app_import = settings.asgi_app
-        self.metrics_dir = settings.metrics_dir
+        self.app_import = app_import
+        self.metrics_dir = metrics_dir
         super().__init__()
 
     def load_config(self) -> None:

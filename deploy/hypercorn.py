@@ -20,6 +20,7 @@ from hypercorn.config import Config, Sockets
 from hypercorn.run import run as hypercorn_run
 
 from deploy.common import bind_address
+from deploy.profile import Native, Profile
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from service.logs import log_config
 from service.settings import Settings
@@ -117,3 +118,24 @@ class ReportingWorkerContext(WorkerContext):
         if self.requests > self.max_requests:
             self.retiring = True
             self.link.report(RETIRING)
+
+
+PROFILE = Profile(
+    name="hypercorn",
+    summary="Hypercorn's uvloop worker; several workers under deploy/supervisor.py",
+    settings={
+        "asgi_app": Native("application_path"),
+        "host": Native("bind", "`host:port`, IPv6 bracketed"),
+        "port": Native("bind"),
+        "workers": Native("workers", "0 (in process) for one worker without recycling"),
+        "log_level": Native("loglevel", "upper case"),
+        "log_format": Native("logconfig_dict", "service/logs.py's one dictConfig"),
+        "keepalive_timeout": Native("keep_alive_timeout", "one idle timer: the shorter with the head one"),
+        "request_head_timeout": Native("keep_alive_timeout", "one idle timer: the shorter with keep-alive"),
+        "graceful_timeout": Native("graceful_timeout"),
+        "max_requests": Native("max_requests", "the supervisor starts the replacement first"),
+        "max_requests_jitter": Native("max_requests_jitter"),
+    },
+    build=native_config,
+    serve=run,
+)

@@ -1,25 +1,14 @@
-"""Profile name -> adapter module, imported only when chosen (a missing server never breaks another)."""
+"""Profile name -> the module that declares it, imported only when chosen: a missing server breaks no other.
+
+Adding a server: one module under deploy/ that ends with a `PROFILE` (deploy/profile.py),
+one line here, and its name in `ServerName` (service/settings.py).
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from typing import Any, Protocol, cast
 
-from service.settings import Settings
-
-
-class Adapter(Protocol):
-    """What every `deploy/<server>.py` module provides."""
-
-    def native_config(self, settings: Settings) -> Mapping[str, Any]:
-        """The server's own configuration, built from `settings` only."""
-        ...
-
-    def run(self, settings: Settings) -> int:
-        """Run the server in this process until it stops; return the exit status."""
-        ...
-
+from deploy.profile import Profile
 
 PROFILES: dict[str, str] = {
     "uvicorn": "deploy.uvicorn",
@@ -30,5 +19,7 @@ PROFILES: dict[str, str] = {
 }
 
 
-def load_adapter(profile: str) -> Adapter:
-    return cast(Adapter, importlib.import_module(PROFILES[profile]))
+def load_profile(name: str) -> Profile:
+    profile = importlib.import_module(PROFILES[name]).PROFILE
+    assert isinstance(profile, Profile), PROFILES[name]  # noqa: S101 - a programming error, not input
+    return profile

@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from deploy.profile import INERT_PROXY_LIST, Native, Profile
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
@@ -51,6 +52,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": settings.graceful_timeout,
         "limit_max_requests": settings.max_requests or None,
         "limit_max_requests_jitter": settings.max_requests_jitter,
+        CONFIG_ATTRIBUTE: settings.request_head_timeout,  # not uvicorn's: read by the protocol
         # Proxy headers and root path are applied by the app itself (service/app.py),
         # identically on every server; uvicorn's own handling is switched off so that
         # FORWARDED_ALLOW_IPS in the environment cannot change anything.
@@ -65,8 +67,10 @@ def native_config(settings: Settings) -> dict[str, Any]:
 
 
 def build_config(settings: Settings) -> uvicorn.Config:
-    config = uvicorn.Config(**native_config(settings))
-    setattr(config, CONFIG_ATTRIBUTE, settings.request_head_timeout)  # read by the protocol
+    native = native_config(settings)
+    head_timeout = native.pop(CONFIG_ATTRIBUTE)
+    config = uvicorn.Config(**native)
+    setattr(config, CONFIG_ATTRIBUTE, head_timeout)  # read by the protocol
     return config
 
 
@@ -129,3 +133,25 @@ class SupervisedServer(uvicorn.Server):
             logger.info("Maximum request limit of %d reached; waiting for a replacement.", self.recycle_after)
             self.link.report(RETIRING)
         return await super().on_tick(counter)
+
+
+PROFILE = Profile(
+    name="uvicorn",
+    summary="Uvicorn on uvloop + httptools; several workers under deploy/supervisor.py",
+    settings={
+        "asgi_app": Native("app"),
+        "host": Native("host"),
+        "port": Native("port"),
+        "workers": Native("workers", "more than one, or recycling: deploy/supervisor.py runs them"),
+        "log_level": Native("log_level"),
+        "log_format": Native("log_config", "service/logs.py's one dictConfig"),
+        "keepalive_timeout": Native("timeout_keep_alive"),
+        "request_head_timeout": Native(CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_protocol.py"),
+        "graceful_timeout": Native("timeout_graceful_shutdown"),
+        "max_requests": Native("limit_max_requests", "the supervisor starts the replacement first"),
+        "max_requests_jitter": Native("limit_max_requests_jitter"),
+        "forwarded_allow_ips": Native("forwarded_allow_ips", INERT_PROXY_LIST),
+    },
+    build=native_config,
+    serve=run,
+)

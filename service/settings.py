@@ -460,6 +460,11 @@ def env_name(field_name: str) -> str:
     return f"{ENV_PREFIX}{field_name.upper()}"
 
 
+def field_name(variable: str) -> str:
+    """The field an `APP_*` variable names (whether or not it exists)."""
+    return variable[len(ENV_PREFIX) :].lower()
+
+
 def load_settings(
     env_file: Path | None = DEFAULT_ENV_FILE,
     secrets_dir: Path | None = DEFAULT_SECRETS_DIR,
@@ -520,7 +525,7 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _is_secret(field: FieldInfo) -> bool:
+def is_secret(field: FieldInfo) -> bool:
     return _strip_optional(field.annotation) is SecretStr
 
 
@@ -574,7 +579,7 @@ def _describe(
             lines.append(f"{env_name(name)} is not a setting of this service")
             continue
         shown = ""
-        if name in raw and not _is_secret(field):
+        if name in raw and not is_secret(field):
             shown = f"={raw[name]!r}"
         lines.append(f"invalid {env_name(name)}{shown}: {message} (allowed: {allowed_values(field)})")
     return "\n".join(lines)

@@ -12,8 +12,9 @@ import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from deploy.common import UnsupportedSettingError
-from deploy.profiles import load_adapter
+from deploy.profile import UnsupportedSettingError
+from deploy.profiles import load_profile
+from service.settings import ENV_PREFIX, field_name, is_secret
 
 Obj = dict[str, Any]
 
@@ -199,7 +200,7 @@ def check_shutdown_budget(objs: list[Obj], default_graceful_timeout: int) -> lis
 def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
     """Every APP_* variable a container gets is a real, non-secret settings field,
     and the values together validate."""
-    from pydantic import SecretStr, ValidationError
+    from pydantic import ValidationError
 
     problems = []
     fields = settings_class.model_fields
@@ -208,14 +209,13 @@ def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
             where = f"{name_of(workload)} container {container['name']}"
             values: dict[str, str] = {}
             for key, value in effective_env(objs, container).items():
-                if not key.startswith("APP_"):
+                if not key.startswith(ENV_PREFIX):
                     continue
-                field = key.removeprefix("APP_").lower()
+                field = field_name(key)
                 if field not in fields:
                     problems.append(f"{where}: {key} is not a field of {settings_class.__name__}")
                     continue
-                annotation = fields[field].annotation
-                if SecretStr in (annotation, *getattr(annotation, "__args__", ())):
+                if is_secret(fields[field]):
                     problems.append(f"{where}: {key} is a secret; mount it as a file, not a ConfigMap value")
                 values[field] = value
             try:
@@ -227,7 +227,7 @@ def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
                 continue
             # The chosen server must be able to honour every value (adapters refuse the rest).
             try:
-                load_adapter(settings.server).native_config(settings)
+                load_profile(settings.server).check(settings)
             except UnsupportedSettingError as error:
                 problems.append(f"{where}: {error}")
     return problems

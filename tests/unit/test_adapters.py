@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
 from typing import Any, get_args
 
 import pytest
@@ -18,9 +17,9 @@ from deploy import gunicorn as gunicorn_adapter
 from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
-from deploy.common import UnsupportedSettingError
 from deploy.gunicorn_asgi_worker import HeadTimeoutASGIWorker
-from deploy.profiles import PROFILES, load_adapter
+from deploy.profile import Refused, UnsupportedSettingError, lookup
+from deploy.profiles import PROFILES, load_profile
 from deploy.uvicorn_protocol import HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import ServerName, Settings, env_name
@@ -41,9 +40,12 @@ VALUES: dict[str, Any] = {
     "asgi_app": "tests.support.apps:app",
 }
 SETTINGS = Settings(**VALUES)
-# A server that cannot honour a setting refuses it at start-up (deploy.common.UnsupportedSettingError).
+# A server that cannot honour a setting refuses it at start-up, as its profile declares.
 REFUSED = object()
-REFUSED_BY = {"granian": {"keepalive_timeout", "max_requests", "max_requests_jitter"}}
+REFUSED_BY = {
+    name: {field for field, support in load_profile(name).settings.items() if isinstance(support, Refused)}
+    for name in PROFILES
+}
 
 
 def settings_for(profile: str) -> Settings:
@@ -56,36 +58,36 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
     "asgi_app": {
         "uvicorn": ("app", "tests.support.apps:app"),
         "hypercorn": ("application_path", "tests.support.apps:app"),
-        "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),  # app is loaded by GunicornApplication.load
+        "gunicorn": ("app", "tests.support.apps:app"),  # resolved by GunicornApplication.load
         "granian": ("target", "tests.support.apps:app"),
-        "gunicorn-asgi": ("bind", ["[::1]:9123"]),
+        "gunicorn-asgi": ("app", "tests.support.apps:app"),
     },
     "host+port": {
         "uvicorn": ("host", "::1"),
         "hypercorn": ("bind", ["[::1]:9123"]),
         "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),
         "granian": ("address", "::1"),
-        "gunicorn-asgi": ("bind", ["[::1]:9123"]),
+        "gunicorn-asgi": ("gunicorn.bind", ["[::1]:9123"]),
     },
     "workers": {
         "uvicorn": ("workers", 3),
         "hypercorn": ("workers", 3),
         "gunicorn": ("gunicorn.workers", 3),
         "granian": ("workers", 3),
-        "gunicorn-asgi": ("workers", 3),
+        "gunicorn-asgi": ("gunicorn.workers", 3),
     },
     "log_level": {
         "uvicorn": ("log_level", "warning"),
         "hypercorn": ("loglevel", "WARNING"),
         "gunicorn": ("gunicorn.loglevel", "warning"),
         "granian": ("log_level", "warning"),
-        "gunicorn-asgi": ("loglevel", "warning"),
+        "gunicorn-asgi": ("gunicorn.loglevel", "warning"),
     },
     "keepalive_timeout": {
         "uvicorn": ("timeout_keep_alive", 75),
         "hypercorn": ("keep_alive_timeout", 75),
         "gunicorn": ("gunicorn.keepalive", 75),
-        "gunicorn-asgi": ("keepalive", 75),
+        "gunicorn-asgi": ("gunicorn.keepalive", 75),
         "granian": ("", REFUSED),
     },
     "graceful_timeout": {
@@ -93,30 +95,23 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         "hypercorn": ("graceful_timeout", 17),
         "gunicorn": ("uvicorn_worker.timeout_graceful_shutdown", 17),
         "granian": ("workers_kill_timeout", 17),
-        "gunicorn-asgi": ("graceful_timeout", 17),
+        "gunicorn-asgi": ("gunicorn.graceful_timeout", 17),
     },
     "max_requests": {
         "uvicorn": ("limit_max_requests", 1000),
         "hypercorn": ("max_requests", 1000),
         "gunicorn": ("gunicorn.max_requests", 1000),
-        "gunicorn-asgi": ("max_requests", 1000),
+        "gunicorn-asgi": ("gunicorn.max_requests", 1000),
         "granian": ("", REFUSED),
     },
     "max_requests_jitter": {
         "uvicorn": ("limit_max_requests_jitter", 50),
         "hypercorn": ("max_requests_jitter", 50),
         "gunicorn": ("gunicorn.max_requests_jitter", 50),
-        "gunicorn-asgi": ("max_requests_jitter", 50),
+        "gunicorn-asgi": ("gunicorn.max_requests_jitter", 50),
         "granian": ("", REFUSED),
     },
 }
-
-
-def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = value[part]
-    return value
 
 
 CASES = [(setting, profile) for setting, row in TABLE.items() for profile in row]
@@ -125,15 +120,15 @@ CASES = [(setting, profile) for setting, row in TABLE.items() for profile in row
 @pytest.mark.parametrize(("setting", "profile"), CASES, ids=[f"{s}-{p}" for s, p in CASES])
 def test_setting_reaches_native_config(setting: str, profile: str) -> None:
     path, expected = TABLE[setting][profile]
-    adapter = load_adapter(profile)
+    server = load_profile(profile)
     if expected is REFUSED:
         # Jitter is only valid together with max_requests, which is what gets refused then.
         needed = {"max_requests_jitter": "max_requests"}.get(setting, setting)
         only_this = Settings(**{setting: VALUES[setting], needed: VALUES[needed]})
         with pytest.raises(UnsupportedSettingError, match=f"{profile} cannot honour {env_name(needed)}"):
-            adapter.native_config(only_this)
+            server.native_config(only_this)
         return
-    assert _lookup(adapter.native_config(settings_for(profile)), path) == expected
+    assert lookup(server.native_config(settings_for(profile)), path) == expected
 
 
 def test_table_covers_every_profile() -> None:
@@ -149,8 +144,8 @@ def test_profiles_match_the_settings_choices() -> None:
 
 
 def test_uvicorn_fast_path_is_pinned() -> None:
-    native = load_adapter("uvicorn").native_config(SETTINGS)
-    worker = load_adapter("gunicorn").native_config(SETTINGS)["uvicorn_worker"]
+    native = load_profile("uvicorn").native_config(SETTINGS)
+    worker = load_profile("gunicorn").native_config(SETTINGS)["uvicorn_worker"]
     for config in (native, worker):
         assert config["loop"] == "uvloop"
         assert issubclass(config["http"], HttpToolsProtocol)  # httptools, with a head deadline
@@ -164,7 +159,7 @@ def test_request_head_timeout_reaches_every_server() -> None:
     settings = Settings(request_head_timeout=7)
     assert uvicorn_adapter.build_config(settings).request_head_timeout == 7  # type: ignore[attr-defined]
     assert gunicorn_adapter.worker_overrides(settings)["request_head_timeout"] == 7
-    granian_native = load_adapter("granian").native_config(settings)
+    granian_native = load_profile("granian").native_config(settings)
     assert granian_native["http1_settings"].header_read_timeout == 7000
     assert gunicorn_asgi_adapter.worker_overrides(settings)["request_head_timeout"] == 7
 
@@ -172,7 +167,7 @@ def test_request_head_timeout_reaches_every_server() -> None:
 def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
     # gunicorn's own `-k asgi` worker, plus the request-head deadline it lacks.
     settings = Settings(request_head_timeout=7)
-    native = load_adapter("gunicorn-asgi").native_config(settings)
+    native = load_profile("gunicorn-asgi").native_config(settings)["gunicorn"]
     assert (native["asgi_loop"], native["asgi_lifespan"]) == ("uvloop", "on")
     application = gunicorn_asgi_adapter.application(settings)
     worker_class = application.cfg.worker_class
@@ -184,7 +179,7 @@ def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
 
 
 def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
-    native = load_adapter("granian").native_config(settings_for("granian"))
+    native = load_profile("granian").native_config(settings_for("granian"))
     assert (native["loop"], native["interface"]) == ("uvloop", "asgi")
 
 
@@ -239,7 +234,8 @@ def test_gunicorn_ignores_its_environment_fallbacks(monkeypatch: pytest.MonkeyPa
 def test_uvicorn_ignores_forwarded_allow_ips_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
     monkeypatch.setenv("WEB_CONCURRENCY", "9")
-    config = UvicornConfig(**load_adapter("uvicorn").native_config(SETTINGS))
+    config = uvicorn_adapter.build_config(SETTINGS)
+    assert isinstance(config, UvicornConfig)
     assert config.forwarded_allow_ips == "10.0.0.0/8,127.0.0.1"
     assert config.proxy_headers is False
     assert config.workers == 3
@@ -247,9 +243,9 @@ def test_uvicorn_ignores_forwarded_allow_ips_env(monkeypatch: pytest.MonkeyPatch
 
 def test_our_defaults_replace_the_servers_defaults() -> None:
     defaults = Settings()
-    uvicorn_native = load_adapter("uvicorn").native_config(defaults)
+    uvicorn_native = load_profile("uvicorn").native_config(defaults)
     hypercorn_config = hypercorn_adapter.build_config(defaults)
-    gunicorn_native = load_adapter("gunicorn").native_config(defaults)
+    gunicorn_native = load_profile("gunicorn").native_config(defaults)
     # servers differ: graceful none/3 s/30 s, keep-alive 5 s/5 s/2 s
     assert HypercornConfig().graceful_timeout == 3.0
     assert uvicorn_native["timeout_graceful_shutdown"] == defaults.graceful_timeout
@@ -273,14 +269,14 @@ LOG_CONFIG_KEY = {
     "uvicorn": "log_config",
     "hypercorn": "logconfig_dict",
     "gunicorn": "gunicorn.logconfig_dict",
-    "gunicorn-asgi": "logconfig_dict",
+    "gunicorn-asgi": "gunicorn.logconfig_dict",
     "granian": "log_dictconfig",
 }
 SERVER_ACCESS_LOG_KEY = {
     "uvicorn": ("access_log", False),
     "hypercorn": ("accesslog", None),
     "gunicorn": ("gunicorn.accesslog", None),
-    "gunicorn-asgi": ("accesslog", None),
+    "gunicorn-asgi": ("gunicorn.accesslog", None),
     "granian": ("log_access", False),
 }
 
@@ -289,26 +285,26 @@ SERVER_ACCESS_LOG_KEY = {
 @pytest.mark.parametrize("log_format", ["json", "console"])
 def test_every_server_gets_the_one_log_config(profile: str, log_format: str) -> None:
     settings = Settings(log_format=log_format, log_level="debug")  # type: ignore[arg-type]
-    native = load_adapter(profile).native_config(settings)
-    assert _lookup(native, LOG_CONFIG_KEY[profile]) == log_config(settings)
+    native = load_profile(profile).native_config(settings)
+    assert lookup(native, LOG_CONFIG_KEY[profile]) == log_config(settings)
     assert set(PROFILES) == set(LOG_CONFIG_KEY) == set(SERVER_ACCESS_LOG_KEY)
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_server_access_logs_are_off_the_app_writes_them(profile: str) -> None:
     path, off = SERVER_ACCESS_LOG_KEY[profile]
-    assert _lookup(load_adapter(profile).native_config(Settings(access_log=True)), path) == off
+    assert lookup(load_profile(profile).native_config(Settings(access_log=True)), path) == off
 
 
 def test_app_applied_settings_are_neutral_in_every_server() -> None:
     # Proxy headers and root path are applied once, in the app (service/app.py).
-    uvicorn_native = load_adapter("uvicorn").native_config(SETTINGS)
+    uvicorn_native = load_profile("uvicorn").native_config(SETTINGS)
     assert (uvicorn_native["proxy_headers"], uvicorn_native["root_path"]) == (False, "")
     assert hypercorn_adapter.native_config(SETTINGS)["root_path"] == ""
     worker = gunicorn_adapter.worker_overrides(SETTINGS)
     assert worker["proxy_headers"] is False
-    assert load_adapter("granian").native_config(settings_for("granian"))["url_path_prefix"] is None
-    gunicorn_asgi = load_adapter("gunicorn-asgi").native_config(SETTINGS)
+    assert load_profile("granian").native_config(settings_for("granian"))["url_path_prefix"] is None
+    gunicorn_asgi = load_profile("gunicorn-asgi").native_config(SETTINGS)["gunicorn"]
     assert (gunicorn_asgi["root_path"], gunicorn_asgi["secure_scheme_headers"]) == ("", {})
 
 

@@ -1,0 +1,104 @@
+"""What a server profile is: a declaration of what it does with each setting, plus its config and run.
+
+Each `deploy/<server>.py` ends with one `PROFILE`. Its `settings` map names every
+setting the server itself takes part in: honoured natively (`Native`: where in the
+native config, and how it is translated) or refused (`Refused`: why). A setting it
+does not name is honoured identically on every server by the app or the launcher.
+The launcher's refusals, `python -m deploy config`, the adapter tests, the Kubernetes
+consistency check and docs/servers.md all read this declaration, and nothing else
+knows which server supports what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.settings import Settings, env_name
+
+
+def lookup(config: Mapping[str, Any], key: str) -> Any:
+    """The value at a dotted `key` of a native config; dots descend into mappings and attributes."""
+    value: Any = config
+    for part in key.split("."):
+        value = value[part] if isinstance(value, Mapping) else getattr(value, part)
+    return value
+
+
+class UnsupportedSettingError(Exception):
+    """A setting this server cannot honour; refused rather than silently ignored."""
+
+
+def _never(_: Any) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Native:
+    """Honoured by the server itself: `key` of its native config (dots descend into nested parts)."""
+
+    key: str
+    how: str = ""  # the translation, when the value is not passed on as it is
+
+    def describe(self) -> str:
+        return f"`{self.key}`" + (f" ({self.how})" if self.how else "")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Refused at start-up when set explicitly, unless `accepts` the value (one that changes nothing)."""
+
+    why: str
+    accepts: Callable[[Any], bool] = field(default=_never)
+
+    def refuses(self, settings: Settings, name: str) -> bool:
+        return name in settings.model_fields_set and not self.accepts(getattr(settings, name))
+
+    def describe(self) -> str:
+        return f"refused: {self.why}"
+
+
+Support = Native | Refused
+
+# Settings no profile declares: what every server does with them alike.
+ALIKE = "the app or the launcher, alike on every server"
+# The proxy headers are applied by the app (service/middleware/forwarded.py) on every server.
+INERT_PROXY_LIST = "set so the server's env fallback cannot differ; inert, the app applies the headers"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    summary: str  # one line for the docs: what runs the app
+    settings: Mapping[str, Support]
+    build: Callable[[Settings], dict[str, Any]]  # the complete native config, workers' part included
+    serve: Callable[[Settings], int]  # runs the server in this process until it stops
+
+    def refusals(self, settings: Settings) -> list[str]:
+        return [
+            f"{self.name} cannot honour {env_name(name)}: {support.why}"
+            for name, support in self.settings.items()
+            if isinstance(support, Refused) and support.refuses(settings, name)
+        ]
+
+    def check(self, settings: Settings) -> None:
+        """Refuse, in one line, every setting this server cannot honour."""
+        refusals = self.refusals(settings)
+        if refusals:
+            raise UnsupportedSettingError("; ".join(refusals))
+
+    def native_config(self, settings: Settings) -> dict[str, Any]:
+        self.check(settings)
+        return self.build(settings)
+
+    def run(self, settings: Settings) -> int:
+        self.check(settings)
+        return self.serve(settings)
+
+    def support(self) -> dict[str, str]:
+        """Every setting and what this server does with it, in words (`python -m deploy config`)."""
+        return {
+            name: self.settings[name].describe() if name in self.settings else ALIKE
+            for name in Settings.model_fields
+        }
