@@ -199,7 +199,7 @@ def check_shutdown_budget(objs: list[Obj], default_graceful_timeout: int) -> lis
 def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
     """Every APP_* variable a container gets is a real, non-secret settings field,
     and the values together validate."""
-    from pydantic import SecretStr, ValidationError
+    from pydantic import ValidationError
 
     problems = []
     fields = settings_class.model_fields
@@ -214,10 +214,10 @@ def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
                 if field not in fields:
                     problems.append(f"{where}: {key} is not a field of {settings_class.__name__}")
                     continue
-                annotation = fields[field].annotation
-                if SecretStr in (annotation, *getattr(annotation, "__args__", ())):
+                if _is_secret(fields[field].annotation):
                     problems.append(f"{where}: {key} is a secret; mount it as a file, not a ConfigMap value")
                 values[field] = value
+            problems += _check_references(where, container, settings_class)
             try:
                 settings = settings_class(_env_file=None, _secrets_dir=None, **values)
             except ValidationError as error:
@@ -231,6 +231,28 @@ def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
             except UnsupportedSettingError as error:
                 problems.append(f"{where}: {error}")
     return problems
+
+
+def _check_references(where: str, container: Obj, settings_class: type[Any]) -> list[str]:
+    """`valueFrom` variables: their values are out of reach, but not their names and sources."""
+    problems = []
+    fields = settings_class.model_fields
+    for item in container.get("env", []):
+        key, reference = item["name"], item.get("valueFrom", {})
+        if not key.startswith("APP_") or not reference:
+            continue
+        field = key.removeprefix("APP_").lower()
+        if field not in fields:
+            problems.append(f"{where}: {key} is not a field of {settings_class.__name__}")
+        elif "configMapKeyRef" in reference and _is_secret(fields[field].annotation):
+            problems.append(f"{where}: {key} is a secret; mount it as a file, not a ConfigMap value")
+    return problems
+
+
+def _is_secret(annotation: Any) -> bool:
+    from pydantic import SecretStr
+
+    return SecretStr in (annotation, *getattr(annotation, "__args__", ()))
 
 
 # --- security and scaling -------------------------------------------------------------
