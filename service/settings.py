@@ -557,7 +557,11 @@ def load_settings(
     read. `secrets_dir` stands for APP_SECRETS_DIR (tests pass their own).
     """
     env_file = env_file if env_file is not None and env_file.is_file() else None
-    env_file_lines = _env_file_lines(env_file) if env_file is not None else []
+    try:
+        env_file_lines = _env_file_lines(env_file) if env_file is not None else []
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise SettingsError(f"cannot read {env_file}: {reason}") from None
     problems = _unknown_variables(os.environ, settings_class)
     if env_file is not None:
         problems += _unknown_env_file_keys(env_file, env_file_lines, settings_class)
@@ -568,7 +572,7 @@ def load_settings(
     # A relative path is left to the field's own validation, which names it.
     if directory.is_absolute():
         if directory.is_dir():
-            problems += _unknown_secret_files(directory, settings_class)
+            problems += _secret_file_problems(directory, settings_class)
             kwargs["_secrets_dir"] = directory
         elif explicit:
             problems.append(
@@ -697,13 +701,17 @@ def _secrets_directory(
     return DEFAULT_SECRETS_DIR, False
 
 
-def _unknown_secret_files(directory: Path, settings_class: type[Settings]) -> list[str]:
-    """Every file in the secrets directory must be a setting, as a Secret key typo would
-    otherwise be ignored. A key is always a file (or a link to one); what the kubelet adds
-    for itself, `..data` and the timestamped `..2026_...` folder it links to, are not."""
+def _secret_file_problems(directory: Path, settings_class: type[Settings]) -> list[str]:
+    """Every file in the secrets directory must be a readable setting, as a Secret key typo
+    would otherwise be ignored. A key is always a file (or a link to one); what the kubelet
+    adds for itself, `..data` and the timestamped `..2026_...` folder it links to, are not."""
     known = sorted(name for name in settings_class.model_fields if name != "secrets_dir")
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as error:
+        return [f"cannot read {env_name('secrets_dir')}={str(directory)!r}: {error.strerror}"]
     problems = []
-    for entry in sorted(directory.iterdir()):
+    for entry in entries:
         if entry.is_dir():
             continue
         source = f"secret file {entry}"
@@ -715,7 +723,20 @@ def _unknown_secret_files(directory: Path, settings_class: type[Settings]) -> li
         elif entry.name.lower() not in known:
             secret = [name for name in known if _is_secret(settings_class.model_fields[name])]
             problems.append(_not_a_setting(entry.name, source, known, [entry.name.lower()], secret))
+        else:
+            problems += _unreadable(entry, source)
     return problems
+
+
+def _unreadable(entry: Path, source: str) -> list[str]:
+    """Why a secret file cannot be read as text, without quoting any of it."""
+    try:
+        entry.read_bytes().decode("utf-8")
+    except OSError as error:
+        return [f"{entry.name} ({source}) cannot be read: {error.strerror}"]
+    except UnicodeDecodeError:
+        return [f"{entry.name} ({source}) is not UTF-8 text"]
+    return []
 
 
 def _raw_values(settings_class: type[Settings], env_file: Path | None) -> dict[str, object]:

@@ -104,6 +104,14 @@ def test_an_unknown_secret_file_is_refused_by_its_name(tmp_path: Path, file_name
     assert "some-secret-value" not in message
 
 
+def test_an_unreadable_secret_file_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    content = b"authorization=\xff" + TOKEN.encode()
+    volume = kubelet_secret_volume(tmp_path / "secrets", {"otlp_headers": content})
+    with pytest.raises(SettingsError) as caught:
+        load_settings(secrets_dir=volume)
+    assert str(caught.value) == f"otlp_headers (secret file {volume / 'otlp_headers'}) is not UTF-8 text"
+
+
 def test_a_secret_file_cannot_move_the_secrets_directory(tmp_path: Path) -> None:
     volume = kubelet_secret_volume(tmp_path / "secrets", {"secrets_dir": b"/elsewhere"})
     with pytest.raises(SettingsError, match=r"^secrets_dir \(secret file .*\) cannot set APP_SECRETS_DIR"):

@@ -81,6 +81,12 @@ def test_dotenv_mistakes_are_named_as_written_with_their_line(line: str, expecte
     assert "APP_APP_" not in message
 
 
+def test_dotenv_that_is_not_text_is_refused() -> None:
+    Path(".env").write_bytes(b"APP_PORT=\xff\n")
+    with pytest.raises(SettingsError, match=r"^cannot read \.env: not UTF-8 text$"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "allowed"),
     [
