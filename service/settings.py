@@ -19,8 +19,10 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import unquote
 
 import annotated_types
+from dotenv.parser import parse_stream
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -28,6 +30,8 @@ from pydantic_settings import (
     DotEnvSettingsSource,
     EnvSettingsSource,
     NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
@@ -51,6 +55,7 @@ _HOSTNAME = re.compile(
 _IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class Settings(BaseSettings):
@@ -221,6 +226,17 @@ class Settings(BaseSettings):
         ),
         json_schema_extra={"allowed": "an http(s) URL"},
     )
+    otlp_headers: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Headers sent with every OTLP export: comma-separated `key=value` pairs, values "
+            "percent-encoded where they hold a comma (e.g. `authorization=Bearer abc123`, the token a "
+            "managed collector asks for). Secret: give it as the file `otlp_headers` "
+            "(k8s/components/secret-settings) or a `secretKeyRef`, never in the ConfigMap. "
+            "Needs APP_OTLP_ENDPOINT."
+        ),
+        json_schema_extra={"allowed": "comma-separated `key=value` pairs with HTTP header names as keys"},
+    )
     otel_service_name: str = Field(
         default="asgi-deploy",
         min_length=1,
@@ -244,6 +260,15 @@ class Settings(BaseSettings):
         description=(
             "File whose appearance starts the drain in every worker. Managed by the launcher; "
             "create it yourself to drain without stopping."
+        ),
+        json_schema_extra={"allowed": "an absolute path"},
+    )
+    secrets_dir: Path = Field(
+        default=DEFAULT_SECRETS_DIR,
+        description=(
+            "Directory of secret files, one per setting named like the field in lower case "
+            "(`otlp_headers`); a file that is not a setting stops start-up. Read from the environment "
+            "and `.env` only. Skipped when the default is absent; set explicitly, it must exist."
         ),
         json_schema_extra={"allowed": "an absolute path"},
     )
@@ -337,7 +362,7 @@ class Settings(BaseSettings):
             raise ValueError("`*` cannot be combined with addresses")
         return value
 
-    @field_validator("metrics_dir", "drain_file")
+    @field_validator("metrics_dir", "drain_file", "secrets_dir")
     @classmethod
     def _check_absolute_path(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
@@ -372,6 +397,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not an origin like https://app.example.com")
         return value
 
+    @field_validator("otlp_headers")
+    @classmethod
+    def _check_otlp_headers(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            otlp_header_map(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_otlp_headers_have_an_endpoint(self) -> Settings:
+        if self.otlp_headers is not None and self.otlp_endpoint is None:
+            raise ValueError(
+                "APP_OTLP_HEADERS needs APP_OTLP_ENDPOINT (without an endpoint nothing is exported)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _check_jitter(self) -> Settings:
         if self.max_requests_jitter and not self.max_requests:
@@ -400,6 +440,27 @@ class Settings(BaseSettings):
                 + " (set APP_ALLOW_UNSAFE_PRODUCTION=true to start anyway)"
             )
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A Secret key is the field name (`otlp_headers`), not the variable: the prefix
+        # separates this service's variables from the rest of the environment, and a
+        # secrets directory holds nothing else.
+        if isinstance(file_secret_settings, SecretsSettingsSource):
+            file_secret_settings = SecretsSettingsSource(
+                settings_cls,
+                secrets_dir=file_secret_settings.secrets_dir,
+                case_sensitive=False,
+                env_prefix="",
+            )
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     @property
     def effective_log_format(self) -> LogFormat:
@@ -443,6 +504,30 @@ def running_in_kubernetes() -> bool:
     return "KUBERNETES_SERVICE_HOST" in os.environ
 
 
+def otlp_header_map(headers: SecretStr) -> dict[str, str]:
+    """`key=value,...` -> {header: value}, the OTEL_EXPORTER_OTLP_HEADERS convention.
+
+    Names are lower-cased, values percent-decoded. Errors name a pair by its
+    position and never quote it: any part of it may be the secret.
+    """
+    pairs: dict[str, str] = {}
+    for position, item in enumerate(headers.get_secret_value().split(","), start=1):
+        if not item.strip():
+            continue
+        name, separator, value = item.partition("=")
+        name, value = unquote(name).strip().lower(), unquote(value).strip()
+        if not separator or not _HEADER_NAME.match(name):
+            raise ValueError(f"pair {position} is not `key=value` with an HTTP header name as key")
+        if not value or any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ValueError(f"pair {position} has an empty value or one with control characters")
+        if name in pairs:
+            raise ValueError(f"pair {position} repeats a header name")
+        pairs[name] = value
+    if not pairs:
+        raise ValueError("holds no `key=value` pair")
+    return pairs
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -467,22 +552,44 @@ def field_name(variable: str) -> str:
 
 def load_settings(
     env_file: Path | None = DEFAULT_ENV_FILE,
-    secrets_dir: Path | None = DEFAULT_SECRETS_DIR,
+    secrets_dir: Path | None = None,
     settings_class: type[Settings] = Settings,
     **overrides: Any,
 ) -> Settings:
-    """Build `Settings`, turning every problem into one readable `SettingsError`."""
-    unknown = _unknown_variables(os.environ, settings_class)
-    if unknown:
-        raise SettingsError("\n".join(unknown))
-    kwargs: dict[str, Any] = {
-        "_env_file": env_file if env_file is not None and env_file.is_file() else None,
-        "_secrets_dir": secrets_dir if secrets_dir is not None and secrets_dir.is_dir() else None,
-    }
+    """Build `Settings`, turning every problem into one readable `SettingsError`.
+
+    Every source is checked for names that are not settings before any value is
+    read. `secrets_dir` stands for APP_SECRETS_DIR (tests pass their own).
+    """
+    env_file = env_file if env_file is not None and env_file.is_file() else None
+    try:
+        env_file_lines = _env_file_lines(env_file) if env_file is not None else []
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise SettingsError(f"cannot read {env_file}: {reason}") from None
+    problems = _unknown_variables(os.environ, settings_class)
+    if env_file is not None:
+        problems += _unknown_env_file_keys(env_file, env_file_lines, settings_class)
+    directory, explicit = _secrets_directory(secrets_dir, os.environ, env_file_lines)
+    kwargs: dict[str, Any] = {"_env_file": env_file, "_secrets_dir": None}
+    if secrets_dir is not None:
+        overrides = {**overrides, "secrets_dir": secrets_dir}
+    # A relative path is left to the field's own validation, which names it.
+    if directory.is_absolute():
+        if directory.is_dir():
+            problems += _secret_file_problems(directory, settings_class)
+            kwargs["_secrets_dir"] = directory
+        elif explicit:
+            problems.append(
+                f"invalid {env_name('secrets_dir')}={str(directory)!r}: no such directory "
+                "(allowed: an absolute path to a directory)"
+            )
+    if problems:
+        raise SettingsError("\n".join(problems))
     try:
         return settings_class(**kwargs, **overrides)
     except ValidationError as error:
-        raise SettingsError(_describe(error, settings_class, kwargs["_env_file"])) from None
+        raise SettingsError(_describe(error, settings_class, env_file)) from None
 
 
 @lru_cache(maxsize=1)
@@ -529,18 +636,112 @@ def is_secret(field: FieldInfo) -> bool:
     return _strip_optional(field.annotation) is SecretStr
 
 
+def _not_a_setting(
+    written: str, source: str, known: list[str], spellings: list[str], fallback: Iterable[str] = ()
+) -> str:
+    """The one line for a name no setting has: as written, where, and the nearest setting
+    (else the nearest of `fallback`, the settings that source is most likely meant for)."""
+    matches = [m for s in spellings for m in difflib.get_close_matches(s, known, n=1)]
+    matches += [m for s in spellings for m in difflib.get_close_matches(s, list(fallback), n=1, cutoff=0)]
+    suggestion = f"; did you mean {matches[0]}?" if matches else ""
+    return f"{written} ({source}) is not a setting of this service{suggestion} (known: {', '.join(known)})"
+
+
+def _variable_spellings(written: str) -> list[str]:
+    upper = written.upper()
+    # `PORT=` in `.env` most likely lost its prefix.
+    return [upper] if upper.startswith(ENV_PREFIX) else [ENV_PREFIX + upper, upper]
+
+
 def _unknown_variables(environ: Mapping[str, str], settings_class: type[Settings]) -> list[str]:
-    known = {env_name(name) for name in settings_class.model_fields}
+    known = sorted(env_name(name) for name in settings_class.model_fields)
+    return [
+        _not_a_setting(key, "environment variable", known, _variable_spellings(key))
+        for key in sorted(environ)
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+    ]
+
+
+def _env_file_lines(env_file: Path) -> list[tuple[int, str | None, str | None]]:
+    """(line number, key, value) of every statement; key None for a line that does not parse."""
+    with env_file.open(encoding="utf-8") as stream:
+        return [
+            (binding.original.line, binding.key, binding.value)
+            for binding in parse_stream(stream)
+            if binding.key is not None or binding.error
+        ]
+
+
+def _unknown_env_file_keys(
+    env_file: Path, lines: list[tuple[int, str | None, str | None]], settings_class: type[Settings]
+) -> list[str]:
+    """The `.env` file belongs to this service: every key in it must be a setting."""
+    known = sorted(env_name(name) for name in settings_class.model_fields)
     problems = []
-    for key in sorted(environ):
-        upper = key.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known:
-            hint = difflib.get_close_matches(upper, sorted(known), n=1)
-            suggestion = f"; did you mean {hint[0]}?" if hint else ""
-            problems.append(
-                f"{key} is not a setting of this service{suggestion} (known: {', '.join(sorted(known))})"
-            )
+    for number, key, _ in lines:
+        source = f"{env_file} line {number}"
+        if key is None:
+            # Not quoted: the line may hold a secret.
+            problems.append(f"{source} is not a `NAME=value` line")
+        elif key.upper() not in known:
+            problems.append(_not_a_setting(key, source, known, _variable_spellings(key)))
     return problems
+
+
+def _secrets_directory(
+    explicit: Path | None,
+    environ: Mapping[str, str],
+    env_file_lines: list[tuple[int, str | None, str | None]],
+) -> tuple[Path, bool]:
+    """The secrets directory, read ahead of the other settings since it is where some come
+    from, and whether it was asked for (then it must exist) or is the default."""
+    if explicit is not None:
+        return explicit, True
+    name = env_name("secrets_dir")
+    from_environment = [value for key, value in environ.items() if key.upper() == name]
+    from_env_file = [value for _, key, value in env_file_lines if key and key.upper() == name and value]
+    chosen = [*from_environment, *reversed(from_env_file)]
+    if chosen:
+        return Path(chosen[0]), True
+    return DEFAULT_SECRETS_DIR, False
+
+
+def _secret_file_problems(directory: Path, settings_class: type[Settings]) -> list[str]:
+    """Every file in the secrets directory must be a readable setting, as a Secret key typo
+    would otherwise be ignored. A key is always a file (or a link to one); what the kubelet
+    adds for itself, `..data` and the timestamped `..2026_...` folder it links to, are not."""
+    known = sorted(name for name in settings_class.model_fields if name != "secrets_dir")
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as error:
+        return [f"cannot read {env_name('secrets_dir')}={str(directory)!r}: {error.strerror}"]
+    problems = []
+    for entry in entries:
+        if entry.is_dir():
+            continue
+        source = f"secret file {entry}"
+        if entry.name.lower() == "secrets_dir":
+            problems.append(
+                f"{entry.name} ({source}) cannot set {env_name('secrets_dir')}: the directory "
+                "is found before its files are read"
+            )
+        elif entry.name.lower() not in known:
+            secret = [name for name in known if is_secret(settings_class.model_fields[name])]
+            problems.append(_not_a_setting(entry.name, source, known, [entry.name.lower()], secret))
+        else:
+            problems += _unreadable(entry, source)
+    return problems
+
+
+def _unreadable(entry: Path, source: str) -> list[str]:
+    """Why a secret file cannot be read as text, without quoting any of it."""
+    try:
+        entry.read_bytes().decode("utf-8")
+    except OSError as error:
+        return [f"{entry.name} ({source}) cannot be read: {error.strerror}"]
+    except UnicodeDecodeError:
+        return [f"{entry.name} ({source}) is not UTF-8 text"]
+    return []
 
 
 def _raw_values(settings_class: type[Settings], env_file: Path | None) -> dict[str, object]:

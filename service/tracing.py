@@ -11,7 +11,7 @@ import importlib.util
 
 from fastapi.telemetry import TelemetryConfig
 
-from service.settings import Settings, SettingsError, env_name
+from service.settings import Settings, SettingsError, env_name, otlp_header_map
 
 REQUIRED = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 
@@ -44,7 +44,8 @@ class Tracing:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
         self.provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
-        exporter = OTLPSpanExporter(endpoint=str(settings.otlp_endpoint), timeout=5)
+        headers = otlp_header_map(settings.otlp_headers) if settings.otlp_headers is not None else None
+        exporter = OTLPSpanExporter(endpoint=str(settings.otlp_endpoint), headers=headers, timeout=5)
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
 
     def telemetry_config(self) -> TelemetryConfig:

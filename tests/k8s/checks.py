@@ -218,6 +218,7 @@ def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
                 if is_secret(fields[field]):
                     problems.append(f"{where}: {key} is a secret; mount it as a file, not a ConfigMap value")
                 values[field] = value
+            problems += _check_references(where, container, settings_class)
             try:
                 settings = settings_class(_env_file=None, _secrets_dir=None, **values)
             except ValidationError as error:
@@ -230,6 +231,22 @@ def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
                 load_profile(settings.server).check(settings)
             except UnsupportedSettingError as error:
                 problems.append(f"{where}: {error}")
+    return problems
+
+
+def _check_references(where: str, container: Obj, settings_class: type[Any]) -> list[str]:
+    """`valueFrom` variables: their values are out of reach, but not their names and sources."""
+    problems = []
+    fields = settings_class.model_fields
+    for item in container.get("env", []):
+        key, reference = item["name"], item.get("valueFrom", {})
+        if not key.startswith(ENV_PREFIX) or not reference:
+            continue
+        field = field_name(key)
+        if field not in fields:
+            problems.append(f"{where}: {key} is not a field of {settings_class.__name__}")
+        elif "configMapKeyRef" in reference and is_secret(fields[field]):
+            problems.append(f"{where}: {key} is a secret; mount it as a file, not a ConfigMap value")
     return problems
 
 

@@ -248,6 +248,24 @@ def test_settings_catch_an_unknown_key(broken: Objects, settings_class: type[Any
     assert any("APP_WORKER is not a field" in p for p in checks.check_settings(broken, settings_class))
 
 
+def test_settings_catch_a_secret_in_the_configmap(broken: Objects, settings_class: type[Any]) -> None:
+    configmap_data(broken)["APP_OTLP_HEADERS"] = "authorization=Bearer leaked"
+    problems = checks.check_settings(broken, settings_class)
+    assert any("APP_OTLP_HEADERS is a secret; mount it as a file" in p for p in problems)
+    assert not any("leaked" in p for p in problems)
+
+
+def test_settings_check_the_names_of_secret_references(broken: Objects, settings_class: type[Any]) -> None:
+    app_container(broken)["env"] = [
+        {"name": "APP_OTLP_HEADERS", "valueFrom": {"secretKeyRef": {"name": "s", "key": "otlp_headers"}}},
+        {"name": "APP_OTLP_HEADER", "valueFrom": {"secretKeyRef": {"name": "s", "key": "otlp_headers"}}},
+    ]
+    problems = checks.check_settings(broken, settings_class)
+    assert [p for p in problems if "APP_OTLP_HEADER" in p] == [
+        "Deployment/asgi-deploy container app: APP_OTLP_HEADER is not a field of Settings"
+    ]
+
+
 def test_settings_catch_an_invalid_value(broken: Objects, settings_class: type[Any]) -> None:
     configmap_data(broken)["APP_SERVER"] = "daphne"
     configmap_data(broken)["APP_GRACEFUL_TIMEOUT"] = "0"

@@ -41,7 +41,11 @@ OTHER_VALUE: dict[str, Any] = {
     "drain_file": Path("/run/asgi-deploy/draining"),
     "otlp_endpoint": "http://127.0.0.1:4318/v1/traces",
     "otel_service_name": "another-name",
+    "otlp_headers": "authorization=Bearer another",
+    "secrets_dir": Path("/run/other-secrets"),
 }
+# Settings valid only together with another one.
+NEEDS: dict[str, dict[str, Any]] = {"otlp_headers": {"otlp_endpoint": OTHER_VALUE["otlp_endpoint"]}}
 SELECTS_THE_PROFILE = {"server"}
 
 
@@ -77,7 +81,7 @@ def other_values(name: str) -> list[Any]:
 
 
 def changed(name: str) -> list[Settings]:
-    return [Settings(**{**BASE, name: value}) for value in other_values(name)]
+    return [Settings(**{**BASE, **NEEDS.get(name, {}), name: value}) for value in other_values(name)]
 
 
 CASES = [(profile, name) for profile in PROFILES for name in Settings.model_fields]

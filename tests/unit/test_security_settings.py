@@ -80,7 +80,7 @@ class WithSecret(Settings):
 def test_secret_never_in_openapi_or_config_output(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    (secrets / "app_api_token").write_text("top-secret-value-123")
+    (secrets / "api_token").write_text("top-secret-value-123")
     settings = load_settings(secrets_dir=secrets, settings_class=WithSecret)
     with TestClient(create_app(settings)) as client:
         assert "top-secret-value-123" not in client.get("/openapi.json").text

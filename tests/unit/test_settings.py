@@ -58,11 +58,33 @@ def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatc
     assert settings.log_level == "error"
 
 
-def test_dotenv_typo_is_refused(tmp_path: Path) -> None:
-    env_file = tmp_path / ".env"
-    env_file.write_text("APP_PROT=7000\n")
-    with pytest.raises(SettingsError, match="APP_PROT"):
-        load_settings(env_file=env_file)
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("APP_PROT=9001", "APP_PROT (.env line 3) is not a setting of this service; did you mean APP_PORT?"),
+        ("PROT=9001", "PROT (.env line 3) is not a setting of this service; did you mean APP_PORT?"),
+        ("port=9001", "port (.env line 3) is not a setting of this service; did you mean APP_PORT?"),
+        (
+            "export App_Worker=2",
+            "App_Worker (.env line 3) is not a setting of this service; did you mean APP_WORKERS?",
+        ),
+        ("APP_PORT 9001 oops", ".env line 3 is not a `NAME=value` line"),
+    ],
+)
+def test_dotenv_mistakes_are_named_as_written_with_their_line(line: str, expected: str) -> None:
+    Path(".env").write_text(f"# local overrides\nAPP_LOG_LEVEL=debug\n{line}\nAPP_WORKERS=2\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(expected)
+    assert "APP_APP_" not in message
+
+
+def test_dotenv_that_is_not_text_is_refused() -> None:
+    Path(".env").write_bytes(b"APP_PORT=\xff\n")
+    with pytest.raises(SettingsError, match=r"^cannot read \.env: not UTF-8 text$"):
+        load_settings()
 
 
 @pytest.mark.parametrize(
@@ -108,8 +130,11 @@ def test_jitter_without_max_requests_is_refused(monkeypatch: pytest.MonkeyPatch)
 
 def test_unknown_app_variable_is_refused_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_WORKER", "2")
-    with pytest.raises(SettingsError, match=r"APP_WORKER is not a setting.*did you mean APP_WORKERS"):
+    with pytest.raises(SettingsError) as caught:
         load_settings()
+    assert str(caught.value).startswith(
+        "APP_WORKER (environment variable) is not a setting of this service; did you mean APP_WORKERS?"
+    )
 
 
 def test_kubernetes_service_link_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +151,7 @@ class WithSecret(Settings):
 def test_secret_files_are_read_and_masked(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    (secrets / "app_api_token").write_text("s3cr3t-value")
+    (secrets / "api_token").write_text("s3cr3t-value")
     settings = load_settings(secrets_dir=secrets, settings_class=WithSecret)
     assert isinstance(settings, WithSecret)
     assert settings.api_token is not None
