@@ -135,7 +135,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         if tracing is not None:
             tracing.shutdown()  # flushes the spans still batched
 
-    docs = settings.docs_on
+    docs = settings.effective_docs_enabled
     app = ServiceApp(
         telemetry=tracing.telemetry_config() if tracing is not None else TELEMETRY_OFF,
         title="asgi-deploy service",

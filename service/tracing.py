@@ -11,7 +11,8 @@ import importlib.util
 
 from fastapi.telemetry import TelemetryConfig
 
-from service.settings import Settings, SettingsError, env_name, otlp_header_map
+from service.settings import Settings, SettingsError, env_name
+from service.settings_types import otlp_header_map
 
 REQUIRED = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 

@@ -18,7 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from service.settings import DEFAULT_SECRETS_DIR, Settings
+from service.settings import Settings
+from service.settings_problems import DEFAULT_SECRETS_DIR
 from tests.k8s import checks
 from tests.k8s.tools import K8S_DIR, render
 from tests.support.otlp import otlp_receiver

@@ -15,7 +15,8 @@ from pydantic import SecretStr
 
 from deploy.profiles import PROFILES, load_profile
 from service.app import create_app
-from service.settings import SettingsError, load_settings, otlp_header_map
+from service.settings import SettingsError, load_settings
+from service.settings_types import otlp_header_map
 from tests.support.process import REPO_ROOT, clean_environ, refused_at_startup
 from tests.support.secrets import DATA_LINK, kubelet_secret_volume
 

@@ -70,7 +70,7 @@ def test_development_allows_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_DOCS_ENABLED", "true")
     monkeypatch.setenv("APP_HOST", "0.0.0.0")
     monkeypatch.setenv("APP_FORWARDED_ALLOW_IPS", "*")
-    assert load_settings().docs_on
+    assert load_settings().effective_docs_enabled
 
 
 class WithSecret(Settings):

@@ -27,7 +27,7 @@ def test_defaults() -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.workers >= 1
     assert settings.forwarded_allow_ips == ("127.0.0.1", "::1")
-    assert settings.docs_on is True
+    assert settings.effective_docs_enabled is True
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,9 +44,9 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_production_turns_docs_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "production")
-    assert load_settings().docs_on is False
+    assert load_settings().effective_docs_enabled is False
     monkeypatch.setenv("APP_DOCS_ENABLED", "true")
-    assert load_settings().docs_on is True
+    assert load_settings().effective_docs_enabled is True
 
 
 def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
