@@ -422,7 +422,8 @@ def duration_seconds(text: object) -> float | None:
 
 
 def _namespace(obj: Obj) -> str | None:
-    return obj.get("metadata", {}).get("namespace")
+    namespace = obj.get("metadata", {}).get("namespace")
+    return None if namespace is None else str(namespace)
 
 
 def check_service_monitors(objs: list[Obj], app_paths: set[str]) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any, get_args
 
 import pytest
@@ -185,26 +183,6 @@ def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
 
 def test_hypercorn_uses_the_uvloop_worker_class() -> None:
     assert hypercorn_adapter.build_config(SETTINGS).worker_class == "uvloop"
-
-
-# What a worker of each profile imports: the launcher, the adapter, the worker class and the app.
-WORKER_IMPORTS = {
-    "hypercorn": "deploy.hypercorn",
-    "granian": "deploy.granian",
-    "gunicorn-asgi": "deploy.gunicorn_asgi, deploy.gunicorn_asgi_worker",
-}
-
-
-@pytest.mark.parametrize("profile", sorted(WORKER_IMPORTS))
-def test_workers_of_other_servers_do_not_load_uvicorn(profile: str) -> None:
-    # uvicorn's package imports its server and click: about 3 MB of RSS in each worker
-    # that never runs it (service/middleware/forwarded.py, deploy/gunicorn_app.py).
-    code = (
-        f"import sys, deploy.__main__, {WORKER_IMPORTS[profile]}, service.main;"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'uvicorn', 'uvicorn_worker', 'click'}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "[]"
 
 
 def test_uvloop_and_httptools_are_installed() -> None:

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import Field, SecretStr
 
-from service.settings import Settings, SettingsError, load_settings
-from tests.support.process import REPO_ROOT, clean_environ
+from deploy.__main__ import main as launcher_main
+from service.settings import Settings, SettingsError, get_settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -176,18 +174,16 @@ def test_every_field_is_documented() -> None:
         assert field.description, name
 
 
-def test_launcher_reports_bad_setting_without_traceback() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "deploy", "config"],
-        cwd=REPO_ROOT,
-        env=clean_environ({"APP_WORKERS": "many"}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
+def test_launcher_reports_bad_setting_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("APP_WORKERS", "many")
+    get_settings.cache_clear()
+    try:
+        assert launcher_main(["config"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert capsys.readouterr().err.strip() == (
         "asgi-deploy: invalid APP_WORKERS='many': Input should be a valid integer, unable to parse "
         "string as an integer (allowed: an integer from 1 to 256)"
     )
