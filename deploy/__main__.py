@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging.config
 import os
 import shutil
 import sys
@@ -18,8 +19,10 @@ from typing import Any
 
 from deploy import drain, metrics_dir
 from deploy.common import UnsupportedSettingError, check_app_module
+from deploy.lifecycle import ignore_operator_signals
 from deploy.profiles import PROFILES, Adapter, load_adapter
 from service import tracing
+from service.logs import log_config
 from service.settings import Settings, SettingsError, env_name, get_settings
 
 EXIT_USAGE = 2
@@ -67,6 +70,11 @@ def _launch(adapter: Adapter, settings: Settings) -> int:
         flag = run_dir / "draining"
         _export_setting("drain_file", flag)
     launcher_pid = os.getpid()
+    # The launcher's own lines (and a supervisor's) in the format of every other line.
+    logging.config.dictConfig(log_config(settings))
+    # Until a server installs its own handlers, no operator signal may end the service;
+    # servers that scale (gunicorn's arbiter, our supervisor) replace these.
+    ignore_operator_signals(settings.server)
     try:
         if window and flag is not None:
             return drain.run_with_drain(lambda: adapter.run(get_settings()), window, flag)

@@ -10,6 +10,7 @@ Several workers run under deploy/supervisor.py rather than `hypercorn.run`'s loo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypercorn.config import Config, Sockets
 from hypercorn.run import run as hypercorn_run
 
 from deploy.common import bind_address
-from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
+from deploy.supervisor import HEARTBEAT_SECONDS, READY, RETIRING, Supervisor, WorkerLink, needs_supervisor
 from service.logs import log_config
 from service.settings import Settings
 
@@ -30,12 +31,12 @@ WORKER_BOOT_BOUND_SECONDS = 30.0
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
-    supervised = settings.workers > 1 or settings.max_requests > 0
+    supervised = settings.workers > 1 or needs_supervisor(settings)
     return {
         "application_path": settings.asgi_app,
         "bind": [bind_address(settings.host, settings.port)],
-        # workers=0 serves in this process (it gets the signals directly); recycling
-        # workers needs the supervisor, even for a single worker.
+        # workers=0 serves in this process (it gets the signals directly); recycling or
+        # watching workers needs the supervisor, even for a single worker.
         "workers": settings.workers if supervised else 0,
         "worker_class": "uvloop",
         "loglevel": settings.log_level.upper(),
@@ -74,6 +75,7 @@ def run(settings: Settings) -> int:
             sock.close()
 
     return Supervisor(
+        server="hypercorn",
         workers=config.workers,
         target=_worker,
         target_kwargs={"config": config, "sockets": sockets},
@@ -81,6 +83,8 @@ def run(settings: Settings) -> int:
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
         metrics_dir=settings.metrics_dir,
         close_sockets=close_sockets,
+        worker_timeout=settings.worker_timeout,
+        max_memory_mib=settings.max_worker_memory,
     ).run()
 
 
@@ -106,6 +110,13 @@ class ReportingWorkerContext(WorkerContext):
         super().__init__(max_requests)
         self.retiring = False
         self.link.report(READY)
+        # Built inside the worker's running loop; the task lives as long as the loop does.
+        self.heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            self.link.beat()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def mark_request(self) -> None:
         if self.max_requests is None or self.retiring:

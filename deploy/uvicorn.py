@@ -21,7 +21,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
+from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink, needs_supervisor
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import Settings
@@ -69,14 +69,13 @@ def build_config(settings: Settings) -> uvicorn.Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
-    if config.workers == 1 and not settings.max_requests:
+    if config.workers == 1 and not needs_supervisor(settings):
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else STARTUP_FAILURE
-    # The supervisor also for one worker when workers are recycled: a lone
-    # in-process server would simply exit after APP_MAX_REQUESTS requests.
     sock = config.bind_socket()
     return Supervisor(
+        server="uvicorn",
         workers=config.workers,
         target=_worker,
         target_kwargs={"config": config, "sockets": [sock]},
@@ -84,6 +83,8 @@ def run(settings: Settings) -> int:
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
         metrics_dir=settings.metrics_dir,
         close_sockets=sock.close,
+        worker_timeout=settings.worker_timeout,
+        max_memory_mib=settings.max_worker_memory,
     ).run()
 
 
@@ -115,6 +116,7 @@ class SupervisedServer(uvicorn.Server):
             self.link.report(READY)
 
     async def on_tick(self, counter: int) -> bool:
+        self.link.beat()  # uvicorn's main loop ticks every 0.1 s: the event loop is alive
         if self.link.stop_requested():
             self.should_exit = True
         elif (
