@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from multiprocessing.synchronize import Event as EventType
+from typing import Any, cast
 
 from hypercorn.asyncio import run as hypercorn_asyncio_run
 from hypercorn.asyncio.run import uvloop_worker
@@ -94,14 +95,15 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
     ReportingWorkerContext.link = link
     setattr(hypercorn_asyncio_run, "WorkerContext", ReportingWorkerContext)  # noqa: B010 - not re-exported
-    uvloop_worker(config=config, sockets=sockets, shutdown_event=link.stop)
+    # hypercorn only polls `shutdown_event.is_set()` (utils.check_multiprocess_shutdown_event).
+    uvloop_worker(config=config, sockets=sockets, shutdown_event=cast(EventType, link.stop))
 
 
 class ReportingWorkerContext(WorkerContext):
     """hypercorn's per-worker context, reporting to the supervisor instead of exiting at the limit.
 
     At APP_MAX_REQUESTS (+ jitter) the worker says RETIRING and serves on; the supervisor sets
-    its stop event once the replacement is ready, so the socket always has a worker accepting.
+    its stop flag once the replacement is ready, so the socket always has a worker accepting.
     """
 
     link: WorkerLink

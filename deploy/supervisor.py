@@ -19,7 +19,7 @@ What this one does:
 - SIGTTIN/SIGTTOU: one worker more / fewer (never fewer than one). SIGUSR1 logs one line.
 - Workers die with the supervisor (deploy/lifecycle.py `die_with_parent`).
 
-Workers talk to the supervisor through a `WorkerLink`: a stop event it sets, a
+Workers talk to the supervisor through a `WorkerLink`: a stop flag it sets, a
 pipe the worker reports on, and a heartbeat (a shared monotonic timestamp) its
 event loop refreshes.
 """
@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,23 @@ HEARTBEAT_SECONDS = 0.5  # how often a worker's event loop beats (uvicorn's: eve
 logger = logging.getLogger("deploy.supervisor")
 
 
+class StopFlag:
+    """The supervisor's request that a worker stop: one shared byte, read and written without a lock.
+
+    Not a multiprocessing Event: its lock is taken by every `is_set()` on both sides, and a worker
+    SIGKILLed or SIGSTOPped while holding it would block the supervisor for good.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def set(self) -> None:
+        self.value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
+
+
 @dataclass(frozen=True)
 class WorkerLink:
     """The worker's end: `stop` is set by the supervisor, `reports` carries READY/RETIRING.
@@ -62,7 +78,7 @@ class WorkerLink:
     that clock is the same in every process of the machine.
     """
 
-    stop: Event
+    stop: StopFlag
     reports: Connection
     heartbeat: Any
     supervisor_pid: int
@@ -82,11 +98,12 @@ class WorkerLink:
 @dataclass(eq=False)
 class _Worker:
     process: BaseProcess
-    stop: Event
+    stop: StopFlag
     reports: Connection | None
     started: float
     heartbeat: Any
     ready_at: float | None = None  # when the supervisor learnt it serves
+    stop_asked_at: float | None = None
     ready: bool = False
     retiring: bool = False  # asked to leave, or announced it will: replaced, not respawned
     replacement: _Worker | None = field(default=None, repr=False)
@@ -140,7 +157,7 @@ class Supervisor:
 
     def run(self) -> int:
         # Workers inherit an ignored SIGINT: a Ctrl-C reaching the whole process
-        # group must not kill them mid-request; their stop events stop them.
+        # group must not kill them mid-request; their stop flags stop them.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _ in range(self.count):
             self.spawn()
@@ -166,7 +183,7 @@ class Supervisor:
             self.recycle_large()
             self.stop_replaced()
         self.drain(self.workers)
-        # Freed now, each stop Event unlinks its semaphores. Left to interpreter exit they would
+        # Freed now, each worker's pipe and shared values go. Left to interpreter exit they would
         # be reported as leaked: behind the drain window this process leaves by os._exit.
         self.workers.clear()
         self.close_sockets()
@@ -197,8 +214,13 @@ class Supervisor:
             self.count -= 1
             newest = max(serving, key=lambda w: w.started)
             newest.retiring = True  # leaves without a replacement
-            newest.stop.set()
+            self.ask_to_stop(newest)
             logger.info("SIGTTOU: one worker fewer (%d)", self.count)
+
+    def ask_to_stop(self, worker: _Worker) -> None:
+        if worker.stop_asked_at is None:
+            worker.stop_asked_at = time.monotonic()
+        worker.stop.set()
 
     def kill_hung(self) -> None:
         if not self.worker_timeout:
@@ -206,6 +228,16 @@ class Supervisor:
         now = time.monotonic()
         for worker in self.workers:
             if worker.process.exitcode is not None or not self.is_ready(worker):
+                continue
+            if worker.stop_asked_at is not None:
+                # A stopping worker's loop may stop beating (uvicorn ticks no more while it drains):
+                # it gets its graceful timeout, then the same backstop as at shutdown.
+                if now - worker.stop_asked_at > self.graceful_timeout + KILL_BACKSTOP_SECONDS:
+                    logger.error(
+                        "worker %s did not stop within its graceful timeout; killing it", worker.process.pid
+                    )
+                    worker.process.kill()
+                    worker.stop_asked_at = now
                 continue
             if worker.ready_at is None:  # ready by the boot bound, without a report
                 worker.ready_at = worker.started + self.boot_seconds
@@ -239,7 +271,7 @@ class Supervisor:
 
     def spawn(self) -> _Worker:
         reader, writer = self.ctx.Pipe(duplex=False)
-        stop = self.ctx.Event()
+        stop = StopFlag(self.ctx.RawValue("b", 0))
         heartbeat = self.ctx.RawValue("d", 0.0)
         link = WorkerLink(stop, writer, heartbeat, os.getpid())
         process = self.ctx.Process(
@@ -282,8 +314,8 @@ class Supervisor:
     def stop_replaced(self) -> None:
         for worker in self.workers:
             new = worker.replacement
-            if new is not None and not worker.stop.is_set() and self.is_ready(new):
-                worker.stop.set()
+            if new is not None and worker.stop_asked_at is None and self.is_ready(new):
+                self.ask_to_stop(worker)
 
     def reap(self) -> None:
         for worker in [w for w in self.workers if w.process.exitcode is not None]:
@@ -309,7 +341,7 @@ class Supervisor:
 
     def drain(self, workers: list[_Worker]) -> None:
         for worker in workers:
-            worker.stop.set()
+            self.ask_to_stop(worker)
         deadline = time.monotonic() + self.graceful_timeout + KILL_BACKSTOP_SECONDS
         for worker in workers:
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))

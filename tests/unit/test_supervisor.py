@@ -22,7 +22,7 @@ import pytest
 from hypercorn.asyncio import run as hypercorn_asyncio_run
 
 from deploy.hypercorn import ReportingWorkerContext
-from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
+from deploy.supervisor import READY, RETIRING, StopFlag, Supervisor, WorkerLink
 
 BOOT = 0.3  # a worker's simulated import time
 BOUND = 15.0
@@ -154,7 +154,7 @@ def test_hypercorn_workers_report_ready_and_retire_instead_of_exiting(
     assert "WorkerContext(max_requests)" in inspect.getsource(hypercorn_asyncio_run.worker_serve)
     reader, writer = Pipe(duplex=False)
     spawn = get_context("spawn")
-    link = WorkerLink(spawn.Event(), writer, spawn.RawValue("d", 0.0), os.getpid())
+    link = WorkerLink(StopFlag(spawn.RawValue("b", 0)), writer, spawn.RawValue("d", 0.0), os.getpid())
     monkeypatch.setattr(ReportingWorkerContext, "link", link, raising=False)
 
     async def build() -> ReportingWorkerContext:
