@@ -207,7 +207,8 @@ class Supervisor:
             self.spawn()
             logger.info("SIGTTIN: one worker more (%d)", self.count)
         for _ in range(max(0, -requests)):
-            serving = self.serving()
+            replacements = {w.replacement for w in self.workers}
+            serving = [w for w in self.serving() if w not in replacements]  # not one taking over
             if len(serving) <= 1:
                 logger.warning("SIGTTOU: already down to one worker; keeping it")
                 return
