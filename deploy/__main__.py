@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging.config
 import os
 import shutil
 import sys
@@ -18,9 +19,11 @@ from pathlib import Path
 
 from deploy import drain, metrics_dir
 from deploy.common import check_app_module
+from deploy.lifecycle import ignore_operator_signals
 from deploy.profile import Profile, UnsupportedSettingError
 from deploy.profiles import PROFILES, load_profile
 from service import tracing
+from service.logs import log_config
 from service.settings import Settings, SettingsError, env_name, get_settings
 from service.versions import UnsupportedVersionError
 
@@ -69,6 +72,11 @@ def _launch(server: Profile, settings: Settings) -> int:
         flag = run_dir / "draining"
         _export_setting("drain_file", flag)
     launcher_pid = os.getpid()
+    # The launcher's own lines (and a supervisor's) in the format of every other line.
+    logging.config.dictConfig(log_config(settings))
+    # Until a server installs its own handlers, no operator signal may end the service;
+    # servers that scale (gunicorn's arbiter, our supervisor) replace these.
+    ignore_operator_signals(settings.server)
     try:
         if settings.metrics_enabled:
             # Only now that the directory is exported: prometheus-client picks its mode at import.

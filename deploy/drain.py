@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from deploy.lifecycle import die_with_parent
+
 FORWARDED = (
     signal.SIGINT,
     signal.SIGHUP,
@@ -37,9 +39,11 @@ def run_with_drain(serve: Callable[[], int], seconds: int, flag: Path) -> int:
     flag.unlink(missing_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
+    launcher = os.getpid()
     pid = os.fork()
     if pid == 0:  # the server
         os.setpgid(0, 0)
+        die_with_parent(launcher)
         code = 1
         try:
             code = serve()

@@ -13,6 +13,7 @@ environment fallbacks (`WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS`,
 from __future__ import annotations
 
 import pkgutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from deploy.common import SHM_DIR, bind_address
+from deploy.lifecycle import die_with_parent, is_stopped, resident_bytes
 from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
@@ -49,7 +51,16 @@ def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:
         "reuse_port": False,
         "control_socket_disable": True,  # it would write under $HOME: read-only in the image
         "child_exit": child_exit,
+        "post_fork": post_fork,
+        # gunicorn's heartbeat: a worker whose loop has not notified the arbiter for this long
+        # is killed (SIGABRT, then SIGKILL) and replaced; 0 turns it off, as APP_WORKER_TIMEOUT.
+        "timeout": settings.worker_timeout,
     }
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Each worker dies with the arbiter: no orphan keeps serving (and the port) after a SIGKILL."""
+    die_with_parent(worker.ppid)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -60,10 +71,44 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 class ServiceArbiter(Arbiter):  # type: ignore[misc]
-    """SIGINT drains like SIGTERM (gunicorn's own SIGINT is a quick, request-dropping stop)."""
+    """gunicorn's arbiter, plus: SIGINT drains like SIGTERM (gunicorn's own SIGINT is a quick,
+    request-dropping stop), and a worker over APP_MAX_WORKER_MEMORY is recycled.
+
+    Memory recycling is gunicorn's own request-limit recycling, triggered by size: the worker
+    gets SIGTERM (stops accepting, finishes what it has, exits) and the arbiter replaces it,
+    while the other workers serve. Checked on every turn of the arbiter's loop (about 1 s).
+    """
+
+    def __init__(self, app: GunicornApplication) -> None:
+        super().__init__(app)
+        self.max_memory_bytes = app.max_worker_memory * 1024 * 1024
+        self.recycling: set[int] = set()
 
     def handle_int(self) -> None:
         self.handle_term()
+
+    def murder_workers(self) -> None:
+        super().murder_workers()
+        for pid, worker in list(self.WORKERS.items()):
+            # gunicorn's first blow is SIGABRT, which a stopped worker leaves pending; its
+            # SIGKILL follows one loop later. A stopped worker gets it at once.
+            if worker.aborted and is_stopped(pid):
+                self.kill_worker(pid, signal.SIGKILL)
+        if not self.max_memory_bytes:
+            return
+        self.recycling &= set(self.WORKERS)
+        for pid in list(self.WORKERS):
+            size = resident_bytes(pid)
+            if pid in self.recycling or size is None or size <= self.max_memory_bytes:
+                continue
+            self.log.info(
+                "worker %s uses %d MiB, over APP_MAX_WORKER_MEMORY=%d: replacing it",
+                pid,
+                size // (1024 * 1024),
+                self.max_memory_bytes // (1024 * 1024),
+            )
+            self.recycling.add(pid)
+            self.kill_worker(pid, signal.SIGTERM)
 
 
 class GunicornApplication(BaseApplication):  # type: ignore[misc]
@@ -76,11 +121,13 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         options: dict[str, Any],
         worker_overrides: dict[str, Any],
         metrics_dir: Path | None,
+        max_worker_memory: int,
     ) -> None:
         self.options = options
         self.worker_overrides = worker_overrides
         self.app_import = app_import
         self.metrics_dir = metrics_dir
+        self.max_worker_memory = max_worker_memory
         super().__init__()
 
     def load_config(self) -> None:

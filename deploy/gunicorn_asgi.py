@@ -23,6 +23,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "app": settings.asgi_app,  # resolved by GunicornApplication.load in each worker
         "gunicorn": options(settings),
         "asgi_worker": worker_overrides(settings),
+        "arbiter": {"max_worker_memory": settings.max_worker_memory},  # MiB, read by ServiceArbiter
     }
 
 
@@ -50,6 +51,7 @@ def application(settings: Settings) -> GunicornApplication:
         options=native["gunicorn"],
         worker_overrides=native["asgi_worker"],
         metrics_dir=settings.metrics_dir,
+        max_worker_memory=native["arbiter"]["max_worker_memory"],
     )
 
 
@@ -76,6 +78,10 @@ PROFILE = Profile(
         "max_requests": Native("gunicorn.max_requests"),
         "max_requests_jitter": Native("gunicorn.max_requests_jitter"),
         "forwarded_allow_ips": Native("gunicorn.forwarded_allow_ips", INERT_PROXY_LIST),
+        "worker_timeout": Native("gunicorn.timeout", "gunicorn's heartbeat: SIGABRT, then SIGKILL"),
+        "max_worker_memory": Native(
+            "arbiter.max_worker_memory", "checked each turn of the arbiter's loop; SIGTERM recycles"
+        ),
     },
     build=native_config,
     serve=run,

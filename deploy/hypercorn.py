@@ -10,8 +10,10 @@ Several workers run under deploy/supervisor.py rather than `hypercorn.run`'s loo
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from multiprocessing.synchronize import Event as EventType
+from typing import Any, cast
 
 from hypercorn.asyncio import run as hypercorn_asyncio_run
 from hypercorn.asyncio.run import uvloop_worker
@@ -21,7 +23,16 @@ from hypercorn.run import run as hypercorn_run
 
 from deploy.common import bind_address
 from deploy.profile import Native, Profile
-from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
+from deploy.supervisor import (
+    HEARTBEAT_SECONDS,
+    READY,
+    RETIRING,
+    SUPERVISOR_KEY,
+    Supervisor,
+    WorkerLink,
+    needs_supervisor,
+    supervisor_options,
+)
 from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
@@ -34,12 +45,12 @@ WORKER_BOOT_BOUND_SECONDS = 30.0
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
-    supervised = settings.workers > 1 or settings.max_requests > 0
+    supervised = settings.workers > 1 or needs_supervisor(settings)
     return {
         "application_path": settings.asgi_app,
         "bind": [bind_address(settings.host, settings.port)],
-        # workers=0 serves in this process (it gets the signals directly); recycling
-        # workers needs the supervisor, even for a single worker.
+        # workers=0 serves in this process (it gets the signals directly); recycling or
+        # watching workers needs the supervisor, even for a single worker.
         "workers": settings.workers if supervised else 0,
         "worker_class": "uvloop",
         "loglevel": settings.log_level.upper(),
@@ -57,13 +68,15 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "root_path": "",  # applied by the app, see service/app.py
         "include_server_header": False,
         "use_reloader": False,
+        SUPERVISOR_KEY: supervisor_options(settings),  # deploy/supervisor.py, when it runs the workers
     }
 
 
 def build_config(settings: Settings) -> Config:
     config = Config()
     for key, value in native_config(settings).items():
-        setattr(config, key, value)
+        if key != SUPERVISOR_KEY:
+            setattr(config, key, value)
     return config
 
 
@@ -78,6 +91,7 @@ def run(settings: Settings) -> int:
             sock.close()
 
     return Supervisor(
+        server="hypercorn",
         workers=config.workers,
         target=_worker,
         target_kwargs={"config": config, "sockets": sockets},
@@ -85,6 +99,7 @@ def run(settings: Settings) -> int:
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
         metrics_dir=settings.metrics_dir,
         close_sockets=close_sockets,
+        **supervisor_options(settings),
     ).run()
 
 
@@ -94,14 +109,15 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
     ReportingWorkerContext.link = link
     setattr(hypercorn_asyncio_run, "WorkerContext", ReportingWorkerContext)  # noqa: B010 - not re-exported
-    uvloop_worker(config=config, sockets=sockets, shutdown_event=link.stop)
+    # hypercorn only polls `shutdown_event.is_set()` (utils.check_multiprocess_shutdown_event).
+    uvloop_worker(config=config, sockets=sockets, shutdown_event=cast(EventType, link.stop))
 
 
 class ReportingWorkerContext(WorkerContext):
     """hypercorn's per-worker context, reporting to the supervisor instead of exiting at the limit.
 
     At APP_MAX_REQUESTS (+ jitter) the worker says RETIRING and serves on; the supervisor sets
-    its stop event once the replacement is ready, so the socket always has a worker accepting.
+    its stop flag once the replacement is ready, so the socket always has a worker accepting.
     """
 
     link: WorkerLink
@@ -110,6 +126,13 @@ class ReportingWorkerContext(WorkerContext):
         super().__init__(max_requests)
         self.retiring = False
         self.link.report(READY)
+        # Built inside the worker's running loop; the task lives as long as the loop does.
+        self.heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            self.link.beat()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def mark_request(self) -> None:
         if self.max_requests is None or self.retiring:
@@ -134,6 +157,12 @@ PROFILE = Profile(
         "request_head_timeout": Native("keep_alive_timeout", "one idle timer: the shorter with keep-alive"),
         "graceful_timeout": Native("graceful_timeout"),
         "max_requests": Native("max_requests", "the supervisor starts the replacement first"),
+        "worker_timeout": Native(
+            f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's event loop beats"
+        ),
+        "max_worker_memory": Native(
+            f"{SUPERVISOR_KEY}.max_memory_mib", "deploy/supervisor.py, every second, replacement first"
+        ),
         "max_requests_jitter": Native("max_requests_jitter"),
     },
     build=native_config,

@@ -11,18 +11,24 @@ What this one does:
 - A worker that dies is replaced; one that exits with an error before it was ready
   is failing to boot, and the server stops instead of crash-looping.
 - Overlap, never a gap: a worker that reports RETIRING (it reached its request
-  limit) keeps serving until its replacement reports READY; SIGHUP retires every
-  worker that way (rolling reload). Workers that cannot report READY count as
-  ready `boot_seconds` after they started.
+  limit) or whose resident memory passes `max_memory_bytes` keeps serving until its
+  replacement reports READY; SIGHUP retires every worker that way (rolling reload).
+  Workers that cannot report READY count as ready `boot_seconds` after they started.
+- A ready worker whose event loop has not beaten its heartbeat for `worker_timeout`
+  seconds (blocked loop, deadlock, SIGSTOP) is SIGKILLed and replaced.
+- SIGTTIN/SIGTTOU: one worker more / fewer (never fewer than one). SIGUSR1 logs one line.
+- Workers die with the supervisor (deploy/lifecycle.py `die_with_parent`).
 
-Workers talk to the supervisor through a `WorkerLink`: a stop event it sets, and a
-pipe the worker reports on.
+Workers talk to the supervisor through a `WorkerLink`: a stop flag it sets, a
+pipe the worker reports on, and a heartbeat (a shared monotonic timestamp) its
+event loop refreshes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -30,25 +36,56 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
+
+from deploy.lifecycle import die_with_parent, ignore_operator_signals, resident_bytes
+from service.settings import Settings
 
 READY = "ready"
 RETIRING = "retiring"
 
 KILL_BACKSTOP_SECONDS = 2.0
 POLL_SECONDS = 0.2
+MEMORY_CHECK_SECONDS = 0.5
+HEARTBEAT_SECONDS = 0.5  # how often a worker's event loop beats (uvicorn's: every 0.1 s tick)
 
 logger = logging.getLogger("deploy.supervisor")
 
 
+class StopFlag:
+    """The supervisor's request that a worker stop: one shared byte, read and written without a lock.
+
+    Not a multiprocessing Event: its lock is taken by every `is_set()` on both sides, and a worker
+    SIGKILLed or SIGSTOPped while holding it would block the supervisor for good.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def set(self) -> None:
+        self.value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
+
+
 @dataclass(frozen=True)
 class WorkerLink:
-    """The worker's end: `stop` is set by the supervisor, `reports` carries READY/RETIRING."""
+    """The worker's end: `stop` is set by the supervisor, `reports` carries READY/RETIRING.
 
-    stop: Event
+    `heartbeat` (a shared double) holds the CLOCK_MONOTONIC time of the worker loop's last beat:
+    that clock is the same in every process of the machine.
+    """
+
+    stop: StopFlag
     reports: Connection
+    heartbeat: Any
+    supervisor_pid: int
+
+    def beat(self) -> None:
+        """Called from the worker's event loop: it is making progress."""
+        self.heartbeat.value = time.monotonic()
 
     def report(self, message: str) -> None:
         with contextlib.suppress(OSError):  # the supervisor is gone: nobody to tell
@@ -61,9 +98,12 @@ class WorkerLink:
 @dataclass(eq=False)
 class _Worker:
     process: BaseProcess
-    stop: Event
+    stop: StopFlag
     reports: Connection | None
     started: float
+    heartbeat: Any
+    ready_at: float | None = None  # when the supervisor learnt it serves
+    stop_asked_at: float | None = None
     ready: bool = False
     retiring: bool = False  # asked to leave, or announced it will: replaced, not respawned
     replacement: _Worker | None = field(default=None, repr=False)
@@ -72,10 +112,29 @@ class _Worker:
 WorkerTarget = Callable[..., None]  # target(link, **kwargs), importable by the spawn start method
 
 
+SUPERVISOR_KEY = "supervisor"  # our part of a profile's native config, never handed to the server
+
+
+def supervisor_options(settings: Settings) -> dict[str, Any]:
+    """What the supervisor watches its workers with (shown in the profile's native config)."""
+    return {"worker_timeout": settings.worker_timeout, "max_memory_mib": settings.max_worker_memory}
+
+
+def needs_supervisor(settings: Settings) -> bool:
+    """Recycling or watching even a single worker takes a supervisor in front of it."""
+    return bool(settings.max_requests or settings.worker_timeout or settings.max_worker_memory)
+
+
+def _run_worker(target: WorkerTarget, link: WorkerLink, kwargs: dict[str, Any]) -> None:
+    die_with_parent(link.supervisor_pid)
+    target(link, **kwargs)
+
+
 class Supervisor:
     def __init__(
         self,
         *,
+        server: str,
         workers: int,
         target: WorkerTarget,
         target_kwargs: dict[str, Any],
@@ -83,7 +142,10 @@ class Supervisor:
         boot_seconds: float,
         metrics_dir: Path | None,
         close_sockets: Callable[[], None],
+        worker_timeout: float = 0,
+        max_memory_mib: int = 0,
     ) -> None:
+        self.server = server
         self.count = workers
         self.target = target
         self.target_kwargs = target_kwargs
@@ -91,6 +153,10 @@ class Supervisor:
         self.boot_seconds = boot_seconds
         self.metrics_dir = metrics_dir
         self.close_sockets = close_sockets
+        self.worker_timeout = worker_timeout
+        self.max_memory_bytes = max_memory_mib * 1024 * 1024
+        self.memory_checked = 0.0
+        self.scale_requests = 0
         self.ctx = get_context("spawn")
         self.workers: list[_Worker] = []
         self.stopping = False
@@ -99,13 +165,16 @@ class Supervisor:
 
     def run(self) -> int:
         # Workers inherit an ignored SIGINT: a Ctrl-C reaching the whole process
-        # group must not kill them mid-request; their stop events stop them.
+        # group must not kill them mid-request; their stop flags stop them.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _ in range(self.count):
             self.spawn()
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
+        signal.signal(signal.SIGTTIN, self.request_scale)
+        signal.signal(signal.SIGTTOU, self.request_scale)
+        ignore_operator_signals(self.server, can_scale=True)
         while not self.stopping:
             waitables: list[Any] = [w.process.sentinel for w in self.workers]
             waitables += [w.reports for w in self.workers if w.reports is not None]
@@ -117,9 +186,12 @@ class Supervisor:
                 logger.info("SIGHUP: replacing every worker")
                 for worker in self.serving():
                     self.retire(worker)
+            self.scale()
+            self.kill_hung()
+            self.recycle_large()
             self.stop_replaced()
         self.drain(self.workers)
-        # Freed now, each stop Event unlinks its semaphores. Left to interpreter exit they would
+        # Freed now, each worker's pipe and shared values go. Left to interpreter exit they would
         # be reported as leaked: behind the drain window this process leaves by os._exit.
         self.workers.clear()
         self.close_sockets()
@@ -131,15 +203,92 @@ class Supervisor:
     def request_reload(self, *_: object) -> None:
         self.reload_requested = True
 
+    def request_scale(self, signum: int, *_: object) -> None:
+        self.scale_requests += 1 if signum == signal.SIGTTIN else -1
+
+    def scale(self) -> None:
+        requests, self.scale_requests = self.scale_requests, 0
+        if self.stopping:
+            return
+        for _ in range(max(0, requests)):
+            self.count += 1
+            self.spawn()
+            logger.info("SIGTTIN: one worker more (%d)", self.count)
+        for _ in range(max(0, -requests)):
+            replacements = {w.replacement for w in self.workers}
+            serving = [w for w in self.serving() if w not in replacements]  # not one taking over
+            if len(serving) <= 1:
+                logger.warning("SIGTTOU: already down to one worker; keeping it")
+                return
+            self.count -= 1
+            newest = max(serving, key=lambda w: w.started)
+            newest.retiring = True  # leaves without a replacement
+            self.ask_to_stop(newest)
+            logger.info("SIGTTOU: one worker fewer (%d)", self.count)
+
+    def ask_to_stop(self, worker: _Worker) -> None:
+        if worker.stop_asked_at is None:
+            worker.stop_asked_at = time.monotonic()
+        worker.stop.set()
+
+    def kill_hung(self) -> None:
+        if not self.worker_timeout:
+            return
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.process.exitcode is not None or not self.is_ready(worker):
+                continue
+            if worker.stop_asked_at is not None:
+                # A stopping worker's loop may stop beating (uvicorn ticks no more while it drains):
+                # it gets its graceful timeout, then the same backstop as at shutdown.
+                if now - worker.stop_asked_at > self.graceful_timeout + KILL_BACKSTOP_SECONDS:
+                    logger.error(
+                        "worker %s did not stop within its graceful timeout; killing it", worker.process.pid
+                    )
+                    worker.process.kill()
+                    worker.stop_asked_at = now
+                continue
+            if worker.ready_at is None:  # ready by the boot bound, without a report
+                worker.ready_at = worker.started + self.boot_seconds
+            silent = now - max(worker.heartbeat.value, worker.ready_at)
+            if silent > self.worker_timeout:
+                logger.error(
+                    "worker %s: event loop silent for %.1f s (APP_WORKER_TIMEOUT=%s); killing it",
+                    worker.process.pid,
+                    silent,
+                    self.worker_timeout,
+                )
+                worker.process.kill()  # reaped and replaced by reap()
+                worker.ready_at = now  # one kill per timeout, until the reap
+
+    def recycle_large(self) -> None:
+        now = time.monotonic()
+        if not self.max_memory_bytes or self.stopping or now - self.memory_checked < MEMORY_CHECK_SECONDS:
+            return
+        self.memory_checked = now
+        for worker in self.serving():
+            pid = worker.process.pid
+            size = None if pid is None else resident_bytes(pid)
+            if size is not None and size > self.max_memory_bytes:
+                logger.info(
+                    "worker %s uses %d MiB, over APP_MAX_WORKER_MEMORY=%d: replacing it",
+                    pid,
+                    size // (1024 * 1024),
+                    self.max_memory_bytes // (1024 * 1024),
+                )
+                self.retire(worker)
+
     def spawn(self) -> _Worker:
         reader, writer = self.ctx.Pipe(duplex=False)
-        stop = self.ctx.Event()
+        stop = StopFlag(self.ctx.RawValue("b", 0))
+        heartbeat = self.ctx.RawValue("d", 0.0)
+        link = WorkerLink(stop, writer, heartbeat, os.getpid())
         process = self.ctx.Process(
-            target=self.target, args=(WorkerLink(stop, writer),), kwargs=self.target_kwargs, daemon=True
+            target=_run_worker, args=(self.target, link, self.target_kwargs), daemon=True
         )
         process.start()
         writer.close()  # the child holds the only writer: EOF on the reader once it is gone
-        worker = _Worker(process, stop, reader, time.monotonic())
+        worker = _Worker(process, stop, reader, time.monotonic(), heartbeat)
         self.workers.append(worker)
         return worker
 
@@ -163,6 +312,7 @@ class Supervisor:
                     break
                 if message == READY:
                     worker.ready = True
+                    worker.ready_at = time.monotonic()
                 elif message == RETIRING and not self.stopping:
                     logger.info("worker %s is at its request limit: replacing it", worker.process.pid)
                     self.retire(worker)
@@ -173,8 +323,8 @@ class Supervisor:
     def stop_replaced(self) -> None:
         for worker in self.workers:
             new = worker.replacement
-            if new is not None and not worker.stop.is_set() and self.is_ready(new):
-                worker.stop.set()
+            if new is not None and worker.stop_asked_at is None and self.is_ready(new):
+                self.ask_to_stop(worker)
 
     def reap(self) -> None:
         for worker in [w for w in self.workers if w.process.exitcode is not None]:
@@ -200,7 +350,7 @@ class Supervisor:
 
     def drain(self, workers: list[_Worker]) -> None:
         for worker in workers:
-            worker.stop.set()
+            self.ask_to_stop(worker)
         deadline = time.monotonic() + self.graceful_timeout + KILL_BACKSTOP_SECONDS
         for worker in workers:
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -22,7 +22,15 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from deploy.profile import INERT_PROXY_LIST, Native, Profile
-from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
+from deploy.supervisor import (
+    READY,
+    RETIRING,
+    SUPERVISOR_KEY,
+    Supervisor,
+    WorkerLink,
+    needs_supervisor,
+    supervisor_options,
+)
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import Settings
@@ -63,12 +71,14 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "env_file": None,
         "reload": False,
         "factory": False,
+        SUPERVISOR_KEY: supervisor_options(settings),  # deploy/supervisor.py, when it runs the workers
     }
 
 
 def build_config(settings: Settings) -> uvicorn.Config:
     native = native_config(settings)
     head_timeout = native.pop(CONFIG_ATTRIBUTE)
+    native.pop(SUPERVISOR_KEY)
     config = uvicorn.Config(**native)
     setattr(config, CONFIG_ATTRIBUTE, head_timeout)  # read by the protocol
     return config
@@ -76,14 +86,13 @@ def build_config(settings: Settings) -> uvicorn.Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
-    if config.workers == 1 and not settings.max_requests:
+    if config.workers == 1 and not needs_supervisor(settings):
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else STARTUP_FAILURE
-    # The supervisor also for one worker when workers are recycled: a lone
-    # in-process server would simply exit after APP_MAX_REQUESTS requests.
     sock = config.bind_socket()
     return Supervisor(
+        server="uvicorn",
         workers=config.workers,
         target=_worker,
         target_kwargs={"config": config, "sockets": [sock]},
@@ -91,6 +100,7 @@ def run(settings: Settings) -> int:
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
         metrics_dir=settings.metrics_dir,
         close_sockets=sock.close,
+        **supervisor_options(settings),
     ).run()
 
 
@@ -122,6 +132,7 @@ class SupervisedServer(uvicorn.Server):
             self.link.report(READY)
 
     async def on_tick(self, counter: int) -> bool:
+        self.link.beat()  # uvicorn's main loop ticks every 0.1 s: the event loop is alive
         if self.link.stop_requested():
             self.should_exit = True
         elif (
@@ -149,6 +160,12 @@ PROFILE = Profile(
         "request_head_timeout": Native(CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_protocol.py"),
         "graceful_timeout": Native("timeout_graceful_shutdown"),
         "max_requests": Native("limit_max_requests", "the supervisor starts the replacement first"),
+        "worker_timeout": Native(
+            f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's event loop beats"
+        ),
+        "max_worker_memory": Native(
+            f"{SUPERVISOR_KEY}.max_memory_mib", "deploy/supervisor.py, every second, replacement first"
+        ),
         "max_requests_jitter": Native("limit_max_requests_jitter"),
         "forwarded_allow_ips": Native("forwarded_allow_ips", INERT_PROXY_LIST),
     },

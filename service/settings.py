@@ -167,6 +167,24 @@ class Settings(BaseSettings):
         ge=0,
         description="Random extra requests (0..N) added per worker so workers do not restart together.",
     )
+    worker_timeout: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds a worker's event loop may go without progress (a blocking call in an `async def`, "
+            "a deadlock, a stopped process) before the worker is killed and replaced (0 = never)."
+        ),
+    )
+    max_worker_memory: int = Field(
+        default=0,
+        ge=0,
+        le=1_048_576,
+        description=(
+            "Resident memory in MiB above which a worker is replaced (checked every second), "
+            "recycled like APP_MAX_REQUESTS without losing a request (0 = no limit)."
+        ),
+    )
     forwarded_allow_ips: NetworkList = Field(
         default=("127.0.0.1", "::1"),
         description=(

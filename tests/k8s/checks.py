@@ -7,6 +7,7 @@ deliberately broken copy and see it complain.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Iterable, Iterator, Mapping
@@ -368,6 +369,60 @@ def check_scaling(objs: list[Obj]) -> list[str]:
         for pdb in pdbs:
             if "unhealthyPodEvictionPolicy" not in pdb["spec"]:
                 problems.append(f"{name_of(pdb)}: no unhealthyPodEvictionPolicy")
+    return problems
+
+
+# --- worker memory ---------------------------------------------------------------------
+
+# What the container needs besides its workers: the main process (launcher, supervisor or
+# arbiter), multiprocessing's resource tracker, and one replacement worker booting while the
+# worker it replaces still runs (memory recycling overlaps them).
+MAIN_PROCESS_RESERVE_MIB = 128
+_MEMORY_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+
+
+def memory_mib(quantity: object) -> float:
+    text = str(quantity)
+    for suffix, factor in _MEMORY_UNITS.items():
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * factor
+    return float(text) / 2**20  # plain bytes
+
+
+def cpu_count(quantity: object) -> int:
+    """APP_WORKERS' default for a CPU limit: the quota in CPUs, rounded up (service/cpu.py)."""
+    text = str(quantity)
+    cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return max(1, math.ceil(cpus))
+
+
+def check_worker_memory(objs: list[Obj]) -> list[str]:
+    """Workers are recycled before the container's memory limit is reached: APP_MAX_WORKER_MEMORY is
+    set, and workers x that limit, plus the main process's reserve, fit the container's limit."""
+    problems = []
+    for workload in workloads(objs):
+        for container in containers(workload):
+            where = f"{name_of(workload)} container {container['name']}"
+            env = effective_env(objs, container)
+            limits = container.get("resources", {}).get("limits", {})
+            if "memory" not in limits:
+                continue  # check_hardening reports it
+            per_worker = int(env.get("APP_MAX_WORKER_MEMORY", "0"))
+            if not per_worker:
+                problems.append(
+                    f"{where}: APP_MAX_WORKER_MEMORY is unset: a leaking worker gets the whole "
+                    "container OOM-killed instead of being recycled"
+                )
+                continue
+            workers = int(env["APP_WORKERS"]) if "APP_WORKERS" in env else cpu_count(limits.get("cpu", "1"))
+            needed = workers * per_worker + MAIN_PROCESS_RESERVE_MIB
+            limit = memory_mib(limits["memory"])
+            if needed > limit:
+                problems.append(
+                    f"{where}: {workers} workers x APP_MAX_WORKER_MEMORY={per_worker} MiB + "
+                    f"{MAIN_PROCESS_RESERVE_MIB} MiB for the main process = {needed} MiB, over the "
+                    f"memory limit {limits['memory']} ({limit:.0f} MiB)"
+                )
     return problems
 
 

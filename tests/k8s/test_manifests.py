@@ -154,6 +154,10 @@ def test_overlays_select_their_server(render_variant: Any) -> None:
         assert configmap_data(render_variant(server))["APP_SERVER"] == server
 
 
+def test_worker_memory_fits_the_container(rendered: Objects) -> None:
+    assert checks.check_worker_memory(rendered) == []
+
+
 def test_workers_follow_the_cpu_limit(rendered: Objects) -> None:
     """APP_WORKERS stays unset: the settings derive it from the CPU limit."""
     assert "APP_WORKERS" not in checks.effective_env(rendered, app_container(rendered))
@@ -219,6 +223,19 @@ def test_ports_catch_app_port_off_the_container_port(broken: Objects, defaults: 
 def test_ports_catch_a_selector_that_matches_nothing(broken: Objects, defaults: dict[str, Any]) -> None:
     checks.of_kind(broken, "Service")[0]["spec"]["selector"]["app.kubernetes.io/name"] = "other"
     assert any("matches no pod" in p for p in checks.check_ports(broken, defaults["port"]))
+
+
+def test_worker_memory_catches_workers_that_outgrow_the_container(broken: Objects) -> None:
+    configmap_data(broken)["APP_MAX_WORKER_MEMORY"] = "300"  # 1 worker: 300 + 128 > 384Mi
+    assert any("over the memory limit 384Mi" in p for p in checks.check_worker_memory(broken))
+    configmap_data(broken)["APP_WORKERS"] = "3"
+    configmap_data(broken)["APP_MAX_WORKER_MEMORY"] = "100"  # 3 x 100 + 128 > 384
+    assert any("3 workers" in p for p in checks.check_worker_memory(broken))
+
+
+def test_worker_memory_catches_no_limit(broken: Objects) -> None:
+    del configmap_data(broken)["APP_MAX_WORKER_MEMORY"]
+    assert any("APP_MAX_WORKER_MEMORY is unset" in p for p in checks.check_worker_memory(broken))
 
 
 def test_shutdown_budget_catches_a_short_grace_period(broken: Objects, defaults: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from fastapi import Query, Request
 
@@ -41,3 +42,20 @@ async def consume(request: Request) -> dict[str, int]:
     async for chunk in request.stream():
         size += len(chunk)
     return {"received": size}
+
+
+@app.get("/block")
+async def block(seconds: float = Query(ge=0, le=120)) -> dict[str, float]:
+    """A synchronous sleep inside `async def`: the worker's whole event loop stops."""
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+    return {"blocked": seconds}
+
+
+_leaked: list[bytearray] = []
+
+
+@app.get("/leak")
+async def leak(mib: int = Query(ge=1, le=64)) -> dict[str, int]:
+    """Keep `mib` more MiB for the worker's lifetime (every page touched: resident)."""
+    _leaked.append(bytearray(b"\x01" * (mib * 1024 * 1024)))
+    return {"pid": os.getpid(), "leaked_mib": len(_leaked) * mib}

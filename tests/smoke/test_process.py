@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 
 ALL = sorted(PROFILES)
 TEST_APP = {"APP_ASGI_APP": "tests.support.apps:app"}
-# A single uvicorn process re-raises the signal it drained on (exit by signal,
-# -N for Popen, 128+N in a shell); supervisors exit 0.
+# A single unsupervised uvicorn process re-raises the signal it drained on (exit by
+# signal, -N for Popen, 128+N in a shell); supervisors exit 0.
 EXIT_ON_SIGNAL = {
     ("uvicorn", 1): {signal.SIGTERM: -signal.SIGTERM, signal.SIGINT: -signal.SIGINT},
 }
@@ -80,6 +80,8 @@ def test_signal_drains_in_flight_request_then_exits(
 ) -> None:
     graceful = 10
     env = {**TEST_APP, "APP_WORKERS": str(workers), "APP_GRACEFUL_TIMEOUT": str(graceful)}
+    if workers == 1:
+        env["APP_WORKER_TIMEOUT"] = "0"  # unwatched: uvicorn and hypercorn serve in the launched process
     with running_server(profile, env) as server, ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(_slow_request, server.base_url, 2.0)
         time.sleep(0.7)  # the request is now inside the handler

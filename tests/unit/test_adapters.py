@@ -33,6 +33,8 @@ VALUES: dict[str, Any] = {
     "graceful_timeout": 17,
     "max_requests": 1000,
     "max_requests_jitter": 50,
+    "worker_timeout": 45,
+    "max_worker_memory": 300,
     "forwarded_allow_ips": "10.0.0.0/8,127.0.0.1",
     "root_path": "/api",
     "asgi_app": "tests.support.apps:app",
@@ -101,6 +103,22 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         "gunicorn": ("gunicorn.max_requests", 1000),
         "gunicorn-asgi": ("gunicorn.max_requests", 1000),
         "granian": ("", REFUSED),
+    },
+    # Our supervisor (uvicorn, hypercorn), gunicorn's heartbeat and our arbiter, granian's own
+    # RSS limit and deploy/heartbeat_files.py: tests/resilience/test_worker_health.py proves them.
+    "worker_timeout": {
+        "uvicorn": ("supervisor.worker_timeout", 45),
+        "hypercorn": ("supervisor.worker_timeout", 45),
+        "gunicorn": ("gunicorn.timeout", 45),
+        "gunicorn-asgi": ("gunicorn.timeout", 45),
+        "granian": ("worker_timeout", 45),
+    },
+    "max_worker_memory": {
+        "uvicorn": ("supervisor.max_memory_mib", 300),
+        "hypercorn": ("supervisor.max_memory_mib", 300),
+        "gunicorn": ("arbiter.max_worker_memory", 300),
+        "gunicorn-asgi": ("arbiter.max_worker_memory", 300),
+        "granian": ("workers_max_rss", 300),
     },
     "max_requests_jitter": {
         "uvicorn": ("limit_max_requests_jitter", 50),
@@ -286,8 +304,12 @@ def test_app_applied_settings_are_neutral_in_every_server() -> None:
     assert (gunicorn_asgi["root_path"], gunicorn_asgi["secure_scheme_headers"]) == ("", {})
 
 
-def test_one_worker_without_recycling_runs_in_process() -> None:
-    single = Settings(workers=1)
+def test_one_unwatched_worker_without_recycling_runs_in_process() -> None:
+    single = Settings(workers=1, worker_timeout=0)
     assert hypercorn_adapter.native_config(single)["workers"] == 0
-    recycled = Settings(workers=1, max_requests=100)
-    assert hypercorn_adapter.native_config(recycled)["workers"] == 1
+    for supervised in (
+        Settings(workers=1, worker_timeout=0, max_requests=100),
+        Settings(workers=1),  # the default APP_WORKER_TIMEOUT watches the worker
+        Settings(workers=1, worker_timeout=0, max_worker_memory=200),
+    ):
+        assert hypercorn_adapter.native_config(supervised)["workers"] == 1

@@ -22,7 +22,7 @@ import pytest
 from hypercorn.asyncio import run as hypercorn_asyncio_run
 
 from deploy.hypercorn import ReportingWorkerContext
-from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
+from deploy.supervisor import READY, RETIRING, StopFlag, Supervisor, WorkerLink
 
 BOOT = 0.3  # a worker's simulated import time
 BOUND = 15.0
@@ -54,6 +54,7 @@ def _worker(link: WorkerLink, *, journal: Path, retire_first: bool, boot_exit: i
 
 def _supervise(journal: Path, workers: int, retire_first: bool, boot_exit: int) -> None:
     code = Supervisor(
+        server="test",
         workers=workers,
         target=_worker,
         target_kwargs={"journal": journal, "retire_first": retire_first, "boot_exit": boot_exit},
@@ -152,10 +153,15 @@ def test_hypercorn_workers_report_ready_and_retire_instead_of_exiting(
     # hypercorn builds one WorkerContext per worker, once serving starts: the name our worker rebinds.
     assert "WorkerContext(max_requests)" in inspect.getsource(hypercorn_asyncio_run.worker_serve)
     reader, writer = Pipe(duplex=False)
-    monkeypatch.setattr(
-        ReportingWorkerContext, "link", WorkerLink(get_context("spawn").Event(), writer), raising=False
-    )
-    context = ReportingWorkerContext(max_requests=2)
+    spawn = get_context("spawn")
+    link = WorkerLink(StopFlag(spawn.RawValue("b", 0)), writer, spawn.RawValue("d", 0.0), os.getpid())
+    monkeypatch.setattr(ReportingWorkerContext, "link", link, raising=False)
+
+    async def build() -> ReportingWorkerContext:
+        return ReportingWorkerContext(max_requests=2)  # hypercorn builds it in the worker's loop
+
+    context = asyncio.run(build())
+    assert link.heartbeat.value > 0  # its loop beat once before the loop ended
 
     async def serve_requests(count: int) -> None:
         for _ in range(count):
