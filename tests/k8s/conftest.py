@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tests.k8s.tools import (
-    COMPONENTS,
     K8S_DIR,
+    OPTIONAL_COMPONENTS,
     OVERLAYS,
     render,
     render_with_components,
@@ -16,7 +16,7 @@ from tests.k8s.tools import (
 )
 
 # Every overlay on its own, and one overlay with every optional component.
-VARIANTS = (*OVERLAYS, "uvicorn+" + "+".join(COMPONENTS))
+VARIANTS = (*OVERLAYS, "uvicorn+" + "+".join(OPTIONAL_COMPONENTS))
 
 Objects = list[dict[str, Any]]
 

@@ -23,6 +23,18 @@ WORKFLOW = REPO_ROOT / ".github" / "workflows" / "ci.yml"
 OVERLAYS = tuple(sorted(PROFILES))  # one overlay per server profile
 COMPONENTS = tuple(sorted(p.name for p in (K8S_DIR / "components").iterdir() if p.is_dir()))
 
+
+def _used_by_overlays() -> set[str]:
+    used = set()
+    for overlay in OVERLAYS:
+        kustomization = yaml.safe_load((K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text())
+        used |= {Path(path).name for path in kustomization.get("components", [])}
+    return used
+
+
+# The optional features a user adds to an overlay; the others are part of some overlay already.
+OPTIONAL_COMPONENTS = tuple(name for name in COMPONENTS if name not in _used_by_overlays())
+
 # The Kubernetes versions the manifests promise to work on: the oldest is where the
 # native preStop `sleep` action became on by default (beta, 1.30); the newest is
 # the newest schema kubernetes-validate ships.
