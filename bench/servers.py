@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import psutil
 
-from tests.support.process import ServerProcess, launched
+from devkit.process import ServerProcess, launched
 
 LOG_TAIL_LINES = 20
 

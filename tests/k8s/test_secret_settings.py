@@ -18,12 +18,12 @@ import httpx
 import pytest
 import yaml
 
+from devkit.process import running_server
 from service.settings import Settings
 from service.settings_problems import DEFAULT_SECRETS_DIR
 from tests.k8s import checks
 from tests.k8s.tools import K8S_DIR, render
 from tests.support.otlp import otlp_receiver
-from tests.support.process import running_server
 from tests.support.secrets import kubelet_secret_volume
 
 README = K8S_DIR / "components" / "secret-settings" / "README.md"

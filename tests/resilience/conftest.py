@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.profiles import PROFILES
+from devkit.process import ServerProcess, running_server
 from tests.resilience.support import RESILIENCE_APP, Report
-from tests.support.process import ServerProcess, running_server
 
 # Limits of the shared server: small enough to trip from a test, one worker so the
 # per-worker concurrency limit is the server's.

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.process import LOOPBACK, ServerProcess
+from devkit.process import LOOPBACK, ServerProcess
 
 RESILIENCE_APP = "tests.resilience.apps:app"
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from deploy.profiles import PROFILES
+from devkit.process import running_server
 from tests.resilience.support import Load, Report, summarize_errors, wait_workers
-from tests.support.process import running_server
 
 pytestmark = pytest.mark.resilience
 

@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from deploy.profiles import PROFILES
+from devkit.process import ServerProcess, running_server
 from tests.resilience.conftest import UNTRUSTED_PROXY
 from tests.resilience.support import RESILIENCE_APP
-from tests.support.process import ServerProcess, running_server
 
 pytestmark = pytest.mark.resilience
 

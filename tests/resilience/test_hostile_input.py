@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devkit.process import ServerProcess
 from tests.resilience.support import RawResult, Report, connect, read_response_head
-from tests.support.process import ServerProcess
 
 pytestmark = pytest.mark.resilience
 

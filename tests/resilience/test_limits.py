@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from devkit.process import ServerProcess
 from tests.resilience.conftest import (
     HEAD_TIMEOUT,
     KEEPALIVE_TIMEOUT,
@@ -31,7 +32,6 @@ from tests.resilience.support import (
     read_response_head,
     summarize_ms,
 )
-from tests.support.process import ServerProcess
 
 pytestmark = pytest.mark.resilience
 

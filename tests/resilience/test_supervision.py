@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from deploy.profiles import PROFILES
+from devkit.process import refused_at_startup, running_server
 from tests.resilience.support import (
     RESILIENCE_APP,
     Load,
@@ -27,7 +28,6 @@ from tests.resilience.support import (
     wait_for,
     wait_workers,
 )
-from tests.support.process import refused_at_startup, running_server
 
 pytestmark = pytest.mark.resilience
 

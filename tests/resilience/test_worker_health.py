@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from deploy.profiles import PROFILES
+from devkit.process import LOOPBACK, ServerProcess, running_server
 from tests.resilience.support import (
     RESILIENCE_APP,
     Load,
@@ -29,7 +30,6 @@ from tests.resilience.support import (
     wait_for,
     wait_workers,
 )
-from tests.support.process import LOOPBACK, ServerProcess, running_server
 
 pytestmark = pytest.mark.resilience
 

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.profiles import PROFILES
-from tests.support.process import running_server
+from devkit.process import running_server
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from deploy.profiles import PROFILES
-from tests.support.process import running_server
+from devkit.process import running_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 

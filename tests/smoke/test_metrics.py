@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.profiles import PROFILES
-from tests.support.process import running_server
+from devkit.process import running_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 

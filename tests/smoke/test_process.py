@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from deploy.profiles import PROFILES
-from tests.support.process import refused_at_startup, running_server
+from devkit.process import refused_at_startup, running_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 

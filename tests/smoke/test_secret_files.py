@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.process import refused_at_startup
+from devkit.process import refused_at_startup
 from tests.support.secrets import kubelet_secret_volume
 from tests.unit.test_secret_settings import ENDPOINT, HEADERS, TOKEN
 

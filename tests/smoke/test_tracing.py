@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from deploy.profiles import PROFILES
+from devkit.process import REPO_ROOT, clean_environ, running_server
 from tests.support.otlp import Receiver, otlp_receiver
-from tests.support.process import REPO_ROOT, clean_environ, running_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 

@@ -20,7 +20,7 @@ from gunicorn.config import Config as GunicornConfig
 from gunicorn.workers import gasgi
 
 from deploy.gunicorn_asgi_worker import HeadTimeoutASGIProtocol, HeadTimeoutASGIWorker
-from tests.support.connections import DEADLINE, LATE, REQUEST, connected, read_response, seconds_until_closed
+from devkit.connections import DEADLINE, LATE, REQUEST, connected, read_response, seconds_until_closed
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -18,7 +18,7 @@ from uvicorn.server import ServerState
 
 from deploy.head_deadline import HeadDeadline
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
-from tests.support.connections import (
+from devkit.connections import (
     DEADLINE,
     LATE,
     REQUEST,

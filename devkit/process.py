@@ -22,7 +22,7 @@ from typing import ClassVar, TypeVar
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 POLL_SECONDS = 0.02  # fine enough to time a start-up (the bench reports it)
 
