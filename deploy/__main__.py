@@ -11,20 +11,18 @@ import importlib
 import json
 import logging.config
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
-from deploy import drain, metrics_dir
+from deploy import drain
 from deploy.common import check_app_module
 from deploy.lifecycle import ignore_operator_signals
+from deploy.plan import LaunchPlan, resolve, with_profile
 from deploy.profile import Profile, UnsupportedSettingError
 from deploy.profiles import PROFILES, load_profile
 from service import tracing
 from service.logs import log_config
-from service.settings import Settings, SettingsError, env_name, get_settings
+from service.settings import Settings, SettingsError, get_settings
 from service.versions import UnsupportedVersionError
 
 EXIT_USAGE = 2
@@ -35,67 +33,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
-        profile = args.command if args.command in PROFILES else (args.profile or settings.server)
-        if profile != settings.server:
-            # Workers import the app and read the settings anew: they must agree
-            # with the launcher on which server they run under.
-            os.environ[env_name("server")] = profile
-            get_settings.cache_clear()
-            settings = get_settings()
-        server = load_profile(profile)
+        name = args.command if args.command in PROFILES else (args.profile or settings.server)
         if args.command == "config":
-            _print_config(server, settings)
+            _print_config(load_profile(name), with_profile(settings, name))
             return 0
+        server = load_profile(name)
         server.check(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
         check_app_module(settings)
-        return _launch(server, settings)
+        return _launch(resolve(name, settings))
     except (SettingsError, UnsupportedSettingError, UnsupportedVersionError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _launch(server: Profile, settings: Settings) -> int:
-    """Prepare what the workers share, export it to them, then run the server."""
-    cleanup: list[Path] = []
-    if settings.metrics_enabled:
-        directory = metrics_dir.prepare(settings.metrics_dir)
-        if settings.metrics_dir is None:
-            cleanup.append(directory)
-        metrics_dir.export(directory)
-        _export_setting("metrics_dir", directory)
-    window = settings.effective_drain_seconds
-    flag = settings.drain_file
-    if window and flag is None:
-        run_dir = Path(tempfile.mkdtemp(prefix="asgi-deploy-run-"))
-        cleanup.append(run_dir)
-        flag = run_dir / "draining"
-        _export_setting("drain_file", flag)
+def _launch(plan: LaunchPlan) -> int:
+    """Hand the plan over to the workers to be, then run the server."""
+    settings = plan.settings
     launcher_pid = os.getpid()
-    # The launcher's own lines (and a supervisor's) in the format of every other line.
-    logging.config.dictConfig(log_config(settings))
-    # Until a server installs its own handlers, no operator signal may end the service;
-    # servers that scale (gunicorn's arbiter, our supervisor) replace these.
-    ignore_operator_signals(settings.server)
     try:
+        plan.hand_over()
+        # The launcher's own lines (and a supervisor's) in the format of every other line.
+        logging.config.dictConfig(log_config(settings))
+        # Until a server installs its own handlers, no operator signal may end the service;
+        # servers that scale (gunicorn's arbiter, our supervisor) replace these.
+        ignore_operator_signals(settings.server)
         if settings.metrics_enabled:
-            # Only now that the directory is exported: prometheus-client picks its mode at import.
-            # Importing it checks the version its hooks were written for, before any server starts.
-            importlib.import_module("service.metrics")
-        if window and flag is not None:
-            return drain.run_with_drain(lambda: server.run(get_settings()), window, flag)
-        return server.run(get_settings())
+            # The version check of the metrics' hook; it imports nothing of prometheus-client,
+            # which must not be loaded here: every process that imports it publishes series.
+            importlib.import_module("service.prometheus_internals")
+        if plan.drain_seconds and settings.drain_file is not None:
+            return drain.run_with_drain(
+                lambda: plan.profile.run(settings), plan.drain_seconds, settings.drain_file
+            )
+        return plan.profile.run(settings)
     finally:
         # Forked workers (gunicorn) leave through here too: only the launcher cleans up.
         if os.getpid() == launcher_pid:
-            for path in cleanup:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _export_setting(name: str, value: Path) -> None:
-    """Workers read the settings anew: they must find what the launcher prepared."""
-    os.environ[env_name(name)] = str(value)
-    get_settings.cache_clear()
+            plan.clean_up()
 
 
 def _parser() -> argparse.ArgumentParser:

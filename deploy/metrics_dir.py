@@ -7,7 +7,6 @@ module never imports it, and the launcher calls it before starting a server.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,8 +25,3 @@ def prepare(configured: Path | None) -> Path:
         else:
             entry.unlink()
     return configured
-
-
-def export(directory: Path) -> None:
-    """Hand the directory to prometheus-client in this process and every worker it starts."""
-    os.environ[MULTIPROC_ENV] = str(directory)

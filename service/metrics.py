@@ -15,7 +15,6 @@ import os
 import threading
 from bisect import bisect_left
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,9 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client import generate_latest as _generate_latest
 
-from service.versions import require
-
-require("prometheus-client", ">=0.26,<0.27", "service/metrics.py (the values behind its metrics)")
+from service.prometheus_internals import counter_value, gauge_value, histogram_parts
 
 LABELS = ("method", "route", "status")
 # Anything else a client sends as a method is counted as OTHER: labels must stay bounded.
@@ -92,12 +89,8 @@ class RequestSeries:
 
     def __init__(self, method: str, route: str, status: int) -> None:
         labels = (method, route, str(status))
-        counter: Any = REQUESTS.labels(*labels)
-        histogram: Any = DURATION.labels(*labels)
-        self.count = counter._value
-        self.sum = histogram._sum
-        self.buckets = histogram._buckets
-        self.bounds = histogram._upper_bounds  # ascending, the last +Inf
+        self.count = counter_value(REQUESTS.labels(*labels))
+        self.sum, self.buckets, self.bounds = histogram_parts(DURATION.labels(*labels))
         self.pending = 0
         self.pending_sum = 0.0
         self.pending_buckets: dict[int, int] = {}
@@ -128,8 +121,7 @@ class InProgress:
     __slots__ = ("changed", "now", "value", "written")
 
     def __init__(self, method: str) -> None:
-        gauge: Any = IN_PROGRESS.labels(method)
-        self.value = gauge._value
+        self.value = gauge_value(IN_PROGRESS.labels(method))
         self.now = 0
         self.written = 0
         self.changed = False

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _required() -> dict[str, SupportedRange]:
-    for module in (*PROFILES.values(), "service.metrics"):
+    for module in (*PROFILES.values(), "service.metrics", "service.prometheus_internals"):
         importlib.import_module(module)
     return REQUIRED
 
