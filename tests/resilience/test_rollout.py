@@ -1,0 +1,231 @@
+"""A rolling update through a real load balancer loses no request, on every profile.
+
+HAProxy (the distribution's package, run in the foreground and stopped by PID) stands
+where an ingress controller would: it balances over two instances and follows their
+readiness the way an ingress follows a pod's readiness probe (`GET /readyz` every
+500 ms, out after one failure, in after two successes). Under wrk load through it, the
+new instance B starts and joins, then the old instance A gets SIGTERM as the kubelet
+sends it. wrk counts every non-2xx answer and every socket error.
+
+With a drain window, A answers /readyz 503 while it keeps serving, HAProxy takes it
+out of rotation, and only then does A stop: zero failures. With the window set to 0,
+A stops listening the moment SIGTERM arrives while HAProxy still routes to it: the
+same scenario must show the losses the window exists to prevent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.profiles import PROFILES
+from tests.resilience.support import Report, wait_for
+from tests.support.process import LOOPBACK, free_port, running_server
+from tests.support.tools import require_tools
+
+pytestmark = pytest.mark.resilience
+
+DRAIN_SECONDS = 2  # > HAProxy's worst case to notice (inter 500 ms, fall 1), on a noisy machine
+GRACEFUL_SECONDS = 5
+CONNECTIONS = 16
+MAX_LOAD_SECONDS = 20  # wrk's own bound; the test interrupts it as soon as A has exited
+LOAD_AFTER_EXIT = 0.5  # keep the load on past A's exit, so nothing after it goes uncounted
+HAPROXY_CONFIG = """\
+global
+    stats socket {socket} mode 600 level admin
+    maxconn 2000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+
+frontend web
+    bind {host}:{port}
+    default_backend instances
+
+backend instances
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 500ms fall 1 rise 2
+    server a {host}:{port_a} check
+    server b {host}:{port_b} check
+"""
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    non_2xx: int
+    socket_errors: dict[str, int]
+    output: str
+
+    @property
+    def failed(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+def parse_wrk(output: str) -> WrkResult:
+    total = re.search(r"(\d+) requests in", output)
+    assert total, f"no request count in wrk's output:\n{output}"
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    if errors:
+        socket_errors = dict(zip(socket_errors, map(int, errors.groups()), strict=True))
+    return WrkResult(int(total.group(1)), int(non_2xx.group(1)) if non_2xx else 0, socket_errors, output)
+
+
+class HAProxy:
+    def __init__(self, process: subprocess.Popen[str], stats_socket: Path, port: int) -> None:
+        self.process = process
+        self.stats_socket = stats_socket
+        self.port = port
+
+    def server_states(self) -> dict[str, str]:
+        """`show stat` over the admin socket: server name -> UP / DOWN / ..."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(self.stats_socket))
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        states: dict[str, str] = {}
+        for line in data.decode().splitlines():
+            fields = line.split(",")
+            if len(fields) > 17 and fields[0] == "instances" and fields[1] not in ("BACKEND", "FRONTEND"):
+                states[fields[1]] = fields[17].split(" ")[0]
+        return states
+
+    def wait_state(self, server: str, state: str, timeout: float = 15) -> None:
+        def reached() -> bool:
+            with contextlib.suppress(OSError):
+                return self.server_states().get(server) == state
+            return False
+
+        if wait_for(reached, timeout, interval=0.05) is None:
+            pytest.fail(f"HAProxy never saw server {server} {state}: {self.server_states()}")
+
+
+@contextlib.contextmanager
+def haproxy(port_a: int, port_b: int) -> Iterator[HAProxy]:
+    binary = require_tools("haproxy", install="apt-get install -y haproxy")["haproxy"]
+    with tempfile.TemporaryDirectory(prefix="haproxy-") as tmp:
+        port = free_port()
+        stats_socket = Path(tmp, "admin.sock")
+        config = Path(tmp, "haproxy.cfg")
+        config.write_text(
+            HAPROXY_CONFIG.format(socket=stats_socket, host=LOOPBACK, port=port, port_a=port_a, port_b=port_b)
+        )
+        log = Path(tmp, "haproxy.log").open("w+")  # noqa: SIM115 - closed below, after the process
+        # -db: stay in the foreground, so this PID is HAProxy itself and stops with it.
+        process = subprocess.Popen(
+            [binary, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            if wait_for(stats_socket.exists, 10) is None:
+                log.seek(0)
+                pytest.fail(f"HAProxy did not start:\n{log.read()}")
+            yield HAProxy(process, stats_socket, port)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+            log.close()
+
+
+def wrk(port: int) -> subprocess.Popen[str]:
+    binary = require_tools("wrk", install="apt-get install -y wrk")["wrk"]
+    return subprocess.Popen(
+        [binary, "-t1", f"-c{CONNECTIONS}", f"-d{MAX_LOAD_SECONDS}s", f"http://{LOOPBACK}:{port}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(load: subprocess.Popen[str]) -> WrkResult:
+    """Interrupt wrk (it reports what it counted so far on SIGINT) and parse its report."""
+    if load.poll() is None:
+        load.send_signal(signal.SIGINT)
+    try:
+        output, _ = load.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        load.kill()
+        output, _ = load.communicate(timeout=5)
+    return parse_wrk(output)
+
+
+def rollout(profile: str, drain_seconds: int) -> dict[str, object]:
+    """Old instance A serving through HAProxy; new instance B joins under load; A gets SIGTERM."""
+    env = {
+        "APP_WORKERS": "1",
+        "APP_ACCESS_LOG": "false",
+        "APP_DRAIN_SECONDS": str(drain_seconds),
+        "APP_GRACEFUL_TIMEOUT": str(GRACEFUL_SECONDS),
+    }
+    port_b = free_port()
+    with running_server(profile, env) as old, haproxy(old.port, port_b) as proxy:
+        proxy.wait_state("a", "UP")
+        proxy.wait_state("b", "DOWN")  # nothing listens there yet
+        load = wrk(proxy.port)
+        try:
+            time.sleep(0.5)
+            with running_server(profile, env, port=port_b) as new:
+                proxy.wait_state("b", "UP")
+                joined = time.monotonic()
+                old.signal(signal.SIGTERM)
+                code = old.wait_exit(timeout=drain_seconds + GRACEFUL_SECONDS + 10)
+                stop_seconds = time.monotonic() - joined
+                time.sleep(LOAD_AFTER_EXIT)
+                result = finish(load)
+                assert new.process.poll() is None, "the new instance died during the rollout"
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait(timeout=5)
+    return {
+        "requests": result.requests,
+        "non_2xx": result.non_2xx,
+        "socket_errors": result.socket_errors,
+        "failed": result.failed,
+        "old_exit_code": code,
+        "old_stop_seconds": round(stop_seconds, 2),
+        "wrk": result.output,
+    }
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_rollout_through_haproxy_loses_nothing(profile: str, report: Report) -> None:
+    figures = rollout(profile, DRAIN_SECONDS)
+    wrk_output = figures.pop("wrk")
+    report.add(f"rollout[{profile}][drain={DRAIN_SECONDS}s]", **figures)
+    assert figures["requests"] > 0, wrk_output
+    assert figures["failed"] == 0, f"failed requests during the rollout:\n{wrk_output}"
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_rollout_without_drain_window_loses_requests(profile: str, report: Report) -> None:
+    """The other side of the contract: the test above can fail, and does without the window."""
+    figures = rollout(profile, 0)
+    wrk_output = figures.pop("wrk")
+    report.add(f"rollout[{profile}][drain=0s]", **figures)
+    assert figures["failed"] > 0, f"no loss without a drain window: the test cannot tell\n{wrk_output}"
