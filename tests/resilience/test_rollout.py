@@ -3,9 +3,9 @@
 HAProxy (the distribution's package, run in the foreground and stopped by PID) stands
 where an ingress controller would: it balances over two instances and follows their
 readiness the way an ingress follows a pod's readiness probe (`GET /readyz` every
-second, out after two failures, in after one success, like the Deployment's probe). Under wrk load through it, the
-new instance B starts and joins, then the old instance A gets SIGTERM as the kubelet
-sends it. wrk counts every non-2xx answer and every socket error.
+second, out after two failures, in after one success, like the Deployment's probe).
+Under wrk load through it, the new instance B starts and joins, then the old instance A
+gets SIGTERM as the kubelet sends it. wrk counts every non-2xx answer and every socket error.
 
 With a drain window, A answers /readyz 503 while it keeps serving, HAProxy takes it
 out of rotation, and only then does A stop: zero failures. With the window set to 0,
