@@ -106,7 +106,7 @@ KUBE_PLAY_PORT ?= 8080
 COMPONENTS ?=
 SECRET ?=
 kube-play: venv-dev ## Run one overlay's real manifests as a pod with podman, no cluster (OVERLAY=, COMPONENTS=, SECRET=)
-	@$(RUN) -m deploy.kube_play up $(OVERLAY) --image localhost/$(IMAGE) --port $(KUBE_PLAY_PORT) \
+	@$(RUN) -m deploy.kube_play up $(OVERLAY) --image $(IMAGE) --port $(KUBE_PLAY_PORT) \
 		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) \
 		$(foreach c,$(COMPONENTS),--component $(c)) $(foreach s,$(SECRET),--secret $(s))
 

@@ -321,6 +321,14 @@ def play_down(play: Play, env: Mapping[str, str]) -> Stopped:
 # --- the image ------------------------------------------------------------------------------
 
 
+def local_reference(image: str) -> str:
+    """`asgi-deploy:0.1.0` as podman stores a local build of it: `localhost/asgi-deploy:0.1.0`."""
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"localhost/{image}"
+
+
 def image_exists(image: str, env: Mapping[str, str]) -> bool:
     return run([podman(), "image", "exists", image], timeout=60, env=env, check=False).returncode == 0
 
@@ -379,6 +387,7 @@ def up(args: argparse.Namespace) -> None:
         raise KubePlayError(f"a deployment is already played ({state_file}): run `make kube-down` first")
     state_dir.mkdir(parents=True, exist_ok=True)
     env = podman_env(state_dir)
+    args.image = local_reference(args.image)
     ensure_image(args.image, args.base_image, env)
     objects = render(args.overlay, args.component)
     secrets = {}
@@ -416,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="build if needed, render, play and wait for the pod")
     up_parser.add_argument("overlay")
-    up_parser.add_argument("--image", default="localhost/asgi-deploy:0.1.0")
+    up_parser.add_argument("--image", default="asgi-deploy:0.1.0", help="built here if missing")
     up_parser.add_argument("--base-image", default=None)
     up_parser.add_argument("--port", type=int, default=8080, help="host port on 127.0.0.1")
     up_parser.add_argument("--component", action="append", default=[], help="k8s/components/NAME")
