@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import datetime
 import json
 import os
 import shutil
@@ -294,28 +295,45 @@ def wait_answering(play: Play, path: str, port_name: str, env: Mapping[str, str]
 @dataclass
 class Stopped:
     exit_codes: list[int]
-    seconds: float
+    exit_seconds: list[float]  # per container, from SIGTERM to its exit (as the runtime recorded it)
+    seconds: float  # the whole stop, podman's own work included
+
+
+def runtime_timestamp(value: str) -> float:
+    """Podman's `2026-12-01T23:17:33.088709178Z` (nanoseconds) as a POSIX time."""
+    whole, _, fraction = value.rstrip("Z").partition(".")
+    parsed = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.UTC)
+    return parsed.timestamp() + float(f"0.{fraction or 0}")
 
 
 def play_down(play: Play, env: Mapping[str, str]) -> Stopped:
-    """SIGTERM with the manifest's grace period, as the kubelet does; then remove what was made."""
+    """Stop as the kubelet does: SIGTERM, up to the manifest's grace period, then SIGKILL; then
+    remove the pod and what was made for it."""
     started = time.monotonic()
-    for pod in play.pods:
-        run([podman(), "pod", "stop", "--time", str(play.grace_seconds), pod],
-            timeout=play.grace_seconds + 30, env=env, check=False)  # fmt: skip
+    signalled_at: dict[str, float] = {}
+    for container in play.containers:
+        signalled_at[container] = time.time()
+        run([podman(), "stop", "--time", str(play.grace_seconds), container],
+            timeout=play.grace_seconds + 60, env=env, check=False)  # fmt: skip
+    for pod in play.pods:  # the infra container
+        run([podman(), "pod", "stop", "--time", "0", pod], timeout=60, env=env, check=False)
     seconds = time.monotonic() - started
-    codes = []
+    codes, exit_seconds = [], []
     for container in play.containers:
         try:
-            codes.append(int(container_state(container, env)["ExitCode"]))
+            state = container_state(container, env)
         except KubePlayError:
             codes.append(-1)
+            exit_seconds.append(float("nan"))
+            continue
+        codes.append(int(state["ExitCode"]))
+        exit_seconds.append(runtime_timestamp(state["FinishedAt"]) - signalled_at[container])
     run([podman(), "kube", "down", play.manifest], timeout=60, env=env, check=False)
     for volume in play.volumes:
         run([podman(), "volume", "rm", "--force", volume], timeout=60, env=env, check=False)
     for directory in play.secret_dirs:
         shutil.rmtree(directory, ignore_errors=True)
-    return Stopped(codes, seconds)
+    return Stopped(codes, exit_seconds, seconds)
 
 
 # --- the image ------------------------------------------------------------------------------
