@@ -105,6 +105,18 @@ k8s-render: venv-dev ## Print the rendered manifests of one overlay (OVERLAY=uvi
 deploy: venv-dev ## kubectl apply -k one overlay to the current kube context (OVERLAY=...)
 	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
 
+.PHONY: kube-play kube-down
+KUBE_PLAY_PORT ?= 8080
+COMPONENTS ?=
+SECRET ?=
+kube-play: venv-dev ## Run one overlay's real manifests as a pod with podman, no cluster (OVERLAY=, COMPONENTS=, SECRET=)
+	@$(RUN) -m devkit.kube_play up $(OVERLAY) --image $(IMAGE) --port $(KUBE_PLAY_PORT) \
+		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) \
+		$(foreach c,$(COMPONENTS),--component $(c)) $(foreach s,$(SECRET),--secret $(s))
+
+kube-down: venv-dev ## Stop the pod make kube-play started (SIGTERM, then the manifest's grace period)
+	@$(RUN) -m devkit.kube_play down
+
 .PHONY: base-image image image-test
 base-image: ## Build a local python:3.11-slim stand-in with debootstrap (root; no registry needed)
 	bash deploy/build-base-image.sh localhost/asgi-deploy-base:bookworm

@@ -1,4 +1,4 @@
-"""The benchmark's server: launched and stopped as the tests' are (tests/support/process.py), but quiet.
+"""The benchmark's server: launched and stopped as the tests' are (devkit/process.py), but quiet.
 
 Only what the bench needs beyond the tests is here: its settings, a longer wait for
 many workers on a busy machine, an error it can record and go on, and memory per worker.

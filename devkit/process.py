@@ -176,12 +176,15 @@ ServerT = TypeVar("ServerT", bound=ServerProcess)
 
 
 @contextlib.contextmanager
-def launched(kind: type[ServerT], profile: str, env: Mapping[str, str]) -> Iterator[ServerT]:
-    """Start `python -m deploy <profile>` on a free loopback port; stop it whatever happens.
+def launched(
+    kind: type[ServerT], profile: str, env: Mapping[str, str], port: int | None = None
+) -> Iterator[ServerT]:
+    """Start `python -m deploy <profile>` on a loopback port (a free one unless given); stop it
+    whatever happens.
 
     `kind` is the class that watches it: `ServerProcess`, or the bench's own.
     """
-    port = free_port()
+    port = free_port() if port is None else port
     # No drain window unless the caller asks for one: it would add seconds to every stop.
     defaults = {"APP_HOST": LOOPBACK, "APP_PORT": str(port), "APP_DRAIN_SECONDS": "0"}
     full_env = clean_environ({**defaults, **env})
@@ -209,9 +212,9 @@ def launched(kind: type[ServerT], profile: str, env: Mapping[str, str]) -> Itera
 
 @contextlib.contextmanager
 def running_server(
-    profile: str, env: Mapping[str, str] | None = None, wait_ready: bool = True
+    profile: str, env: Mapping[str, str] | None = None, wait_ready: bool = True, port: int | None = None
 ) -> Iterator[ServerProcess]:
-    with launched(ServerProcess, profile, env or {}) as server:
+    with launched(ServerProcess, profile, env or {}, port) as server:
         if wait_ready:
             server.wait_ready()
         yield server

@@ -1,19 +1,14 @@
-"""The real image: built from deploy/Dockerfile with buildah on a base made
-locally with debootstrap, run with podman the way Kubernetes runs it (read-only
-root filesystem, UID 10001, only /tmp writable) under each server, probed over
-127.0.0.1, then stopped with SIGTERM, which must end it cleanly and quickly.
-
-Override the base with ASGI_DEPLOY_BASE_IMAGE (e.g. python:3.11-slim where a
-registry is reachable); otherwise deploy/build-base-image.sh makes one once.
+"""The real image (tests/image/conftest.py builds it), run with podman under each server with
+the security settings the Deployment declares (user, read-only root, writable volumes,
+capabilities, privilege escalation: read from the rendered manifest, not written here),
+probed over 127.0.0.1, then stopped with SIGTERM, which must end it cleanly and quickly.
+tests/image/test_kube_play.py runs the manifests themselves.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -23,63 +18,39 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.profiles import PROFILES
-from tests.k8s.tools import DOCKERFILE, REPO_ROOT
+from devkit.kube_play import app_container, only, pod_spec, render
+from tests.image.conftest import must, sh
 
 pytestmark = pytest.mark.image
 
-BASE_IMAGE = os.environ.get("ASGI_DEPLOY_BASE_IMAGE", "localhost/asgi-deploy-base:bookworm")
-IMAGE = "localhost/asgi-deploy:image-test"
 UID_GID = "10001:10001"
 STOP_TIMEOUT = 30  # seconds podman waits after SIGTERM before SIGKILL
 # runc (crun needs cgroup rights a nested host may lack) and explicit limits
 # (inheriting the host's may be refused in a nested container).
 RUNTIME = ("--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
-WRITABLE = "/tmp"  # noqa: S108 - the one writable path, a tmpfs like the pod's emptyDir
 
 
-def sh(*command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+def manifest_flags(overlay: str) -> list[str]:
+    """`podman run` flags for what the overlay's Deployment declares about the container."""
+    deployment = only(render(overlay), "Deployment")
+    pod, container = pod_spec(deployment), app_container(deployment)
+    security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    flags = ["--user", f"{security['runAsUser']}:{security['runAsGroup']}"]
+    if security.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    flags += [f"--tmpfs={m['mountPath']}" for m in container["volumeMounts"] if m["name"] in empty_dirs]
+    flags += [f"--cap-drop={cap}" for cap in security.get("capabilities", {}).get("drop", [])]
+    flags += [f"--cap-add={cap}" for cap in security.get("capabilities", {}).get("add", [])]
+    if security.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    return flags
 
 
-def must(*command: str, timeout: float = 120) -> str:
-    result = sh(*command, timeout=timeout)
-    if result.returncode != 0:
-        output = result.stdout[-3000:] + result.stderr[-3000:]
-        pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{output}")
-    return result.stdout
-
-
-def missing_prerequisite() -> str | None:
-    for tool in ("buildah", "podman", "runc"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install -y buildah podman runc debootstrap)"
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        return "needs root (buildah chroot isolation and debootstrap)"
-    for path in ("uv.lock", "service/main.py", "deploy/__main__.py"):
-        if not (REPO_ROOT / path).is_file():
-            return f"{path} does not exist yet"
-    return None
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    reason = missing_prerequisite()
-    if reason:
-        pytest.skip(reason)
-    if sh("podman", "image", "exists", BASE_IMAGE).returncode != 0:
-        if "ASGI_DEPLOY_BASE_IMAGE" in os.environ:
-            must("podman", "pull", BASE_IMAGE, timeout=600)
-        elif shutil.which("debootstrap") is None:
-            pytest.skip(f"no base image {BASE_IMAGE} and debootstrap is not installed to make one")
-        else:
-            must("bash", str(REPO_ROOT / "deploy" / "build-base-image.sh"), BASE_IMAGE, timeout=900)
-    must(
-        "buildah", "bud", "--isolation", "chroot", "--layers", "--quiet",
-        "-f", str(DOCKERFILE), "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
-        "-t", IMAGE, str(REPO_ROOT),
-        timeout=900,
-    )  # fmt: skip
-    return IMAGE
+def test_manifest_flags_carry_the_security_settings() -> None:
+    flags = manifest_flags("uvicorn")
+    assert flags[:2] == ["--user", UID_GID]
+    assert {"--read-only", "--tmpfs=/tmp", "--cap-drop=ALL", "no-new-privileges"} <= set(flags)
 
 
 def free_port() -> int:
@@ -118,14 +89,14 @@ def test_image_has_no_compilers(image: str) -> None:
 @pytest.fixture
 def container(image: str, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     server = request.param
+    flags = manifest_flags(server)
     name = f"asgi-deploy-test-{server}-{uuid.uuid4().hex[:8]}"
     port = free_port()
     try:
         must(
             "podman", "run", "--detach", "--name", name,
             *RUNTIME, "--network", "host",
-            "--read-only", "--tmpfs", WRITABLE, "--user", UID_GID,
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            *flags,
             "-e", f"APP_PORT={port}", "-e", f"APP_SERVER={server}",
             "-e", "APP_HOST=127.0.0.1", "-e", "APP_WORKERS=2",
             image,
