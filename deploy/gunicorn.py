@@ -10,8 +10,14 @@ from typing import Any
 
 from uvicorn_worker import UvicornWorker
 
-from deploy.gunicorn_app import GunicornApplication, gunicorn_options
-from deploy.profile import INERT_PROXY_LIST, Native, Profile
+from deploy.gunicorn_app import (
+    GUNICORN_SETTINGS,
+    GunicornApplication,
+    application_from,
+    gunicorn_native_config,
+    gunicorn_options,
+)
+from deploy.profile import Native, Profile
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.settings import Settings
 from service.versions import require
@@ -22,15 +28,11 @@ WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
 # The worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by
 # itself; gunicorn's SIGKILL is only a backstop this much later.
 KILL_BACKSTOP_SECONDS = 2
+WORKER_KEY = "uvicorn_worker"  # the worker's part of the native config
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "app": settings.asgi_app,  # resolved by GunicornApplication.load in each worker
-        "gunicorn": options(settings),
-        "uvicorn_worker": worker_overrides(settings),
-        "arbiter": {"max_worker_memory": settings.max_worker_memory},  # MiB, read by ServiceArbiter
-    }
+    return gunicorn_native_config(settings, options(settings), WORKER_KEY, worker_overrides(settings))
 
 
 def options(settings: Settings) -> dict[str, Any]:
@@ -63,14 +65,7 @@ class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
 
 
 def application(settings: Settings) -> GunicornApplication:
-    native = native_config(settings)
-    return GunicornApplication(
-        native["app"],
-        options=native["gunicorn"],
-        worker_overrides=native["uvicorn_worker"],
-        metrics_dir=settings.metrics_dir,
-        max_worker_memory=native["arbiter"]["max_worker_memory"],
-    )
+    return application_from(native_config(settings), WORKER_KEY, settings)
 
 
 def run(settings: Settings) -> int:
@@ -82,26 +77,13 @@ PROFILE = Profile(
     name="gunicorn",
     summary="gunicorn's arbiter with Uvicorn workers (uvicorn-worker) on uvloop + httptools",
     settings={
-        "asgi_app": Native("app", "resolved by GunicornApplication.load in each worker"),
-        "host": Native("gunicorn.bind", "`host:port`, IPv6 bracketed"),
-        "port": Native("gunicorn.bind"),
-        "workers": Native("gunicorn.workers"),
-        "log_level": Native("gunicorn.loglevel"),
-        "log_format": Native("gunicorn.logconfig_dict", "service/logs.py's one dictConfig"),
-        "keepalive_timeout": Native("gunicorn.keepalive"),
+        **GUNICORN_SETTINGS,
         "request_head_timeout": Native(
             f"uvicorn_worker.{CONFIG_ATTRIBUTE}", "read by deploy/uvicorn_protocol.py"
         ),
         "graceful_timeout": Native(
             "uvicorn_worker.timeout_graceful_shutdown",
             f"the arbiter's own graceful_timeout is {KILL_BACKSTOP_SECONDS} s longer, a SIGKILL backstop",
-        ),
-        "max_requests": Native("gunicorn.max_requests"),
-        "max_requests_jitter": Native("gunicorn.max_requests_jitter"),
-        "forwarded_allow_ips": Native("gunicorn.forwarded_allow_ips", INERT_PROXY_LIST),
-        "worker_timeout": Native("gunicorn.timeout", "gunicorn's heartbeat: SIGABRT, then SIGKILL"),
-        "max_worker_memory": Native(
-            "arbiter.max_worker_memory", "checked each turn of the arbiter's loop; SIGTERM recycles"
         ),
     },
     build=native_config,

@@ -22,6 +22,7 @@ from gunicorn.arbiter import Arbiter
 
 from deploy.common import SHM_DIR, bind_address
 from deploy.lifecycle import die_with_parent, is_stopped, resident_bytes
+from deploy.profile import INERT_PROXY_LIST, Native, Support
 from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
@@ -140,3 +141,44 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
 
     def run(self) -> None:
         ServiceArbiter(self).run()
+
+
+def gunicorn_native_config(
+    settings: Settings, options: dict[str, Any], worker_key: str, worker: dict[str, Any]
+) -> dict[str, Any]:
+    """A gunicorn profile's complete native config: gunicorn's options, its worker's part, ours."""
+    return {
+        "app": settings.asgi_app,  # resolved by GunicornApplication.load in each worker
+        "gunicorn": options,
+        worker_key: worker,
+        "arbiter": {"max_worker_memory": settings.max_worker_memory},  # MiB, read by ServiceArbiter
+    }
+
+
+def application_from(native: dict[str, Any], worker_key: str, settings: Settings) -> GunicornApplication:
+    return GunicornApplication(
+        native["app"],
+        options=native["gunicorn"],
+        worker_overrides=native[worker_key],
+        metrics_dir=settings.metrics_dir,
+        max_worker_memory=native["arbiter"]["max_worker_memory"],
+    )
+
+
+# What both gunicorn profiles declare alike; each adds what its worker does with the rest.
+GUNICORN_SETTINGS: dict[str, Support] = {
+    "asgi_app": Native("app", "resolved by GunicornApplication.load in each worker"),
+    "host": Native("gunicorn.bind", "`host:port`, IPv6 bracketed"),
+    "port": Native("gunicorn.bind"),
+    "workers": Native("gunicorn.workers"),
+    "log_level": Native("gunicorn.loglevel"),
+    "log_format": Native("gunicorn.logconfig_dict", "service/logs.py's one dictConfig"),
+    "keepalive_timeout": Native("gunicorn.keepalive"),
+    "max_requests": Native("gunicorn.max_requests"),
+    "max_requests_jitter": Native("gunicorn.max_requests_jitter"),
+    "forwarded_allow_ips": Native("gunicorn.forwarded_allow_ips", INERT_PROXY_LIST),
+    "worker_timeout": Native("gunicorn.timeout", "gunicorn's heartbeat: SIGABRT, then SIGKILL"),
+    "max_worker_memory": Native(
+        "arbiter.max_worker_memory", "checked each turn of the arbiter's loop; SIGTERM recycles"
+    ),
+}

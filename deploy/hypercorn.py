@@ -27,6 +27,7 @@ from deploy.supervisor import (
     HEARTBEAT_SECONDS,
     READY,
     RETIRING,
+    SUPERVISED_SETTINGS,
     SUPERVISOR_KEY,
     Supervisor,
     WorkerLink,
@@ -157,12 +158,7 @@ PROFILE = Profile(
         "request_head_timeout": Native("keep_alive_timeout", "one idle timer: the shorter with keep-alive"),
         "graceful_timeout": Native("graceful_timeout"),
         "max_requests": Native("max_requests", "the supervisor starts the replacement first"),
-        "worker_timeout": Native(
-            f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's event loop beats"
-        ),
-        "max_worker_memory": Native(
-            f"{SUPERVISOR_KEY}.max_memory_mib", "deploy/supervisor.py, every second, replacement first"
-        ),
+        **SUPERVISED_SETTINGS,
         "max_requests_jitter": Native("max_requests_jitter"),
     },
     build=native_config,

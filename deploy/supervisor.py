@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.lifecycle import die_with_parent, ignore_operator_signals, resident_bytes
+from deploy.profile import Native, Support
 from service.settings import Settings
 
 READY = "ready"
@@ -113,6 +114,17 @@ WorkerTarget = Callable[..., None]  # target(link, **kwargs), importable by the 
 
 
 SUPERVISOR_KEY = "supervisor"  # our part of a profile's native config, never handed to the server
+
+
+# What the profiles whose workers this supervisor runs declare for its settings.
+SUPERVISED_SETTINGS: dict[str, Support] = {
+    "worker_timeout": Native(
+        f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's loop beats"
+    ),
+    "max_worker_memory": Native(
+        f"{SUPERVISOR_KEY}.max_memory_mib", "deploy/supervisor.py, every second, replacement first"
+    ),
+}
 
 
 def supervisor_options(settings: Settings) -> dict[str, Any]:

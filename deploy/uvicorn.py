@@ -25,6 +25,7 @@ from deploy.profile import INERT_PROXY_LIST, Native, Profile
 from deploy.supervisor import (
     READY,
     RETIRING,
+    SUPERVISED_SETTINGS,
     SUPERVISOR_KEY,
     Supervisor,
     WorkerLink,
@@ -160,12 +161,7 @@ PROFILE = Profile(
         "request_head_timeout": Native(CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_protocol.py"),
         "graceful_timeout": Native("timeout_graceful_shutdown"),
         "max_requests": Native("limit_max_requests", "the supervisor starts the replacement first"),
-        "worker_timeout": Native(
-            f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's event loop beats"
-        ),
-        "max_worker_memory": Native(
-            f"{SUPERVISOR_KEY}.max_memory_mib", "deploy/supervisor.py, every second, replacement first"
-        ),
+        **SUPERVISED_SETTINGS,
         "max_requests_jitter": Native("limit_max_requests_jitter"),
         "forwarded_allow_ips": Native("forwarded_allow_ips", INERT_PROXY_LIST),
     },
