@@ -19,6 +19,7 @@ from service.api import echo, health, metrics, root
 from service.api.health import ReadinessCheck
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
+from service.log_writer import flush_all as flush_log_lines
 from service.metrics import flush as flush_metrics
 from service.metrics import sample_process_periodically, worker_exited
 from service.middleware.access_log import ACCESS_LOGGER, AccessLog
@@ -134,6 +135,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
             worker_exited(os.getpid(), settings.metrics_dir)
         if tracing is not None:
             tracing.shutdown()  # flushes the spans still batched
+        flush_log_lines()  # the access lines of the last loop iteration
 
     docs = settings.docs_on
     app = ServiceApp(
