@@ -315,6 +315,6 @@ def default_plan(
         duration=duration or 3.0,
         warmup=1.0,
         connections=connections,
-        rounds=3,
-        round_duration=duration or 2.0,
+        rounds=5,
+        round_duration=duration or 1.5,
     )
