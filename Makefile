@@ -85,7 +85,7 @@ docs: venv-dev ## Regenerate the README settings table from the Settings class
 	$(RUN) -m deploy.settings_table --write README.md
 
 .PHONY: bench bench-quick
-bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~8 min; wrk if installed)
+bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~11 min; wrk if installed)
 	$(RUN) -m bench $(BENCH_ARGS)
 
 bench-quick: venv-dev ## Quick benchmark: 1 worker, GET / only (~1.5 min)

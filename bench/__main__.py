@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     estimate = plan.seconds + plan.servers * 1.5
     console.print(
         f"bench: {len(profiles)} profiles x {len(plan.worker_counts)} worker counts x {len(plan.apps)} apps"
-        f" x {len(plan.workloads)} workloads = {plan.points} points,"
+        f" x up to {len(plan.workloads)} workloads = {plan.points} points, GET / in {plan.rounds} rounds,"
         f" load generator: [bold]{generator.name}[/] (about {estimate / 60:.1f} min)"
     )
     # Ctrl-C and SIGTERM both unwind through the `finally` that stops every server by PID

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -26,6 +27,8 @@ MB = 1024 * 1024
 # connections, up to MAX_ATTEMPTS times in all; the discarded shares are kept.
 UNEVEN_FACTOR = 1.5
 MAX_ATTEMPTS = 3
+# How long a server may take, once ready, until all its workers listen.
+ALL_WORKERS_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,10 @@ def _start(stack: contextlib.ExitStack, progress: Progress, app: App, run: Serve
             running_server(run.profile, app.import_string, run.workers, app.settings)
         )
         run.ready_s = server.wait_ready(app.ready_path)
+        # Ready means one worker answers; on a busy machine the others may still be starting.
+        deadline = time.monotonic() + ALL_WORKERS_SECONDS
+        while len(server.worker_processes()) < run.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
         before = server.worker_rss()
     except (ServerError, psutil.Error, OSError) as error:
         run.failure = f"{type(error).__name__}: {error}"

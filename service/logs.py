@@ -11,8 +11,9 @@ Every line goes through `LineHandler` to the process's `LineWriter` for stdout
 A JSON line carries the documented fields only (`JSON_FIELDS`, plus `exc_info` and
 `stack_info` when there is one); the extras a server adds for itself, such as
 uvicorn's ANSI-coloured `color_message`, are left out. Access lines carry theirs
-(`ACCESS_FIELDS`); the access logger builds them without a `LogRecord` when this
-handler and formatter are the ones configured.
+(`ACCESS_FIELDS`, and any other field the access log passes); the access logger
+builds them without a `LogRecord` when this handler and formatter are the ones
+configured.
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ def json_line(fields: dict[str, Any]) -> bytes:
         return json.dumps(fields, ensure_ascii=True, separators=(",", ":"), default=str).encode() + b"\n"
 
 
+# What a LogRecord has of its own, and what the filter stamps: not fields of an access line.
+_NOT_ACCESS_FIELDS = frozenset(
+    {
+        *vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None)),
+        "message",
+        "asctime",
+        "taskName",
+        "request_id",
+        "server",
+        "color_message",
+    }
+)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record with the documented fields only (see the module docstring)."""
 
@@ -94,6 +109,10 @@ class JsonFormatter(logging.Formatter):
         }
         if record.name == ACCESS_LOGGER:
             fields.update({name: getattr(record, name, None) for name in ACCESS_FIELDS})
+            # Any further field an access record brings is the access log's own, documented there.
+            fields.update(
+                {name: value for name, value in vars(record).items() if name not in _NOT_ACCESS_FIELDS}
+            )
         fields["request_id"] = getattr(record, "request_id", "-")
         fields["server"] = getattr(record, "server", "-")
         fields["time"] = self.clock.iso(record.created)

@@ -137,3 +137,16 @@ def test_a_very_long_path_is_cut_so_the_line_stays_within_pipe_buf(capfd: pytest
 def test_console_logs_get_the_access_line_through_logging(capfd: pytest.CaptureFixture[str]) -> None:
     [line] = _access_lines(Settings(env="development"), SCOPE, capfd)
     assert 'service.access [access-line-test] 10.0.0.7:5123 - "GET /items/1 HTTP/1.1" 404' in line
+
+
+def test_an_access_record_keeps_the_fields_the_access_log_gives_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _configure(Settings(log_format="json"))
+    extra = {"method": "GET", "path": "/ws", "status": 101, "duration_ms": 5.0, "client": "-", "frames": 3}
+    logging.getLogger(ACCESS_LOGGER).info("session", extra=extra)
+    logging.getLogger("service.example").info("other", extra={"frames": 3})
+    access, other = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert access["frames"] == 3
+    assert set(access) == {*JSON_FIELDS, *ACCESS_FIELDS, "frames"}
+    assert "frames" not in other
