@@ -60,15 +60,15 @@ class UtcClock:
     """ISO 8601 UTC timestamps with microseconds; the date and time part is formatted once a second."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._second_and_prefix = (-1, "")  # one tuple: a reader never sees one without the other
 
     def iso(self, timestamp: float) -> str:
         second = int(timestamp)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{int((timestamp - second) * 1e6):06d}+00:00"
+        cached_second, prefix = self._second_and_prefix
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second_and_prefix = (second, prefix)
+        return f"{prefix}.{int((timestamp - second) * 1e6):06d}+00:00"
 
 
 def json_line(fields: dict[str, Any]) -> bytes:

@@ -32,17 +32,23 @@ __all__ = ["ACCESS_LOGGER", "AccessLog"]
 LONG_PATH_KEPT = 256
 CUT_MARK = "...(cut)"
 
+# This process's id, read once and again in a forked child (os.getpid is a system call).
+_process_id = os.getpid()
+
+
+def _note_process_id() -> None:
+    global _process_id  # noqa: PLW0603
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_note_process_id)
+
 
 class AccessLog:
     def __init__(self, logger: logging.Logger, skip_paths: frozenset[str]) -> None:
         self.logger = logger
         self.skip_paths = skip_paths
         self.clock = UtcClock()
-        self.pid = os.getpid()
-        os.register_at_fork(after_in_child=self._after_fork_in_child)
-
-    def _after_fork_in_child(self) -> None:
-        self.pid = os.getpid()
 
     def _direct_handler(self) -> LineHandler | None:
         """The handler that takes finished JSON lines, when it is the only one a record would reach."""
@@ -89,7 +95,7 @@ class AccessLog:
             "level": "INFO",
             "logger": ACCESS_LOGGER,
             "message": f'{address} - "{method} {path} HTTP/{version}" {status}',
-            "pid": self.pid,
+            "pid": _process_id,
             "method": method,
             "path": path,
             "status": status,
