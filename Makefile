@@ -89,10 +89,10 @@ docs: venv-dev ## Regenerate the README settings table and docs/servers.md from 
 	$(RUN) -m deploy.servers_table --write docs/servers.md
 
 .PHONY: bench bench-quick
-bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~8 min; wrk if installed)
+bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~11 min; wrk if installed)
 	$(RUN) -m bench $(BENCH_ARGS)
 
-bench-quick: venv-dev ## Quick benchmark: 1 worker, GET / only (~1.5 min)
+bench-quick: venv-dev ## Quick benchmark: 1 worker, GET / only, 3 rounds (~3 min)
 	$(RUN) -m bench --quick $(BENCH_ARGS)
 
 .PHONY: k8s-validate k8s-render deploy

@@ -32,10 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     profiles = _profiles(args.profiles)
     generator = _generator(args.generator)
     plan = default_plan(profiles, available_cpus(), args.quick, args.duration, args.connections)
-    estimate = plan.points * (plan.duration + plan.warmup) + plan.servers * 1.5
+    estimate = plan.seconds + plan.servers * 1.5
     console.print(
         f"bench: {len(profiles)} profiles x {len(plan.worker_counts)} worker counts x {len(plan.apps)} apps"
-        f" x {len(plan.workloads)} workloads = {plan.points} points,"
+        f" x up to {len(plan.workloads)} workloads = {plan.points} points, GET / in {plan.rounds} rounds,"
         f" load generator: [bold]{generator.name}[/] (about {estimate / 60:.1f} min)"
     )
     # Ctrl-C and SIGTERM both unwind through the `finally` that stops every server by PID
@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark every server profile with the service, a bare FastAPI app and a raw ASGI app.",
     )
-    parser.add_argument("--quick", action="store_true", help="1 worker, GET / only, 3 s per point")
+    parser.add_argument("--quick", action="store_true", help="1 worker, GET / only")
     parser.add_argument("--profiles", help=f"comma-separated subset of {','.join(PROFILES)} (default: all)")
     parser.add_argument(
         "--generator",
@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="load generator (default: wrk if on PATH, else the Python one)",
     )
-    parser.add_argument("--duration", type=float, help="seconds per point (default 4, quick 3)")
+    parser.add_argument(
+        "--duration", type=float, help="seconds per point and per round of GET / (default 3, and 2 per round)"
+    )
     parser.add_argument(
         "--connections",
         type=int,

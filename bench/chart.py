@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 from bench.load import WORKLOADS
 
-APP_ORDER = ("service", "bare", "raw")
+APP_ORDER = ("service", "service-quiet", "bare", "raw")
 
 
 def write_chart(doc: dict[str, Any], path: Path) -> None:
@@ -36,7 +36,7 @@ def write_chart(doc: dict[str, Any], path: Path) -> None:
             ax = axes[row][col]
             for index, app in enumerate(APP_ORDER):
                 heights = [rps.get((profile, workers, app, workload), 0.0) for profile in profiles]
-                offsets = [x + (index - 1) * width for x in range(len(profiles))]
+                offsets = [x + (index - (len(APP_ORDER) - 1) / 2) * width for x in range(len(profiles))]
                 ax.bar(offsets, heights, width, label=app)
             ax.set_xticks(range(len(profiles)), profiles)
             ax.set_title(f"{WORKLOADS[workload].label} — {workers} worker{'s' if workers > 1 else ''}")

@@ -7,7 +7,7 @@ many workers on a busy machine, an error it can record and go on, and memory per
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import psutil
 
@@ -20,13 +20,14 @@ class ServerError(Exception):
     """The server exited or never became ready; the message carries the tail of its log."""
 
 
-def bench_settings(workers: int, asgi_app: str) -> dict[str, str]:
+def bench_settings(workers: int, asgi_app: str, settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The production defaults (JSON logs, access line on, level info), as users run them, plus `settings`."""
     return {
+        "APP_ENV": "production",
         "APP_WORKERS": str(workers),
-        "APP_ACCESS_LOG": "false",
         "APP_DRAIN_SECONDS": "0",  # stop at once: a drain window would add seconds per point
-        "APP_LOG_LEVEL": "warning",
         "APP_ASGI_APP": asgi_app,
+        **(settings or {}),
     }
 
 
@@ -64,7 +65,9 @@ class Server(ServerProcess):
 
 
 @contextlib.contextmanager
-def running_server(profile: str, asgi_app: str, workers: int) -> Iterator[Server]:
+def running_server(
+    profile: str, asgi_app: str, workers: int, settings: Mapping[str, str] | None = None
+) -> Iterator[Server]:
     """Start `python -m deploy <profile>` on a free loopback port; stop it whatever happens."""
-    with launched(Server, profile, bench_settings(workers, asgi_app)) as server:
+    with launched(Server, profile, bench_settings(workers, asgi_app, settings)) as server:
         yield server

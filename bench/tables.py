@@ -49,6 +49,7 @@ def server_rows(doc: dict[str, Any]) -> Rows:
         "RSS/worker MB",
         "RSS growth MB",
         "svc/bare",
+        "svc quiet/bare",
         "svc/raw",
     ]
     ratio = {(r["profile"], r["workers"]): r for r in doc["ratios"]}
@@ -66,6 +67,7 @@ def server_rows(doc: dict[str, Any]) -> Rows:
                 _num(s["rss_per_worker_mb"]),
                 _num(s["growth_mb"]),
                 _num(r.get("service_over_bare"), 2),
+                _num(r.get("service_quiet_over_bare"), 2),
                 _num(r.get("service_over_raw"), 2),
             ]
         )
@@ -97,7 +99,11 @@ def print_tables(console: Console, doc: dict[str, Any]) -> None:
             f"{doc['plan']['duration_s']:g} s per point",
             throughput_rows(doc),
         ),
-        ("Service app per profile (ratios: requests/s on GET /)", server_rows(doc)),
+        (
+            "Service app per profile (ratios: requests/s on GET /; svc: production defaults,"
+            " svc quiet: access log off)",
+            server_rows(doc),
+        ),
     ):
         table = Table(title=title, title_justify="left")
         for index, name in enumerate(header):
@@ -143,7 +149,13 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
         f" whole run {doc['wall_time_s']:g} s",
         "- each profile launched as `python -m deploy <profile>` with `APP_WORKERS` = "
         + " and ".join(str(w) for w in plan["worker_counts"])
-        + ", access log off, log level warning",
+        + " at the production defaults (`APP_ENV=production`: JSON logs at level info, one access"
+        " line per request, written to a file as the server's stdout); `service-quiet` is the same"
+        " service with `APP_ACCESS_LOG=false`",
+        f"- `GET /`: the servers of one profile and worker count run side by side and are measured in"
+        f" {plan.get('rounds', 1)} rounds of {plan.get('round_duration_s', plan['duration_s']):g} s,"
+        " each round every app once, one after the other; a point is its app's median round"
+        " (every round's req/s is in the JSON), so one noisy moment cannot decide a ratio",
         "- apps: " + "; ".join(f"`{key}` = `{target}`" for key, target in plan["apps"].items()),
         "- `POST /echo` sends a ~2 KB JSON body; `GET /io` awaits `asyncio.sleep(0.01)`",
         "- errors: non-2xx/3xx responses plus socket errors (connect, read, write, timeout)",
@@ -160,7 +172,15 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
     ]
     if chart_name:
         parts += [f"![requests/s per profile and app]({chart_name})", ""]
-    parts += ["## Service app per profile", "", markdown_table(*server_rows(doc)), ""]
+    parts += [
+        "## Service app per profile",
+        "",
+        "Ratios of requests/s on `GET /`: `svc/bare` is the service at the production defaults"
+        " (access line on) over bare FastAPI, `svc quiet/bare` the service with the access log off.",
+        "",
+        markdown_table(*server_rows(doc)),
+        "",
+    ]
     parts += ["## Throughput", "", markdown_table(*throughput_rows(doc)), ""]
     uneven = uneven_lines(doc) or ["none"]
     parts += ["## Uneven points", "", *(f"- {line}" for line in uneven), ""]

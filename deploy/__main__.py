@@ -26,6 +26,10 @@ from service.settings import Settings, SettingsError, get_settings
 from service.versions import UnsupportedVersionError
 
 EXIT_USAGE = 2
+# The app's modules that hook into a library's internals, each checking its version range
+# at import. prometheus_internals imports nothing of prometheus-client, which must not be
+# loaded here: every process that imports it publishes metric series of its own.
+APP_HOOKS = ("service.prometheus_internals", "service.lean_routes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,10 +62,8 @@ def _launch(plan: LaunchPlan) -> int:
         # Until a server installs its own handlers, no operator signal may end the service;
         # servers that scale (gunicorn's arbiter, our supervisor) replace these.
         ignore_operator_signals(settings.server)
-        if settings.metrics_enabled:
-            # The version check of the metrics' hook; it imports nothing of prometheus-client,
-            # which must not be loaded here: every process that imports it publishes series.
-            importlib.import_module("service.prometheus_internals")
+        for module in APP_HOOKS:
+            importlib.import_module(module)  # their version checks, before any worker imports the app
         if plan.drain_seconds and settings.drain_file is not None:
             return drain.run_with_drain(
                 lambda: plan.profile.run(settings), plan.drain_seconds, settings.drain_file

@@ -19,6 +19,8 @@ from service.api import echo, health, metrics, root
 from service.api.health import ReadinessCheck
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
+from service.lean_routes import make_lean
+from service.log_writer import flush_all as flush_log_lines
 from service.metrics import flush as flush_metrics
 from service.metrics import sample_process_periodically, worker_exited
 from service.middleware.access_log import ACCESS_LOGGER, AccessLog
@@ -42,6 +44,10 @@ class ServiceApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         settings = self.service_settings
+        # Here, on the first request or at start-up, so that routes added after
+        # create_app() get it too.
+        if settings.otlp_endpoint is None:
+            make_lean(self.router.routes)
         app: ASGIApp = LimitsMiddleware(
             super().build_middleware_stack(),
             max_body_size=settings.max_body_size,
@@ -134,6 +140,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
             worker_exited(os.getpid(), settings.metrics_dir)
         if tracing is not None:
             tracing.shutdown()  # flushes the spans still batched
+        flush_log_lines()  # the access lines of the last loop iteration
 
     docs = settings.effective_docs_enabled
     app = ServiceApp(

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import logging.config
+import os
+import time
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import pytest
 
-from service.logs import log_config
+from service.log_writer import PIPE_BUF
+from service.logs import ACCESS_FIELDS, JSON_FIELDS, JsonFormatter, log_config
+from service.middleware.access_log import ACCESS_LOGGER, AccessLog
 from service.middleware.request_id import request_id_var
 from service.settings import Settings
 
@@ -65,3 +72,81 @@ def test_console_format_in_development(capsys: pytest.CaptureFixture[str]) -> No
 def test_format_defaults_follow_the_environment() -> None:
     assert Settings(env="production").effective_log_format == "json"
     assert Settings(env="development").effective_log_format == "console"
+
+
+def test_a_server_extra_such_as_color_message_is_left_out(capsys: pytest.CaptureFixture[str]) -> None:
+    _configure(Settings(log_format="json"))
+    logging.getLogger("uvicorn.error").info("Started", extra={"color_message": "\x1b[36mStarted\x1b[0m"})
+    record = json.loads(capsys.readouterr().out)
+    assert set(record) == {"time", "level", "logger", "message", "pid", "request_id", "server"}
+
+
+def _access_lines(settings: Settings, scope: dict[str, Any], capfd: pytest.CaptureFixture[str]) -> list[str]:
+    """The access lines a request writes, through the app's own access log on a real stdout."""
+    _configure(settings)
+    access_log = AccessLog(logging.getLogger(ACCESS_LOGGER), frozenset())
+
+    async def request() -> None:
+        token = request_id_var.set("access-line-test")
+        try:
+            access_log.log(scope, 404, 0.0012345)
+        finally:
+            request_id_var.reset(token)
+
+    asyncio.run(request())
+    return capfd.readouterr().out.splitlines()
+
+
+SCOPE = {"method": "GET", "path": "/items/1", "http_version": "1.1", "client": ("10.0.0.7", 5123)}
+
+
+def test_the_access_line_has_the_fields_of_a_json_record_in_the_same_order(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    [line] = _access_lines(Settings(log_format="json", server="granian"), SCOPE, capfd)
+    built = json.loads(line)
+    assert list(built) == [*JSON_FIELDS[:4], *ACCESS_FIELDS, *JSON_FIELDS[4:]]
+    assert built == {
+        "level": "INFO",
+        "logger": "service.access",
+        "message": '10.0.0.7:5123 - "GET /items/1 HTTP/1.1" 404',
+        "pid": os.getpid(),
+        "method": "GET",
+        "path": "/items/1",
+        "status": 404,
+        "duration_ms": 1.234,
+        "client": "10.0.0.7:5123",
+        "request_id": "access-line-test",
+        "server": "granian",
+        "time": built["time"],
+    }
+    assert abs(datetime.fromisoformat(built["time"]).timestamp() - time.time()) < 60
+    # The formatter renders a record of the same request with the same keys, in the same order.
+    record = logging.LogRecord("service.access", logging.INFO, __file__, 1, "m", (), None)
+    record.__dict__.update({name: built[name] for name in ACCESS_FIELDS}, request_id="r", server="s")
+    assert list(json.loads(JsonFormatter().format(record))) == list(built)
+
+
+def test_a_very_long_path_is_cut_so_the_line_stays_within_pipe_buf(capfd: pytest.CaptureFixture[str]) -> None:
+    path = "/" + "\x01" * 20_000  # escaped as \u0001: six bytes each
+    [line] = _access_lines(Settings(log_format="json"), {**SCOPE, "path": path}, capfd)
+    assert len(line.encode()) + 1 <= PIPE_BUF
+    assert json.loads(line)["path"].endswith("...(cut)")
+
+
+def test_console_logs_get_the_access_line_through_logging(capfd: pytest.CaptureFixture[str]) -> None:
+    [line] = _access_lines(Settings(env="development"), SCOPE, capfd)
+    assert 'service.access [access-line-test] 10.0.0.7:5123 - "GET /items/1 HTTP/1.1" 404' in line
+
+
+def test_an_access_record_keeps_the_fields_the_access_log_gives_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _configure(Settings(log_format="json"))
+    extra = {"method": "GET", "path": "/ws", "status": 101, "duration_ms": 5.0, "client": "-", "frames": 3}
+    logging.getLogger(ACCESS_LOGGER).info("session", extra=extra)
+    logging.getLogger("service.example").info("other", extra={"frames": 3})
+    access, other = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert access["frames"] == 3
+    assert set(access) == {*JSON_FIELDS, *ACCESS_FIELDS, "frames"}
+    assert "frames" not in other

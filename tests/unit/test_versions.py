@@ -18,7 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _required() -> dict[str, SupportedRange]:
-    for module in (*PROFILES.values(), "service.metrics", "service.prometheus_internals"):
+    for module in (
+        *PROFILES.values(),
+        "service.metrics",
+        "service.prometheus_internals",
+        "service.lean_routes",
+    ):
         importlib.import_module(module)
     return REQUIRED
 

@@ -1,0 +1,146 @@
+"""Whole log lines to a file descriptor, batched per event-loop iteration, never torn or lost.
+
+Access lines are queued (`add`) and written once per event-loop iteration, scheduled with
+`call_soon` by the first line of the iteration (as the metrics are, service/metrics.py): under
+load one write carries dozens of requests' lines, off each request's own path. Any other line
+(`write_now`: app and server messages) first writes what is queued, so the stream keeps its order.
+
+Several worker processes share one stdout (a pipe in a container). POSIX makes a write of at most
+PIPE_BUF bytes to a pipe atomic, so each write carries whole lines and at most PIPE_BUF bytes: a
+line is never split by, nor mixed with, another process's. The access line keeps itself under
+PIPE_BUF (service/middleware/access_log.py); a longer app line (a traceback) gets one write of
+its own, which Linux keeps whole unless the pipe is full.
+
+Nothing queued is lost when a process ends: the app's lifespan shutdown flushes, and so do
+`atexit` (a normal interpreter exit: uvicorn, hypercorn, gunicorn's workers, which leave through
+`sys.exit`) and multiprocessing's exit finalizers (granian's workers are multiprocessing
+processes, which end with `os._exit` and skip `atexit`). A forked child drops what its parent
+had queued: the parent writes those lines itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import multiprocessing.util
+import os
+import select
+import threading
+
+PIPE_BUF = select.PIPE_BUF
+# Queued lines are written at once past this size, whatever the iteration: memory stays bounded.
+FLUSH_BYTES = 64 * 1024
+# A stdout someone made non-blocking: how long to wait for the reader before dropping a batch.
+BLOCKED_WRITE_SECONDS = 5.0
+
+
+class LineWriter:
+    """Lines (bytes ending with a newline) to one file descriptor; see the module docstring."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flush_scheduled_on: asyncio.AbstractEventLoop | None = None
+        self._exit_hooks_pid = 0
+
+    def add(self, line: bytes) -> None:
+        """Queue a line; it is written at the end of this event-loop iteration (at once outside a loop)."""
+        with self._lock:
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            if self._pending_bytes < FLUSH_BYTES:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                if loop is not None:
+                    if self._flush_scheduled_on is not loop:
+                        self._flush_scheduled_on = loop
+                        self._ensure_exit_hooks()
+                        loop.call_soon(self.flush)
+                    return
+            self._write_pending()
+
+    def write_now(self, line: bytes) -> None:
+        """Write what is queued, then this line."""
+        with self._lock:
+            self._pending.append(line)
+            self._write_pending()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled_on = None
+            self._write_pending()
+
+    def after_fork_in_child(self) -> None:
+        # The lock may have been held by another thread of the parent at fork time.
+        self._lock = threading.Lock()
+        self._pending = []
+        self._pending_bytes = 0
+        self._flush_scheduled_on = None
+
+    def _ensure_exit_hooks(self) -> None:
+        # A multiprocessing child starts with an empty finalizer registry: register in each process.
+        pid = os.getpid()
+        if self._exit_hooks_pid != pid:
+            self._exit_hooks_pid = pid
+            multiprocessing.util.Finalize(self, self.flush, exitpriority=1)
+
+    def _write_pending(self) -> None:
+        """Write the queue in batches of whole lines, each at most PIPE_BUF bytes (or one longer line)."""
+        lines, self._pending, self._pending_bytes = self._pending, [], 0
+        batch: list[bytes] = []
+        size = 0
+        for line in lines:
+            if batch and size + len(line) > PIPE_BUF:
+                self._write_all(b"".join(batch))
+                batch, size = [], 0
+            batch.append(line)
+            size += len(line)
+        if batch:
+            self._write_all(b"".join(batch))
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except BlockingIOError:
+                _, ready, _ = select.select([], [self.fd], [], BLOCKED_WRITE_SECONDS)
+                if not ready:
+                    return  # nobody reads: drop the batch rather than stall the event loop for good
+                continue
+            except InterruptedError:
+                continue
+            except OSError:
+                return  # stdout closed (EPIPE, EBADF): there is nowhere left to log to
+            view = view[written:]
+
+
+_writers: dict[int, LineWriter] = {}
+
+
+def writer_for(fd: int) -> LineWriter:
+    """The one writer of a file descriptor in this process, shared by every handler writing to it."""
+    writer = _writers.get(fd)
+    if writer is None:
+        writer = _writers.setdefault(fd, LineWriter(fd))
+    return writer
+
+
+def flush_all() -> None:
+    for writer in list(_writers.values()):
+        with contextlib.suppress(Exception):
+            writer.flush()
+
+
+def _after_fork_in_child() -> None:
+    for writer in _writers.values():
+        writer.after_fork_in_child()
+
+
+atexit.register(flush_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
