@@ -15,8 +15,8 @@
   place in the stack (a Host allow-list or CORS answer some requests themselves,
   and those are not counted).
 
-These were six layers, each with its own `send` wrapper; as one, a response's
-headers are rebuilt once, in one pass, and its status is read once.
+One layer rather than one per concern: a response's headers are rebuilt once, in one
+pass, and its status is read once (each layer would wrap `send` again).
 """
 
 from __future__ import annotations

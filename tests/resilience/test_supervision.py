@@ -153,8 +153,8 @@ def test_granian_refuses_max_requests() -> None:
     assert "granian" in line
 
 
-# Hypercorn's supervisor reloads on SIGHUP (rolling: new workers first, then the old
-# ones drain); it used to have no handler, and SIGHUP killed the launcher.
+# Every profile reloads on SIGHUP (rolling: new workers first, then the old ones drain);
+# one that could not would be listed here with its reason, and its test a strict xfail.
 SIGHUP_FAILS: dict[str, str] = {}
 
 
