@@ -55,3 +55,13 @@ def check_app_module(settings: Settings) -> None:
         f"{env_name('asgi_app')}={settings.asgi_app!r}: {problem} "
         "(allowed: an import string `module:attribute` naming the ASGI app, importable from here)"
     )
+
+
+def refuse_ws_ping(server: str, settings: Settings, *, interval: bool, timeout: bool) -> None:
+    """Refuse the WebSocket ping settings this server has no way to honour."""
+    for field, cannot in (("ws_ping_interval", interval), ("ws_ping_timeout", timeout)):
+        if cannot and getattr(settings, field) is not None:
+            what = "pings" if field == "ws_ping_interval" else "a ping timeout"
+            raise UnsupportedSettingError(
+                server, env_name(field), f"{server} sends no WebSocket {what} of its own; unset it"
+            )

@@ -14,12 +14,13 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
-from deploy.common import UnsupportedSettingError, refuse_if_set
+from deploy.common import UnsupportedSettingError, refuse_if_set, refuse_ws_ping
 from service.logs import log_config
 from service.settings import Settings, env_name
 
 
 def refuse_unsupported(settings: Settings) -> None:
+    refuse_ws_ping("granian", settings, interval=True, timeout=True)
     if settings.max_requests:
         raise UnsupportedSettingError(
             "granian",
@@ -44,6 +45,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "loop": Loops.uvloop,
         "http": HTTPModes.http1,
+        # Granian has no message-size limit of its own: the app closes with 1009 (service/api/realtime.py).
+        "websockets": True,
         "http1_settings": HTTP1Settings(
             keep_alive=True, header_read_timeout=settings.request_head_timeout * 1000
         ),

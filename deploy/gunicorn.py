@@ -11,6 +11,7 @@ from typing import Any
 from uvicorn_worker import UvicornWorker
 
 from deploy.gunicorn_app import GunicornApplication, gunicorn_options
+from deploy.uvicorn import websocket_options
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.settings import Settings
 
@@ -37,6 +38,7 @@ def worker_overrides(settings: Settings) -> dict[str, Any]:
         "loop": "uvloop",
         "http": HeadTimeoutHttpToolsProtocol,  # httptools, plus a request-head deadline
         "lifespan": "on",
+        **websocket_options(settings),
         "proxy_headers": False,  # applied by the app, see service/app.py
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,

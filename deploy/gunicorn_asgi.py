@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deploy.common import refuse_ws_ping
 from deploy.gunicorn_app import GunicornApplication, gunicorn_options
 from deploy.gunicorn_asgi_worker import WORKER_SETTING
 from service.settings import Settings
@@ -18,6 +19,7 @@ WORKER_CLASS = "deploy.gunicorn_asgi_worker.HeadTimeoutASGIWorker"
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
+    refuse_ws_ping("gunicorn-asgi", settings, interval=True, timeout=True)
     return {
         # gunicorn's `asgi` worker, plus a request-head deadline
         **gunicorn_options(settings, WORKER_CLASS),
@@ -26,6 +28,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "root_path": "",  # applied by the app, see service/app.py
         # Proxy headers are applied by the app; gunicorn must not trust any itself.
         "secure_scheme_headers": {},
+        "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
     }
 
 

@@ -19,7 +19,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.run import run as hypercorn_run
 
-from deploy.common import bind_address
+from deploy.common import bind_address, refuse_ws_ping
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from service.logs import log_config
 from service.settings import Settings
@@ -30,6 +30,7 @@ WORKER_BOOT_BOUND_SECONDS = 30.0
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
+    refuse_ws_ping("hypercorn", settings, interval=False, timeout=True)
     supervised = settings.workers > 1 or settings.max_requests > 0
     return {
         "application_path": settings.asgi_app,
@@ -52,6 +53,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "max_requests_jitter": settings.max_requests_jitter,
         "root_path": "",  # applied by the app, see service/app.py
         "include_server_header": False,
+        "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
+        "websocket_ping_interval": settings.ws_ping_interval,
         "use_reloader": False,
     }
 

@@ -44,6 +44,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "log_config": log_config(settings),
         "access_log": False,  # the app writes access lines (service/middleware/access_log.py)
+        **websocket_options(settings),
         "timeout_keep_alive": settings.keepalive_timeout,
         "timeout_graceful_shutdown": settings.graceful_timeout,
         "limit_max_requests": settings.max_requests or None,
@@ -58,6 +59,19 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "env_file": None,
         "reload": False,
         "factory": False,
+    }
+
+
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's WebSocket protocol, chosen explicitly ("auto" would depend on what happens to be
+    installed), with the limits every profile shares; also what gunicorn's uvicorn workers run."""
+    return {
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.ws_max_message_bytes,  # beyond it: close 1009, as on every profile
+        "ws_ping_interval": settings.ws_ping_interval,
+        "ws_ping_timeout": settings.ws_ping_timeout,
+        # Off on every profile: compression costs CPU per message and invites decompression bombs.
+        "ws_per_message_deflate": False,
     }
 
 

@@ -15,7 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from service.api import echo, health, metrics, root
+from service.api import echo, health, metrics, realtime, root
 from service.api.health import ReadinessCheck
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
@@ -27,6 +27,7 @@ from service.middleware.forwarded import TrustedProxies
 from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
 from service.middleware.metrics import MetricsMiddleware
+from service.realtime import RealtimeState
 from service.settings import Settings
 from service.tracing import tracing_for
 
@@ -82,6 +83,7 @@ class ServiceApp(FastAPI):
             access_log,
             trusted_proxies=TrustedProxies(settings.forwarded_allow_ips),
             metrics=settings.metrics_enabled and not between,
+            realtime_metrics=settings.metrics_enabled,
         )
 
 
@@ -147,12 +149,21 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     )
     app.service_settings = settings
     app.state.drain = DrainState()
+    app.state.realtime = RealtimeState(
+        app.state.drain,
+        settings.ws_max_message_bytes,
+        settings.ws_max_connections,
+        settings.ws_allowed_origins,
+    )
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
     include_flat(app, root.router)
     include_flat(app, health.router)
     include_flat(app, echo.router)
+    include_flat(app, realtime.router)
+    # On the app itself, like include_flat's routes: an included router is resolved again per request.
+    app.add_api_websocket_route(realtime.WS_PATH, realtime.websocket_echo)
     if settings.metrics_enabled:
         include_flat(app, metrics.router)
     install_error_handlers(app)
