@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deploy import drain, metrics_dir
+from deploy import drain, metrics_dir, reload
 from deploy.common import UnsupportedSettingError, check_app_module
 from deploy.profiles import PROFILES, Adapter, load_adapter
 from service import tracing
@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapter.native_config(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
         check_app_module(settings)
+        if settings.reload:
+            return reload.run(profile, settings)  # its child, started with APP_RELOAD=false, launches
         return _launch(adapter, settings)
     except (SettingsError, UnsupportedSettingError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)

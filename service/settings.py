@@ -278,6 +278,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    reload: bool = Field(
+        default=False,
+        description=(
+            "Development loop: restart the server when a `.py` file of the app or `.env` changes "
+            "(polling, so it works in containers too); a syntax error is reported and the last good "
+            "code keeps serving. Same on every profile; refused in production. `make dev` sets it."
+        ),
+    )
     ws_max_message_bytes: int = Field(
         default=1_048_576,
         ge=125,
@@ -425,6 +433,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "APP_MAX_REQUESTS_JITTER needs APP_MAX_REQUESTS > 0 (jitter alone restarts nothing)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_reload_in_production(self) -> Settings:
+        if self.reload and self.env == "production":
+            raise ValueError("APP_RELOAD=true is a development loop; production refuses it (unset it)")
         return self
 
     @model_validator(mode="after")
