@@ -22,6 +22,7 @@ from hypercorn.run import run as hypercorn_run
 from deploy.common import bind_address, refuse_ws_ping
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from service.logs import log_config
+from service.realtime import stop_all as stop_long_lived_connections
 from service.settings import Settings
 
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
@@ -93,7 +94,24 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
     ReportingWorkerContext.link = link
     setattr(hypercorn_asyncio_run, "WorkerContext", ReportingWorkerContext)  # noqa: B010 - not re-exported
-    uvloop_worker(config=config, sockets=sockets, shutdown_event=link.stop)
+    stop = StopTellingTheApp(link.stop)
+    uvloop_worker(config=config, sockets=sockets, shutdown_event=stop)  # type: ignore[arg-type] # is_set() is all it calls
+
+
+class StopTellingTheApp:
+    """The supervisor's stop event, as hypercorn polls it on the worker's loop; when it is first
+    seen set, the app's long-lived connections are told (no signal reaches a supervised worker)."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self.told = False
+
+    def is_set(self) -> bool:
+        stopping = bool(self.event.is_set())
+        if stopping and not self.told:
+            self.told = True
+            stop_long_lived_connections()
+        return stopping
 
 
 class ReportingWorkerContext(WorkerContext):

@@ -24,6 +24,7 @@ from uvicorn.config import STARTUP_FAILURE
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
+from service.realtime import stop_all as stop_long_lived_connections
 from service.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
@@ -131,6 +132,7 @@ class SupervisedServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         if self.link.stop_requested():
             self.should_exit = True
+            stop_long_lived_connections()  # no signal reaches a supervised worker (service/realtime.py)
         elif (
             not self.retiring
             and self.recycle_after is not None

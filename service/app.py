@@ -125,11 +125,13 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lifecycle = "running"
+        app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
         async with watch(settings.drain_file, app.state.drain):
             yield
         if sampler is not None:
             sampler.cancel()
+        app.state.realtime.detach()
         app.state.lifecycle = "stopping"
         if settings.metrics_enabled:
             flush_metrics()  # the requests of the last loop iteration

@@ -16,8 +16,12 @@ A refused upgrade or stream (403, 503, 4xx) is an HTTP answer, and counted as on
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import signal
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -88,6 +92,7 @@ class RealtimeState:
         self.open_streams = 0
         self.stopping_now = False
         self.stop_callbacks: set[Callable[[], None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """A browser's upgrade from another site is refused (cross-site WebSocket hijacking).
@@ -110,8 +115,69 @@ class RealtimeState:
         return bool(self.max_websockets) and self.open_websockets >= self.max_websockets
 
     def begin_stop(self) -> None:
+        """On the app's loop: refuse new sessions, and tell every open one to end now."""
         if self.stopping_now:
             return
         self.stopping_now = True
         for callback in list(self.stop_callbacks):
             callback()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At lifespan start-up, in the worker: learn when the server's graceful stop begins."""
+        self.loop = loop
+        _serving.append(self)
+        _chain_stop_signals()
+
+    def detach(self) -> None:
+        with contextlib.suppress(ValueError):
+            _serving.remove(self)
+
+
+# The graceful stop begins differently on each server, and the app is told in two ways:
+# - by a signal to the worker (SIGTERM from gunicorn's arbiter and granian's main process,
+#   SIGTERM/SIGINT to a lone uvicorn or hypercorn process). Each server has installed its
+#   own handler before the app starts; the app chains onto it, never replacing it (a loop's
+#   handler, asyncio's or uvloop's, is woken through the wakeup fd whatever Python handler
+#   runs). The server's handler still runs, right after.
+# - by the adapter, where deploy/supervisor.py stops a worker with an event, not a signal
+#   (uvicorn and hypercorn with several workers): `stop_all()`, on the worker's loop.
+_serving: list[RealtimeState] = []
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_chained: set[int] = set()
+
+
+def stop_all() -> None:
+    """Begin the stop of every long-lived connection of this process (on its event loop)."""
+    for state in list(_serving):
+        state.begin_stop()
+
+
+def _stop_from_signal() -> None:
+    for state in list(_serving):
+        with contextlib.suppress(RuntimeError):  # its loop has closed
+            if state.loop is not None:
+                state.loop.call_soon_threadsafe(state.begin_stop)
+
+
+def _chain_stop_signals() -> None:
+    for signum in _STOP_SIGNALS:
+        if signum in _chained:
+            continue
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue  # default or ignored: this server does not stop gracefully on it
+        try:
+            signal.signal(signum, _chained_handler(previous))
+        except ValueError:  # not the main thread: the adapter calls stop_all() instead
+            continue
+        _chained.add(signum)
+
+
+def _chained_handler(
+    previous: Callable[[int, FrameType | None], Any],
+) -> Callable[[int, FrameType | None], Any]:
+    def handler(signum: int, frame: FrameType | None) -> Any:
+        _stop_from_signal()
+        return previous(signum, frame)
+
+    return handler
