@@ -22,7 +22,6 @@ from hypercorn.run import run as hypercorn_run
 from deploy.common import bind_address, refuse_ws_ping
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from service.logs import log_config
-from service.realtime import stop_all as stop_long_lived_connections
 from service.settings import Settings
 
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
@@ -135,3 +134,10 @@ class ReportingWorkerContext(WorkerContext):
         if self.requests > self.max_requests:
             self.retiring = True
             self.link.report(RETIRING)
+
+
+def stop_long_lived_connections() -> None:
+    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
+    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
+
+    stop_all()

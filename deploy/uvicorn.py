@@ -24,7 +24,6 @@ from uvicorn.config import STARTUP_FAILURE
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
-from service.realtime import stop_all as stop_long_lived_connections
 from service.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
@@ -142,3 +141,10 @@ class SupervisedServer(uvicorn.Server):
             logger.info("Maximum request limit of %d reached; waiting for a replacement.", self.recycle_after)
             self.link.report(RETIRING)
         return await super().on_tick(counter)
+
+
+def stop_long_lived_connections() -> None:
+    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
+    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
+
+    stop_all()
