@@ -215,3 +215,31 @@ def test_server_survives_hostile_input(limited: ServerProcess, report: Report) -
     )
     assert limited.process.poll() is None
     assert response.status_code == 200
+
+
+UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+BROKEN_UPGRADES = {
+    "missing key": b"GET /ws HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"Sec-WebSocket-Version: 13\r\n\r\n",
+    "wrong version": b"GET /ws HTTP/1.1\r\nHost: x\r\n" + UPGRADE + KEY + b"Sec-WebSocket-Version: 8\r\n\r\n",
+    "no version": b"GET /ws HTTP/1.1\r\nHost: x\r\n" + UPGRADE + KEY + b"\r\n",
+    "malformed key": b"GET /ws HTTP/1.1\r\nHost: x\r\n"
+    + UPGRADE
+    + b"Sec-WebSocket-Key: not-base64!\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "POST upgrade": b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+    + UPGRADE
+    + KEY
+    + b"Sec-WebSocket-Version: 13\r\n\r\n",
+    "HTTP/1.0 upgrade": b"GET /ws HTTP/1.0\r\nHost: x\r\n"
+    + UPGRADE
+    + KEY
+    + b"Sec-WebSocket-Version: 13\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("payload", BROKEN_UPGRADES.values(), ids=BROKEN_UPGRADES.keys())
+def test_broken_websocket_upgrade_gets_4xx(limited: ServerProcess, payload: bytes) -> None:
+    """Never a 101 on a handshake that breaks RFC 6455, never a 5xx, and the server lives on."""
+    result = exchange(limited.port, payload)
+    assert 400 <= (result.status or 0) < 500, f"{result.describe()}\n{limited.log()[-2000:]}"
+    assert limited.process.poll() is None

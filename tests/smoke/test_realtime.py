@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -224,3 +225,28 @@ def test_websocket_from_another_site_is_403(server: ServerProcess) -> None:
     with connect(ws_url(server), origin=same_site) as ws:  # type: ignore[arg-type]
         ws.send("ok")
         assert ws.recv(timeout=5) == "ok"
+
+
+def test_invalid_utf8_in_a_text_frame_closes_1007(server: ServerProcess) -> None:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    with sock:
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        payload, mask = b"\xc3\x28 not utf-8", b"\x01\x02\x03\x04"
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # FIN, text, masked
+        frame = head.partition(b"\r\n\r\n")[2]
+        while len(frame) < 4:
+            chunk = sock.recv(4096)
+            assert chunk, frame
+            frame += chunk
+    assert frame[0] == 0x88, frame  # FIN, close
+    assert int.from_bytes(frame[2:4], "big") == 1007
