@@ -9,7 +9,6 @@ routing, so how a session ends (close code, disconnect, shutdown) is ours to see
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import random
@@ -29,7 +28,6 @@ HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps idle proxies from cu
 RETRY_MIN_MS, RETRY_MAX_MS = 1000, 5000
 SERVICE_RESTART = 1012
 MESSAGE_TOO_BIG = 1009
-KEY_BYTES = 16  # RFC 6455 4.1: a random 16-byte nonce
 
 
 def realtime_of(scope: Scope) -> RealtimeState:
@@ -46,25 +44,9 @@ async def refuse_upgrade(websocket: WebSocket, status: int, detail: str, retry_a
     await websocket.send_denial_response(JSONResponse({"detail": detail}, status, headers=headers))
 
 
-def handshake_problem(websocket: WebSocket) -> str | None:
-    """What RFC 6455 4.1 forbids that some servers let through (granian, hypercorn, over HTTP/1.0)."""
-    if websocket.scope.get("http_version") == "1.0":
-        return "WebSocket needs HTTP/1.1"
-    key = websocket.headers.get("sec-websocket-key", "")
-    try:
-        valid = len(base64.b64decode(key, validate=True)) == KEY_BYTES
-    except ValueError:
-        valid = False
-    return None if valid else "Sec-WebSocket-Key must be 16 bytes, base64-encoded"
-
-
 async def websocket_echo(websocket: WebSocket) -> None:
     """Echo every text message as text and every binary message as binary, until the client closes."""
     realtime = realtime_of(websocket.scope)
-    problem = handshake_problem(websocket)
-    if problem is not None:
-        await refuse_upgrade(websocket, 400, problem)
-        return
     if not realtime.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host")):
         await refuse_upgrade(websocket, 403, "Origin not allowed")
         return
