@@ -17,7 +17,11 @@ from hypercorn.asyncio import run as hypercorn_asyncio_run
 from hypercorn.asyncio.run import uvloop_worker
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.run import run as hypercorn_run
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 from deploy.common import bind_address, refuse_ws_ping
 from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
@@ -68,6 +72,7 @@ def build_config(settings: Settings) -> Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
+    pass_peer_close_codes()
     if config.workers == 0:
         return hypercorn_run(config)
     sockets = config.create_sockets()
@@ -88,6 +93,7 @@ def run(settings: Settings) -> int:
 
 
 def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
+    pass_peer_close_codes()  # a spawned process: the launcher's patch is not inherited
     # hypercorn's worker_serve builds its WorkerContext once the app's lifespan has started, right
     # before it serves the sockets, and counts every request through it: the one place to report
     # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
@@ -141,3 +147,45 @@ def stop_long_lived_connections() -> None:
     from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
 
     stop_all()
+
+
+# hypercorn's WebSocket stream reports a peer's close frame to the app as 1006 (abnormal
+# closure): it answers the frame and ends the stream, and every end of a connected socket then
+# looks alike. Checked against 0.17-0.18; any other version keeps hypercorn's own behaviour.
+PEER_CLOSE_CODE_VERSIONS = ("0.17.", "0.18.")
+
+
+def pass_peer_close_codes() -> None:
+    """Have hypercorn's HTTP/1.1 protocol use PeerCloseCodeWSStream (supported versions only)."""
+    from importlib.metadata import version  # noqa: PLC0415
+
+    if not version("hypercorn").startswith(PEER_CLOSE_CODE_VERSIONS):
+        return
+    from hypercorn.protocol import h11  # noqa: PLC0415
+
+    setattr(h11, "WSStream", PeerCloseCodeWSStream)  # noqa: B010 - the name h11.py looks up
+
+
+class PeerCloseCodeWSStream(WSStream):
+    """hypercorn's WebSocket stream, telling the app the close code its peer sent."""
+
+    peer_close_code: int | None = None
+
+    async def _send_wsproto_event(self, event: Any) -> None:
+        # hypercorn answers a peer's close frame with its response(), which carries the peer's code.
+        if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
+            self.peer_close_code = event.code
+        await super()._send_wsproto_event(event)
+
+    async def handle(self, event: Any) -> None:
+        if (
+            isinstance(event, StreamClosed)
+            and not self.closed
+            and self.app_put is not None
+            and self.peer_close_code is not None
+            and self.state == ASGIWebsocketState.CONNECTED
+        ):
+            self.closed = True
+            await self.app_put({"type": "websocket.disconnect", "code": self.peer_close_code})
+            return
+        await super().handle(event)

@@ -27,14 +27,8 @@ pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 T = TypeVar("T")
 WAIT_SECONDS = 10.0
 # Known server limitations, each asserted as what it is so a fix upstream shows up here:
-# granian sends no headers given in `websocket.accept` (the request id is in the access line only);
-# hypercorn 0.18 reports a peer's clean close to the app as 1006 (it drops the peer's close code).
+# granian sends no headers given in `websocket.accept` (the request id is in the access line only).
 NO_ACCEPT_HEADERS = {"granian"}
-LOSES_PEER_CLOSE_CODE = {"hypercorn"}
-
-
-def clean_close_code(server: ServerProcess) -> int:
-    return 1006 if server.profile in LOSES_PEER_CLOSE_CODE else 1000
 
 
 @pytest.fixture(scope="module", params=sorted(PROFILES))
@@ -111,7 +105,7 @@ def test_websocket_echoes_text_and_binary_unchanged(server: ServerProcess) -> No
             assert ws.recv(timeout=5) == message  # same type: text stays str, binary stays bytes
     line = eventually(lambda: access_line(server, "ws-echo-session-1"), "the session's access line")
     assert (line["method"], line["path"]) == ("WEBSOCKET", "/ws")
-    assert line["close_code"] == clean_close_code(server)
+    assert line["close_code"] == 1000  # hypercorn's too: deploy/hypercorn.py's PeerCloseCodeWSStream
     assert (line["messages_in"], line["messages_out"]) == (len(messages), len(messages))
     assert line["client"].startswith("127.0.0.1:")
     assert line["duration_ms"] > 0
@@ -133,7 +127,7 @@ def test_websocket_counts_in_metrics_over_workers(server: ServerProcess) -> None
         == 6
     )
 
-    close = str(clean_close_code(server))
+    close = "1000"
 
     def ended() -> str | None:
         text = scrape(server)
