@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from bench import realtime
 from bench.load import WORKLOADS, LoadGenerator, LoadResult, Workload
 from bench.servers import Server, ServerError, running_server
 
@@ -119,7 +120,9 @@ def _run_server(
     plan: Plan, generator: LoadGenerator, progress: Progress, run: ServerRun, app: App
 ) -> list[Point]:
     """Start one server, drive every workload at it, note its start-up time and memory; stop it."""
-    points = [Point(run.profile, run.workers, app.key, w.key) for w in plan.workloads]
+    # The raw ASGI app has no WebSocket or event-stream route: those compare service and bare FastAPI.
+    workloads = [w for w in plan.workloads if w.kind == "http" or app.key != "raw"]
+    points = [Point(run.profile, run.workers, app.key, w.key) for w in workloads]
     label = f"{run.profile} x{run.workers} {app.key}"
     done = 0
     progress(f"{label}: starting", False)
@@ -129,7 +132,7 @@ def _run_server(
             before = server.worker_rss()
             run.worker_processes = len(before)
             run.rss_before_mb = sum(before) / MB
-            for point, workload in zip(points, plan.workloads, strict=True):
+            for point, workload in zip(points, workloads, strict=True):
                 progress(f"{label}: {workload.label}", False)
                 _measure(plan, generator, server, workload, point)
                 done += 1
@@ -153,10 +156,11 @@ def _run_server(
 def _measure(plan: Plan, generator: LoadGenerator, server: Server, workload: Workload, point: Point) -> None:
     try:
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            drive = generator.run if workload.kind == "http" else realtime.run
             if plan.warmup > 0:
-                generator.run(server.base_url, workload, plan.warmup, plan.connections)
+                drive(server.base_url, workload, plan.warmup, plan.connections)
             before = server.worker_cpu_seconds()
-            result = generator.run(server.base_url, workload, plan.duration, plan.connections)
+            result = drive(server.base_url, workload, plan.duration, plan.connections)
             share = busiest_share(before, server.worker_cpu_seconds())
             uneven_at = UNEVEN_FACTOR / point.workers
             if share is not None and workload.cpu_bound and share >= uneven_at and attempt < MAX_ATTEMPTS:
