@@ -67,9 +67,13 @@ async def websocket_echo(websocket: WebSocket) -> None:
             with contextlib.suppress(RuntimeError, OSError):  # the peer may be gone already
                 await websocket.close(code)
 
+    closers: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
     def on_stop() -> None:
         # Scheduled, not awaited: the stop runs outside this session's task.
-        asyncio.get_running_loop().create_task(close(SERVICE_RESTART))
+        task = asyncio.get_running_loop().create_task(close(SERVICE_RESTART))
+        closers.add(task)
+        task.add_done_callback(closers.discard)
 
     realtime.open_websockets += 1
     realtime.stop_callbacks.add(on_stop)
