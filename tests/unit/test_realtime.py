@@ -9,6 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
+from deploy.common import UnsupportedSettingError
+from deploy.profiles import load_adapter
 from deploy.reload import changed, syntax_error
 from service.app import create_app
 from service.drain import DrainState
@@ -104,3 +106,37 @@ def test_reloader_sees_changes_and_syntax_errors(tmp_path: Path) -> None:
     problem = syntax_error([good, bad])
     assert problem is not None
     assert problem.startswith(f"{bad}:1:")
+
+
+@pytest.mark.parametrize(
+    ("profile", "ping", "refused"),
+    [
+        ("granian", {"ws_ping_interval": 10.0}, "APP_WS_PING_INTERVAL"),
+        ("gunicorn-asgi", {"ws_ping_interval": 10.0}, "APP_WS_PING_INTERVAL"),
+        ("hypercorn", {"ws_ping_interval": 10.0, "ws_ping_timeout": 5.0}, "APP_WS_PING_TIMEOUT"),
+    ],
+)
+def test_ping_settings_refused_where_the_server_cannot_ping(
+    profile: str, ping: dict[str, float], refused: str
+) -> None:
+    with pytest.raises(UnsupportedSettingError, match=refused):
+        load_adapter(profile).native_config(Settings(**ping))  # type: ignore[arg-type]
+
+
+def test_ping_and_message_limit_reach_the_servers_that_have_them() -> None:
+    settings = Settings(ws_ping_interval=10.0, ws_ping_timeout=5.0, ws_max_message_bytes=4096)
+    uvicorn = load_adapter("uvicorn").native_config(settings)
+    assert (uvicorn["ws_ping_interval"], uvicorn["ws_ping_timeout"], uvicorn["ws_max_size"]) == (
+        10.0,
+        5.0,
+        4096,
+    )
+    assert uvicorn["ws"] == "websockets-sansio"
+    gunicorn = load_adapter("gunicorn").native_config(settings)["uvicorn_worker"]
+    assert (gunicorn["ws_ping_interval"], gunicorn["ws_max_size"]) == (10.0, 4096)
+    hypercorn = load_adapter("hypercorn").native_config(
+        Settings(ws_ping_interval=10.0, ws_max_message_bytes=4096)
+    )
+    assert (hypercorn["websocket_ping_interval"], hypercorn["websocket_max_message_size"]) == (10.0, 4096)
+    asgi = load_adapter("gunicorn-asgi").native_config(Settings(ws_max_message_bytes=4096))
+    assert asgi["websocket_max_message_size"] == 4096
