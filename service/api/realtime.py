@@ -47,6 +47,11 @@ async def refuse_upgrade(websocket: WebSocket, status: int, detail: str, retry_a
 async def websocket_echo(websocket: WebSocket) -> None:
     """Echo every text message as text and every binary message as binary, until the client closes."""
     realtime = realtime_of(websocket.scope)
+    if websocket.scope.get("http_version") == "1.0":
+        # RFC 6455 4.1 asks for HTTP/1.1; where the server tells the app (gunicorn-asgi,
+        # hypercorn), an HTTP/1.0 upgrade is refused here.
+        await refuse_upgrade(websocket, 400, "WebSocket needs HTTP/1.1")
+        return
     if not realtime.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host")):
         await refuse_upgrade(websocket, 403, "Origin not allowed")
         return
