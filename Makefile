@@ -38,6 +38,10 @@ venv-run: | $(UV) ## Install the locked runtime dependencies into .venv
 venv-dev: | $(UV) ## Install runtime and development dependencies into .venv
 	@$(UV) sync --locked --all-extras --quiet
 
+.PHONY: dev
+dev: venv-run ## Development loop: APP_SERVER (default uvicorn) restarting on every saved edit (APP_RELOAD)
+	APP_RELOAD=true APP_WORKERS=$${APP_WORKERS:-1} exec $(RUN) -m deploy
+
 .PHONY: run run-uvicorn run-hypercorn run-gunicorn run-gunicorn-asgi run-granian
 run: venv-run ## Run the server named by APP_SERVER (default uvicorn)
 	exec $(RUN) -m deploy

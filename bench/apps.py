@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from service.app import create_app
@@ -58,6 +59,31 @@ async def _bare_echo(body: Message) -> Message:
 
 
 bare_fastapi.add_api_route("/io", _io, methods=["GET"])
+
+
+@bare_fastapi.websocket("/ws")
+async def _bare_ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await websocket.send_text(message["text"])
+        elif message.get("bytes") is not None:
+            await websocket.send_bytes(message["bytes"])
+
+
+@bare_fastapi.get("/events")
+async def _bare_events(interval: float = 1.0) -> StreamingResponse:
+    async def ticks() -> AsyncIterator[str]:
+        number = 1
+        while True:
+            yield f"id: {number}\nevent: tick\ndata: {json.dumps({'n': number})}\n\n"
+            number += 1
+            await asyncio.sleep(interval)
+
+    return StreamingResponse(ticks(), media_type="text/event-stream")
 
 
 # --- (c) raw ASGI --------------------------------------------------------------

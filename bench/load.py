@@ -25,9 +25,16 @@ class Workload:
     # Limited by the workers' CPU. GET /io is limited by its wait instead (64 connections x
     # 10 ms: at most 6,400 req/s), however its connections are spread over the workers.
     cpu_bound: bool = True
+    # "http": requests (any generator); "ws", "sse": long-lived, driven by bench/realtime.py,
+    # their rate read as messages/s or events/s.
+    kind: str = "http"
 
     @property
     def label(self) -> str:
+        if self.kind == "ws":
+            return "WS /ws echo (msg/s)"
+        if self.kind == "sse":
+            return "SSE /events fan-out (events/s)"
         return f"{self.method} {self.path}"
 
     @property
@@ -39,6 +46,9 @@ WORKLOADS: dict[str, Workload] = {
     "get": Workload("get", "GET", "/"),
     "echo": Workload("echo", "POST", "/echo"),
     "io": Workload("io", "GET", "/io", cpu_bound=False),
+    "ws": Workload("ws", "GET", "/ws", kind="ws"),
+    # Paced by the streams' interval, not by the workers' CPU.
+    "sse": Workload("sse", "GET", "/events", cpu_bound=False, kind="sse"),
 }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import psutil
 
+from bench import realtime
 from bench.load import WORKLOADS, LoadGenerator, LoadResult, Workload
 from bench.servers import Server, ServerError, running_server
 
@@ -77,7 +78,12 @@ class Plan:
         return len(self.profiles) * len(self.worker_counts) * len(self.apps)
 
     def app_workloads(self, app: App) -> list[Workload]:
-        return [w for w in self.workloads if app.workloads is None or w.key in app.workloads]
+        # The raw ASGI app has no WebSocket or event-stream route: those compare service and bare FastAPI.
+        return [
+            w
+            for w in self.workloads
+            if (app.workloads is None or w.key in app.workloads) and (w.kind == "http" or app.key != "raw")
+        ]
 
     @property
     def points(self) -> int:
@@ -274,10 +280,11 @@ def _keep_median(point: Point, samples: list[Point]) -> None:
 def _measure(plan: Plan, generator: LoadGenerator, server: Server, workload: Workload, point: Point) -> None:
     try:
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            drive = generator.run if workload.kind == "http" else realtime.run
             if plan.warmup > 0:
-                generator.run(server.base_url, workload, plan.warmup, plan.connections)
+                drive(server.base_url, workload, plan.warmup, plan.connections)
             before = server.worker_cpu_seconds()
-            result = generator.run(server.base_url, workload, plan.duration, plan.connections)
+            result = drive(server.base_url, workload, plan.duration, plan.connections)
             share = busiest_share(before, server.worker_cpu_seconds())
             uneven_at = UNEVEN_FACTOR / point.workers
             if share is not None and workload.cpu_bound and share >= uneven_at and attempt < MAX_ATTEMPTS:

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from deploy import drain
+from deploy import drain, reload
 from deploy.common import check_app_module
 from deploy.lifecycle import ignore_operator_signals
 from deploy.plan import LaunchPlan, resolve, with_profile
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.check(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
         check_app_module(settings)
+        if settings.reload:
+            # Its child, started with APP_RELOAD=false, launches; it restarts it on every change.
+            return reload.run(name, settings)
         return _launch(resolve(name, settings))
     except (SettingsError, UnsupportedSettingError, UnsupportedVersionError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)

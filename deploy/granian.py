@@ -32,7 +32,7 @@ from granian.server import Server
 from deploy.common import SHM_DIR
 from deploy.heartbeat_files import ASGIApp, BeatingApp, HeartbeatWatch
 from deploy.lifecycle import die_with_parent
-from deploy.profile import Native, Profile, Refused
+from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Profile, Refused
 from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
@@ -54,6 +54,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "loop": Loops.uvloop,
         "http": HTTPModes.http1,
+        # Granian has no message-size limit of its own: the app closes with 1009 (service/api/realtime.py).
+        "websockets": True,
         "http1_settings": HTTP1Settings(
             keep_alive=True, header_read_timeout=settings.request_head_timeout * 1000
         ),
@@ -127,6 +129,8 @@ PROFILE = Profile(
         "max_requests_jitter": Refused(NO_REQUEST_COUNT, accepts=_off),
         "worker_timeout": Native(WATCHDOG, "deploy/heartbeat_files.py: beats each worker's loop writes"),
         "max_worker_memory": Native("workers_max_rss", "granian's own, sampled every second"),
+        "ws_ping_interval": Refused(f"granian {NO_PINGS}"),
+        "ws_ping_timeout": Refused(f"granian {NO_PING_TIMEOUT}"),
     },
     build=native_config,
     serve=run,

@@ -18,6 +18,7 @@ from deploy.gunicorn_app import (
     gunicorn_options,
 )
 from deploy.profile import Native, Profile
+from deploy.uvicorn import websocket_options
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.settings import Settings
 from service.versions import require
@@ -48,6 +49,7 @@ def worker_overrides(settings: Settings) -> dict[str, Any]:
         "loop": "uvloop",
         "http": HeadTimeoutHttpToolsProtocol,  # httptools, plus a request-head deadline
         "lifespan": "on",
+        **websocket_options(settings),
         "proxy_headers": False,  # applied by the app, see service/app.py
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
@@ -78,6 +80,9 @@ PROFILE = Profile(
     summary="gunicorn's arbiter with Uvicorn workers (uvicorn-worker) on uvloop + httptools",
     settings={
         **GUNICORN_SETTINGS,
+        "ws_max_message_bytes": Native("uvicorn_worker.ws_max_size", "beyond it: close 1009"),
+        "ws_ping_interval": Native("uvicorn_worker.ws_ping_interval"),
+        "ws_ping_timeout": Native("uvicorn_worker.ws_ping_timeout"),
         "request_head_timeout": Native(
             f"uvicorn_worker.{CONFIG_ATTRIBUTE}", "read by deploy/uvicorn_protocol.py"
         ),

@@ -18,7 +18,7 @@ from deploy.gunicorn_app import (
     gunicorn_options,
 )
 from deploy.gunicorn_asgi_worker import WORKER_SETTING
-from deploy.profile import Native, Profile
+from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Profile, Refused
 from service.settings import Settings
 
 WORKER_CLASS = "deploy.gunicorn_asgi_worker.HeadTimeoutASGIWorker"
@@ -38,6 +38,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "root_path": "",  # applied by the app, see service/app.py
         # Proxy headers are applied by the app; gunicorn must not trust any itself.
         "secure_scheme_headers": {},
+        "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
     }
 
 
@@ -60,6 +61,9 @@ PROFILE = Profile(
     summary="gunicorn's arbiter with its own ASGI worker (`-k asgi`) on uvloop: no uvicorn at all",
     settings={
         **GUNICORN_SETTINGS,
+        "ws_max_message_bytes": Native("gunicorn.websocket_max_message_size", "beyond it: close 1009"),
+        "ws_ping_interval": Refused(f"gunicorn-asgi {NO_PINGS}"),
+        "ws_ping_timeout": Refused(f"gunicorn-asgi {NO_PING_TIMEOUT}"),
         "request_head_timeout": Native(
             f"asgi_worker.{WORKER_SETTING}", "read by deploy/gunicorn_asgi_worker.py's protocol"
         ),

@@ -19,10 +19,14 @@ from hypercorn.asyncio import run as hypercorn_asyncio_run
 from hypercorn.asyncio.run import uvloop_worker
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.run import run as hypercorn_run
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 from deploy.common import bind_address
-from deploy.profile import Native, Profile
+from deploy.profile import NO_PING_TIMEOUT, Native, Profile, Refused
 from deploy.supervisor import (
     HEARTBEAT_SECONDS,
     READY,
@@ -68,6 +72,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "max_requests_jitter": settings.max_requests_jitter,
         "root_path": "",  # applied by the app, see service/app.py
         "include_server_header": False,
+        "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
+        "websocket_ping_interval": settings.ws_ping_interval,
         "use_reloader": False,
         SUPERVISOR_KEY: supervisor_options(settings),  # deploy/supervisor.py, when it runs the workers
     }
@@ -83,6 +89,7 @@ def build_config(settings: Settings) -> Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
+    pass_peer_close_codes()
     if config.workers == 0:
         return hypercorn_run(config)
     sockets = config.create_sockets()
@@ -105,13 +112,31 @@ def run(settings: Settings) -> int:
 
 
 def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
+    pass_peer_close_codes()  # a spawned process: the launcher's patch is not inherited
     # hypercorn's worker_serve builds its WorkerContext once the app's lifespan has started, right
     # before it serves the sockets, and counts every request through it: the one place to report
     # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
     ReportingWorkerContext.link = link
     setattr(hypercorn_asyncio_run, "WorkerContext", ReportingWorkerContext)  # noqa: B010 - not re-exported
     # hypercorn only polls `shutdown_event.is_set()` (utils.check_multiprocess_shutdown_event).
-    uvloop_worker(config=config, sockets=sockets, shutdown_event=cast(EventType, link.stop))
+    stop = StopTellingTheApp(link.stop)
+    uvloop_worker(config=config, sockets=sockets, shutdown_event=cast(EventType, stop))
+
+
+class StopTellingTheApp:
+    """The supervisor's stop flag, as hypercorn polls it on the worker's loop; when it is first
+    seen set, the app's long-lived connections are told (no signal reaches a supervised worker)."""
+
+    def __init__(self, flag: Any) -> None:
+        self.flag = flag
+        self.told = False
+
+    def is_set(self) -> bool:
+        stopping = bool(self.flag.is_set())
+        if stopping and not self.told:
+            self.told = True
+            stop_long_lived_connections()
+        return stopping
 
 
 class ReportingWorkerContext(WorkerContext):
@@ -144,6 +169,48 @@ class ReportingWorkerContext(WorkerContext):
             self.link.report(RETIRING)
 
 
+def stop_long_lived_connections() -> None:
+    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
+    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
+
+    stop_all()
+
+
+# hypercorn's WebSocket stream reports a peer's close frame to the app as 1006 (abnormal
+# closure): it answers the frame and ends the stream, and every end of a connected socket then
+# looks alike. Within the version range this module requires (see the top).
+def pass_peer_close_codes() -> None:
+    """Have hypercorn's HTTP/1.1 protocol use PeerCloseCodeWSStream."""
+    from hypercorn.protocol import h11  # noqa: PLC0415
+
+    setattr(h11, "WSStream", PeerCloseCodeWSStream)  # noqa: B010 - the name h11.py looks up
+
+
+class PeerCloseCodeWSStream(WSStream):
+    """hypercorn's WebSocket stream, telling the app the close code its peer sent."""
+
+    peer_close_code: int | None = None
+
+    async def _send_wsproto_event(self, event: Any) -> None:
+        # hypercorn answers a peer's close frame with its response(), which carries the peer's code.
+        if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
+            self.peer_close_code = event.code
+        await super()._send_wsproto_event(event)
+
+    async def handle(self, event: Any) -> None:
+        if (
+            isinstance(event, StreamClosed)
+            and not self.closed
+            and self.app_put is not None
+            and self.peer_close_code is not None
+            and self.state == ASGIWebsocketState.CONNECTED
+        ):
+            self.closed = True
+            await self.app_put({"type": "websocket.disconnect", "code": self.peer_close_code})
+            return
+        await super().handle(event)
+
+
 PROFILE = Profile(
     name="hypercorn",
     summary="Hypercorn's uvloop worker; several workers under deploy/supervisor.py",
@@ -159,6 +226,9 @@ PROFILE = Profile(
         "graceful_timeout": Native("graceful_timeout"),
         "max_requests": Native("max_requests", "the supervisor starts the replacement first"),
         **SUPERVISED_SETTINGS,
+        "ws_max_message_bytes": Native("websocket_max_message_size", "beyond it: close 1009"),
+        "ws_ping_interval": Native("websocket_ping_interval"),
+        "ws_ping_timeout": Refused(f"hypercorn {NO_PING_TIMEOUT}"),
         "max_requests_jitter": Native("max_requests_jitter"),
     },
     build=native_config,

@@ -57,6 +57,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "log_config": log_config(settings),
         "access_log": False,  # the app writes access lines (service/middleware/access_log.py)
+        **websocket_options(settings),
         "timeout_keep_alive": settings.keepalive_timeout,
         "timeout_graceful_shutdown": settings.graceful_timeout,
         "limit_max_requests": settings.max_requests or None,
@@ -73,6 +74,19 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "reload": False,
         "factory": False,
         SUPERVISOR_KEY: supervisor_options(settings),  # deploy/supervisor.py, when it runs the workers
+    }
+
+
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's WebSocket protocol, chosen explicitly ("auto" would depend on what happens to be
+    installed), with the limits every profile shares; also what gunicorn's uvicorn workers run."""
+    return {
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.ws_max_message_bytes,  # beyond it: close 1009, as on every profile
+        "ws_ping_interval": settings.ws_ping_interval,
+        "ws_ping_timeout": settings.ws_ping_timeout,
+        # Off on every profile: compression costs CPU per message and invites decompression bombs.
+        "ws_per_message_deflate": False,
     }
 
 
@@ -136,6 +150,7 @@ class SupervisedServer(uvicorn.Server):
         self.link.beat()  # uvicorn's main loop ticks every 0.1 s: the event loop is alive
         if self.link.stop_requested():
             self.should_exit = True
+            stop_long_lived_connections()  # no signal reaches a supervised worker (service/realtime.py)
         elif (
             not self.retiring
             and self.recycle_after is not None
@@ -145,6 +160,13 @@ class SupervisedServer(uvicorn.Server):
             logger.info("Maximum request limit of %d reached; waiting for a replacement.", self.recycle_after)
             self.link.report(RETIRING)
         return await super().on_tick(counter)
+
+
+def stop_long_lived_connections() -> None:
+    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
+    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
+
+    stop_all()
 
 
 PROFILE = Profile(
@@ -164,6 +186,9 @@ PROFILE = Profile(
         **SUPERVISED_SETTINGS,
         "max_requests_jitter": Native("limit_max_requests_jitter"),
         "forwarded_allow_ips": Native("forwarded_allow_ips", INERT_PROXY_LIST),
+        "ws_max_message_bytes": Native("ws_max_size", "beyond it: close 1009"),
+        "ws_ping_interval": Native("ws_ping_interval"),
+        "ws_ping_timeout": Native("ws_ping_timeout"),
     },
     build=native_config,
     serve=run,

@@ -15,7 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from service.api import echo, health, metrics, root
+from service.api import echo, health, metrics, realtime, root
 from service.api.health import ReadinessCheck
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
@@ -29,6 +29,7 @@ from service.middleware.forwarded import TrustedProxies
 from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
 from service.middleware.metrics import MetricsMiddleware
+from service.realtime import RealtimeState
 from service.settings import Settings
 from service.tracing import tracing_for
 
@@ -88,6 +89,7 @@ class ServiceApp(FastAPI):
             access_log,
             trusted_proxies=TrustedProxies(settings.forwarded_allow_ips),
             metrics=settings.metrics_enabled and not between,
+            realtime_metrics=settings.metrics_enabled,
         )
 
 
@@ -129,11 +131,13 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lifecycle = "running"
+        app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
         async with watch(settings.drain_file, app.state.drain):
             yield
         if sampler is not None:
             sampler.cancel()
+        app.state.realtime.detach()
         app.state.lifecycle = "stopping"
         if settings.metrics_enabled:
             flush_metrics()  # the requests of the last loop iteration
@@ -154,12 +158,21 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     )
     app.service_settings = settings
     app.state.drain = DrainState()
+    app.state.realtime = RealtimeState(
+        app.state.drain,
+        settings.ws_max_message_bytes,
+        settings.ws_max_connections,
+        settings.ws_allowed_origins,
+    )
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
     include_flat(app, root.router)
     include_flat(app, health.router)
     include_flat(app, echo.router)
+    include_flat(app, realtime.router)
+    # On the app itself, like include_flat's routes: an included router is resolved again per request.
+    app.add_api_websocket_route(realtime.WS_PATH, realtime.websocket_echo)
     if settings.metrics_enabled:
         include_flat(app, metrics.router)
     install_error_handlers(app)

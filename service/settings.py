@@ -327,6 +327,60 @@ class Settings(BaseSettings):
         ),
     )
 
+    reload: bool = Field(
+        default=False,
+        description=(
+            "Development loop: restart the server when a `.py` file of the app or `.env` changes "
+            "(polling, so it works in containers too); a syntax error is reported and the last good "
+            "code keeps serving. Same on every profile; refused in production. `make dev` sets it."
+        ),
+    )
+    ws_max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=125,
+        le=67_108_864,
+        description=(
+            "Largest WebSocket message in bytes (after reassembling its frames); a larger one closes "
+            "the connection with 1009."
+        ),
+    )
+    ws_max_connections: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Open WebSockets one worker holds at most; beyond it upgrades get 503 with `Retry-After` "
+            "(0 = no limit)."
+        ),
+    )
+    ws_ping_interval: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds between the server's pings on an idle WebSocket, so dead peers are found; unset: "
+            "no pings. uvicorn, gunicorn (uvicorn workers) and hypercorn only."
+        ),
+    )
+    ws_ping_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a peer gets to answer a ping before the WebSocket is closed (1011); needs "
+            "APP_WS_PING_INTERVAL. uvicorn and gunicorn (uvicorn workers) only."
+        ),
+    )
+    ws_allowed_origins: OriginList = Field(
+        default=(),
+        description=(
+            "Comma-separated origins a browser may open a WebSocket from, or `*` for any. Empty: only "
+            "the service's own origin (Origin matching Host). Others get 403 before the upgrade "
+            "(cross-site WebSocket hijacking). Clients that send no Origin (not browsers) are let in."
+        ),
+        json_schema_extra={"allowed": "comma-separated `scheme://host[:port]` origins, `*`, or empty"},
+    )
+
     @model_validator(mode="after")
     def _check_otlp_headers_have_an_endpoint(self) -> Settings:
         if self.otlp_headers is not None and self.otlp_endpoint is None:
@@ -344,6 +398,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _refuse_reload_in_production(self) -> Settings:
+        if self.reload and self.env == "production":
+            raise ValueError("APP_RELOAD=true is a development loop; production refuses it (unset it)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_ping(self) -> Settings:
+        if self.ws_ping_timeout is not None and self.ws_ping_interval is None:
+            raise ValueError("APP_WS_PING_TIMEOUT needs APP_WS_PING_INTERVAL (no ping, nothing to time out)")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.env != "production" or self.allow_unsafe_production:
             return self
@@ -356,6 +422,8 @@ class Settings(BaseSettings):
             unsafe.append("APP_FORWARDED_ALLOW_IPS=* (any client could fake its address and scheme)")
         if "*" in self.cors_allow_origins:
             unsafe.append("APP_CORS_ALLOW_ORIGINS=*")
+        if "*" in self.ws_allowed_origins:
+            unsafe.append("APP_WS_ALLOWED_ORIGINS=* (any site could open a WebSocket with a user's cookies)")
         if unsafe:
             raise ValueError(
                 "production refuses development-only settings: "

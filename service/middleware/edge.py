@@ -27,11 +27,18 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.drain import DrainState
-from service.metrics import UNMATCHED_ROUTE, in_progress, method_label, request_series
+from service.metrics import in_progress, method_label, request_series
 from service.middleware.access_log import AccessLog
 from service.middleware.forwarded import TrustedProxies
 from service.middleware.request_id import HEADER, incoming_or_new, logger, request_id_var
 from service.middleware.security_headers import ALWAYS, HSTS, JSON_CSP
+from service.middleware.websocket_session import (
+    WebSocketSession,
+    log_response,
+    route_of,
+    stream_ended,
+    stream_started,
+)
 
 CLOSE = (b"connection", b"close")
 
@@ -69,18 +76,42 @@ class EdgeMiddleware:
         *,
         trusted_proxies: TrustedProxies,
         metrics: bool = False,
+        realtime_metrics: bool = False,
     ) -> None:
         self.app = app
         self.drain = drain
         self.trusted_proxies = trusted_proxies
         self.access_log = access_log
         self.metrics = metrics
+        self.realtime_metrics = realtime_metrics
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket session: request id, trusted proxy, one access line and its metrics when it ends."""
+        self.trusted_proxies.apply(scope)
+        request_id = incoming_or_new(scope["headers"])
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        session = WebSocketSession(scope, (HEADER, request_id.encode("ascii")), self.realtime_metrics)
+
+        def denial_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+            return response_headers(headers, False, self.drain.draining, session.id_header)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, session.receiving(receive), session.sending(send, denial_headers))
+        except Exception:
+            logger.exception("unhandled error on websocket %s [request_id=%s]", scope["path"], request_id)
+            if not session.accepted and not session.status:
+                session.status = 500
+                raise  # the server refuses the handshake
+            session.close_code = session.close_code or 1011
+        finally:
+            session.ended(time.perf_counter() - started, self.access_log)
+            request_id_var.reset(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                self.trusted_proxies.apply(scope)
-            await self.app(scope, receive, send)
+            await (self.websocket if scope["type"] == "websocket" else self.app)(scope, receive, send)
             return
         self.trusted_proxies.apply(scope)
         request_id = incoming_or_new(scope["headers"])
@@ -94,13 +125,16 @@ class EdgeMiddleware:
         if access_log is not None and scope["path"] in access_log.skip_paths:
             access_log = None
         status = 0
+        stream_route = None  # set when the response is an event stream (service/realtime.py)
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, stream_route
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", ())
                 message["headers"] = response_headers(headers, over_tls, closing, id_header)
+                if status == 200 and self.realtime_metrics:
+                    stream_route = stream_started(scope, headers)
             await send(message)
 
         in_flight = None
@@ -116,11 +150,12 @@ class EdgeMiddleware:
                 seconds = time.perf_counter() - started
                 if in_flight is not None:
                     in_flight.leave()
-                    # Starlette's router writes the matched route into this same scope.
-                    route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
-                    request_series(method, route, status or 500).observe(seconds)
+                    if stream_route is None:  # a stream's lifetime is not a latency (service/realtime.py)
+                        request_series(method, route_of(scope), status or 500).observe(seconds)
+                if stream_route is not None:
+                    stream_ended(scope, stream_route)
                 if access_log is not None:
-                    access_log.log(scope, status or 500, seconds)
+                    log_response(access_log, scope, status or 500, seconds)
         except Exception:
             if not status:
                 raise  # no response yet: the server answers 500 and logs it

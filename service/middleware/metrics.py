@@ -11,6 +11,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import UNMATCHED_ROUTE, in_progress, method_label, request_series
+from service.middleware.websocket_session import is_event_stream
 
 
 class MetricsMiddleware:
@@ -23,11 +24,13 @@ class MetricsMiddleware:
             return
         method = method_label(scope["method"])
         status = 500
+        stream = False
 
         async def send_recording_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, stream
             if message["type"] == "http.response.start":
                 status = message["status"]
+                stream = status == 200 and is_event_stream(message.get("headers", ()))
             await send(message)
 
         in_flight = in_progress(method)
@@ -39,4 +42,5 @@ class MetricsMiddleware:
             in_flight.leave()
             # Starlette's router writes the matched route into this same scope.
             route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
-            request_series(method, route, status).observe(time.perf_counter() - started)
+            if not stream:  # an event stream is counted as one (service/realtime.py), not as a latency
+                request_series(method, route, status).observe(time.perf_counter() - started)

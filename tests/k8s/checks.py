@@ -22,6 +22,10 @@ Obj = dict[str, Any]
 # Seconds between the server's graceful timeout ending and the kubelet's SIGKILL:
 # the process has to exit and the runtime to reap it.
 SHUTDOWN_MARGIN_SECONDS = 5
+# The WebSocket close handshake at the graceful stop: the 1012 close frame goes out at its
+# start, then a server waits this long at most for the peer's reply (gunicorn's ASGI worker: 5 s).
+# It must fit inside APP_GRACEFUL_TIMEOUT, or the server cuts it at the deadline.
+WS_CLOSE_HANDSHAKE_SECONDS = 5
 POD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 # The one writable path of the read-only container: an emptyDir, not a temp file.
 TMP_PATH = "/tmp"  # noqa: S108
@@ -185,6 +189,11 @@ def check_shutdown_budget(objs: list[Obj], default_graceful_timeout: int) -> lis
             graceful = int(env.get("APP_GRACEFUL_TIMEOUT", default_graceful_timeout))
             # The launcher's drain window (0 by default in Kubernetes) runs before the graceful stop.
             window = int(env.get("APP_DRAIN_SECONDS", 0))
+            if graceful < WS_CLOSE_HANDSHAKE_SECONDS:
+                problems.append(
+                    f"{name_of(workload)}: APP_GRACEFUL_TIMEOUT {graceful} < the WebSocket close "
+                    f"handshake ({WS_CLOSE_HANDSHAKE_SECONDS} s): sockets would be cut, not closed"
+                )
             needed = pre_stop + window + graceful + SHUTDOWN_MARGIN_SECONDS
             if grace < needed:
                 problems.append(

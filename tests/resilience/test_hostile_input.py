@@ -215,3 +215,49 @@ def test_server_survives_hostile_input(limited: ServerProcess, report: Report) -
     )
     assert limited.process.poll() is None
     assert response.status_code == 200
+
+
+UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+BROKEN_UPGRADES = {
+    "missing key": b"GET /ws HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"Sec-WebSocket-Version: 13\r\n\r\n",
+    "wrong version": b"GET /ws HTTP/1.1\r\nHost: x\r\n" + UPGRADE + KEY + b"Sec-WebSocket-Version: 8\r\n\r\n",
+    "no version": b"GET /ws HTTP/1.1\r\nHost: x\r\n" + UPGRADE + KEY + b"\r\n",
+    "malformed key": b"GET /ws HTTP/1.1\r\nHost: x\r\n"
+    + UPGRADE
+    + b"Sec-WebSocket-Key: not-base64!\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "POST upgrade": b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+    + UPGRADE
+    + KEY
+    + b"Sec-WebSocket-Version: 13\r\n\r\n",
+    "HTTP/1.0 upgrade": b"GET /ws HTTP/1.0\r\nHost: x\r\n"
+    + UPGRADE
+    + KEY
+    + b"Sec-WebSocket-Version: 13\r\n\r\n",
+}
+
+
+# What the server lets through and the app cannot see: an ASGI WebSocket scope carries no
+# method, and these servers write "1.1" as its http_version whatever the request said.
+_SAYS_1_1 = "upgrades an HTTP/1.0 request and reports it to the app as HTTP/1.1"
+UPGRADE_GAPS = {
+    # Checking the key in the app would refuse Starlette's TestClient (its key is not a nonce).
+    ("granian", "malformed key"): "granian accepts a Sec-WebSocket-Key that is not a base64 nonce",
+    ("hypercorn", "malformed key"): "hypercorn accepts a Sec-WebSocket-Key that is not a base64 nonce",
+    ("granian", "POST upgrade"): "granian upgrades a POST; the app never sees the method",
+    ("granian", "HTTP/1.0 upgrade"): f"granian {_SAYS_1_1}",
+    ("uvicorn", "HTTP/1.0 upgrade"): f"uvicorn {_SAYS_1_1}",
+    ("gunicorn", "HTTP/1.0 upgrade"): f"uvicorn's worker {_SAYS_1_1}",
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_UPGRADES)
+def test_broken_websocket_upgrade_gets_4xx(limited: ServerProcess, case: str) -> None:
+    """Never a 101 on a handshake that breaks RFC 6455, never a 5xx, and the server lives on."""
+    gap = UPGRADE_GAPS.get((limited.profile, case))
+    if gap is not None:
+        pytest.xfail(gap)
+    payload = BROKEN_UPGRADES[case]
+    result = exchange(limited.port, payload)
+    assert 400 <= (result.status or 0) < 500, f"{result.describe()}\n{limited.log()[-2000:]}"
+    assert limited.process.poll() is None

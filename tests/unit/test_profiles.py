@@ -43,9 +43,15 @@ OTHER_VALUE: dict[str, Any] = {
     "otel_service_name": "another-name",
     "otlp_headers": "authorization=Bearer another",
     "secrets_dir": Path("/run/other-secrets"),
+    "ws_allowed_origins": ("https://app.example.com",),
+    "ws_ping_interval": 10.0,
+    "ws_ping_timeout": 5.0,
 }
 # Settings valid only together with another one.
-NEEDS: dict[str, dict[str, Any]] = {"otlp_headers": {"otlp_endpoint": OTHER_VALUE["otlp_endpoint"]}}
+NEEDS: dict[str, dict[str, Any]] = {
+    "otlp_headers": {"otlp_endpoint": OTHER_VALUE["otlp_endpoint"]},
+    "ws_ping_timeout": {"ws_ping_interval": OTHER_VALUE["ws_ping_interval"]},
+}
 SELECTS_THE_PROFILE = {"server"}
 
 

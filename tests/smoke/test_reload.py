@@ -1,0 +1,100 @@
+"""`APP_RELOAD` / `make dev`: a saved edit is served within seconds, a syntax error does not end the loop."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devkit.process import (
+    LOOPBACK,
+    REPO_ROOT,
+    ServerProcess,
+    clean_environ,
+    free_port,
+    launch_command,
+    refused_at_startup,
+)
+
+pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
+
+ROOT_ROUTE = Path("service/api/root.py")
+SEED = "Hello, ASGI with FastAPI!"
+RELOAD_WAIT_SECONDS = 30.0  # a restart is a process start: seconds on a loaded CI machine
+
+
+def message(base_url: str) -> str | None:
+    try:
+        return str(httpx.get(f"{base_url}/", timeout=2).json()["message"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None  # between two server processes
+
+
+def wait_for_message(server: ServerProcess, expected: str) -> None:
+    deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if message(server.base_url) == expected:
+            return
+        time.sleep(0.1)
+    raise server.not_ready(f"never answered {expected!r}")
+
+
+# The reloader is the same for every profile (it restarts `python -m deploy <profile>`): the
+# default one of `make dev` is tested.
+@pytest.mark.parametrize("profile", ["uvicorn"])
+def test_saved_edit_is_served_and_a_syntax_error_keeps_the_loop(profile: str, tmp_path: Path) -> None:
+    copy = tmp_path / "project"
+    for package in ("service", "deploy"):
+        shutil.copytree(REPO_ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    route = copy / ROOT_ROUTE
+    original = route.read_text()
+    assert SEED in original
+    port = free_port()
+    env = clean_environ(
+        {"APP_RELOAD": "true", "APP_WORKERS": "1", "APP_HOST": LOOPBACK, "APP_PORT": str(port)}
+    )
+    log = tempfile.NamedTemporaryFile(prefix="reload-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        launch_command(profile),
+        cwd=copy,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = ServerProcess(profile, env, port, process, Path(log.name), time.monotonic())
+    try:
+        server.wait_ready(timeout=60)
+        assert message(server.base_url) == SEED
+
+        route.write_text(original.replace(SEED, "Edited once"))
+        wait_for_message(server, "Edited once")
+
+        route.write_text(original.replace(SEED, "Broken") + "\ndef broken(:\n")
+        deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+        while "syntax error" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert message(server.base_url) == "Edited once"  # the last good code still serves
+
+        route.write_text(original.replace(SEED, "Edited twice"))
+        wait_for_message(server, "Edited twice")
+        server.remember_family()
+        errors = [line for line in server.log().splitlines() if "syntax error" in line]
+        assert len(errors) == 1, server.log()
+        assert f"{ROOT_ROUTE.name}:" in errors[0]
+        assert "Traceback" not in server.log()
+        assert server.stop(timeout=30) == 0
+    finally:
+        server.kill_all()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+
+
+def test_reload_is_refused_in_production() -> None:
+    line = refused_at_startup("uvicorn", {"APP_ENV": "production", "APP_RELOAD": "true"})
+    assert "APP_RELOAD" in line

@@ -1,0 +1,142 @@
+"""Long-lived connections without a server: settings, the Origin rule, the stop, the reloader's checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+
+from deploy.profile import UnsupportedSettingError
+from deploy.profiles import load_profile
+from deploy.reload import changed, syntax_error
+from service.app import create_app
+from service.drain import DrainState
+from service.realtime import RealtimeState
+from service.settings import Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _no_app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith("APP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin", "host", "expected"),
+    [
+        ((), None, "api.example.com", True),  # not a browser
+        ((), "https://api.example.com", "api.example.com", True),  # same origin
+        ((), "https://evil.example", "api.example.com", False),
+        ((), "null", "api.example.com", False),
+        (("https://app.example.com",), "https://APP.example.com", "api.example.com", True),
+        (("https://app.example.com",), "https://api.example.com", "api.example.com", False),
+        (("*",), "https://evil.example", "api.example.com", True),
+    ],
+)
+def test_origin_rule(allowed: tuple[str, ...], origin: str | None, host: str, expected: bool) -> None:
+    state = RealtimeState(DrainState(), 1024, 10, allowed)
+    assert state.origin_allowed(origin, host) is expected
+
+
+def test_stop_runs_every_callback_once_and_refuses_new_sessions() -> None:
+    state = RealtimeState(DrainState(), 1024, 1)
+    calls: list[str] = []
+    state.stop_callbacks.add(lambda: calls.append("told"))
+    assert not state.refusing_new()
+    state.begin_stop()
+    state.begin_stop()
+    assert calls == ["told"]
+    assert state.refusing_new()
+
+
+def test_draining_refuses_new_sessions_and_the_cap_counts_open_ones() -> None:
+    drain = DrainState()
+    state = RealtimeState(drain, 1024, 1)
+    state.open_websockets = 1
+    assert state.websockets_full()
+    drain.draining = True
+    assert state.refusing_new()
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"APP_WS_PING_TIMEOUT": "5"}, "APP_WS_PING_TIMEOUT needs APP_WS_PING_INTERVAL"),
+        ({"APP_ENV": "production", "APP_WS_ALLOWED_ORIGINS": "*"}, "APP_WS_ALLOWED_ORIGINS=*"),
+        ({"APP_ENV": "production", "APP_RELOAD": "true"}, "APP_RELOAD"),
+        ({"APP_WS_ALLOWED_ORIGINS": "evil"}, "APP_WS_ALLOWED_ORIGINS"),
+        ({"APP_WS_MAX_MESSAGE_BYTES": "10"}, "APP_WS_MAX_MESSAGE_BYTES"),
+    ],
+)
+def test_realtime_settings_are_validated(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=needle.replace("*", r"\*")):
+        load_settings()
+
+
+def test_websocket_refusals_in_process() -> None:
+    client = TestClient(create_app(Settings(ws_max_connections=1)))
+    with pytest.raises(WebSocketDenialResponse) as foreign:
+        client.websocket_connect("/ws", headers={"origin": "https://evil.example"}).__enter__()
+    assert foreign.value.status_code == 403
+    with client.websocket_connect("/ws") as ws:
+        ws.send_text("hello")
+        assert ws.receive_text() == "hello"
+        with pytest.raises(WebSocketDenialResponse) as full:
+            client.websocket_connect("/ws").__enter__()
+        assert full.value.status_code == 503
+        assert full.value.headers["retry-after"] == "1"
+
+
+def test_reloader_sees_changes_and_syntax_errors(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text("x = 1\n")
+    bad.write_text("def broken(:\n")
+    assert changed({good: 1}, {good: 2, bad: 1}) == sorted([good, bad])
+    assert changed({good: 1}, {good: 1}) == []
+    assert syntax_error([good]) is None
+    problem = syntax_error([good, bad])
+    assert problem is not None
+    assert problem.startswith(f"{bad}:1:")
+
+
+@pytest.mark.parametrize(
+    ("profile", "ping", "refused"),
+    [
+        ("granian", {"ws_ping_interval": 10.0}, "APP_WS_PING_INTERVAL"),
+        ("gunicorn-asgi", {"ws_ping_interval": 10.0}, "APP_WS_PING_INTERVAL"),
+        ("hypercorn", {"ws_ping_interval": 10.0, "ws_ping_timeout": 5.0}, "APP_WS_PING_TIMEOUT"),
+    ],
+)
+def test_ping_settings_refused_where_the_server_cannot_ping(
+    profile: str, ping: dict[str, float], refused: str
+) -> None:
+    with pytest.raises(UnsupportedSettingError, match=refused):
+        load_profile(profile).native_config(Settings(**ping))  # type: ignore[arg-type]
+
+
+def test_ping_and_message_limit_reach_the_servers_that_have_them() -> None:
+    settings = Settings(ws_ping_interval=10.0, ws_ping_timeout=5.0, ws_max_message_bytes=4096)
+    uvicorn = load_profile("uvicorn").native_config(settings)
+    assert (uvicorn["ws_ping_interval"], uvicorn["ws_ping_timeout"], uvicorn["ws_max_size"]) == (
+        10.0,
+        5.0,
+        4096,
+    )
+    assert uvicorn["ws"] == "websockets-sansio"
+    gunicorn = load_profile("gunicorn").native_config(settings)["uvicorn_worker"]
+    assert (gunicorn["ws_ping_interval"], gunicorn["ws_max_size"]) == (10.0, 4096)
+    hypercorn = load_profile("hypercorn").native_config(
+        Settings(ws_ping_interval=10.0, ws_max_message_bytes=4096)
+    )
+    assert (hypercorn["websocket_ping_interval"], hypercorn["websocket_max_message_size"]) == (10.0, 4096)
+    asgi = load_profile("gunicorn-asgi").native_config(Settings(ws_max_message_bytes=4096))
+    assert asgi["gunicorn"]["websocket_max_message_size"] == 4096
