@@ -88,8 +88,8 @@ resilience: venv-dev ## Resilience suite: drain, supervision, limits, hostile in
 smoke: venv-dev ## Smoke suite: every profile as a real process, or BASE_URL=http://host:port
 	$(RUN) -m pytest tests/smoke $(if $(BASE_URL),--base-url=$(BASE_URL)) $(PYTEST_ARGS)
 
-docs: venv-dev ## Regenerate the README settings table and docs/servers.md from their one source
-	$(RUN) -m deploy.settings_table --write README.md
+docs: venv-dev ## Regenerate docs/settings.md's table and docs/servers.md from their one source
+	$(RUN) -m deploy.settings_table --write docs/settings.md
 	$(RUN) -m deploy.servers_table --write docs/servers.md
 
 .PHONY: bench bench-quick

@@ -1,6 +1,6 @@
-"""The README's settings table, generated from `Settings` so it can never drift.
+"""docs/settings.md's table, generated from `Settings` so it can never drift.
 
-`python -m deploy.settings_table` prints it; `--write README.md` replaces the
+`python -m deploy.settings_table` prints it; `--write docs/settings.md` replaces the
 table between the markers in place.
 """
 

@@ -3,12 +3,12 @@ from pathlib import Path
 from deploy.settings_table import BEGIN, END, render, replace_table
 from service.settings import Settings, env_name
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def test_readme_settings_table_is_current() -> None:
-    document = README.read_text()
-    assert replace_table(document) == document, "README settings table is stale: run `make docs`"
+    document = REFERENCE.read_text()
+    assert replace_table(document) == document, "docs/settings.md is stale: run `make docs`"
 
 
 def test_table_lists_every_setting() -> None:
@@ -18,5 +18,5 @@ def test_table_lists_every_setting() -> None:
 
 
 def test_markers_present() -> None:
-    assert BEGIN in README.read_text()
-    assert END in README.read_text()
+    assert BEGIN in REFERENCE.read_text()
+    assert END in REFERENCE.read_text()
