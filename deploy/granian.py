@@ -62,7 +62,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "log_enabled": True,
         "log_level": LogLevels(settings.log_level),
         "log_dictconfig": log_config(settings),
-        "log_access": False,  # the app writes access lines (service/middleware/access_log.py)
+        "log_access": False,  # the app writes access lines (service/access_log.py)
         # Time a worker gets to finish in-flight requests once told to stop.
         "workers_kill_timeout": settings.graceful_timeout,
         "respawn_failed_workers": True,

@@ -37,7 +37,7 @@ def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:
         "worker_class": worker_class,
         "loglevel": settings.log_level,
         "logconfig_dict": log_config(settings),
-        "accesslog": None,  # the app writes access lines (service/middleware/access_log.py)
+        "accesslog": None,  # the app writes access lines (service/access_log.py)
         "errorlog": "-",
         "keepalive": settings.keepalive_timeout,
         # gunicorn's ASGI worker drains this long itself; the uvicorn worker's profile adds

@@ -60,7 +60,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "worker_class": "uvloop",
         "loglevel": settings.log_level.upper(),
         "logconfig_dict": log_config(settings),
-        "accesslog": None,  # the app writes access lines (service/middleware/access_log.py)
+        "accesslog": None,  # the app writes access lines (service/access_log.py)
         # A Logger (not "-") so hypercorn keeps the handlers logconfig_dict gives it.
         "errorlog": logging.getLogger("hypercorn.error"),
         # One timer covers both a connection's wait for its first request head and the idle

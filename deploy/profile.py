@@ -63,7 +63,7 @@ Support = Native | Refused
 
 # Settings no profile declares: what every server does with them alike.
 ALIKE = "the app or the launcher, alike on every server"
-# The proxy headers are applied by the app (service/middleware/forwarded.py) on every server.
+# The proxy headers are applied by the app (service/forwarded.py) on every server.
 # The WebSocket ping settings a server without pings of its own refuses.
 NO_PINGS = "sends no WebSocket pings of its own; unset it"
 NO_PING_TIMEOUT = "sends no WebSocket ping timeout of its own; unset it"

@@ -56,7 +56,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "lifespan": "on",
         "log_level": settings.log_level,
         "log_config": log_config(settings),
-        "access_log": False,  # the app writes access lines (service/middleware/access_log.py)
+        "access_log": False,  # the app writes access lines (service/access_log.py)
         **websocket_options(settings),
         "timeout_keep_alive": settings.keepalive_timeout,
         "timeout_graceful_shutdown": settings.graceful_timeout,

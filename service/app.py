@@ -15,20 +15,20 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from service.access_log import ACCESS_LOGGER, AccessLog
 from service.api import echo, health, metrics, realtime, root
 from service.api.health import ReadinessCheck
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
+from service.forwarded import TrustedProxies
 from service.lean_routes import make_lean
 from service.log_writer import flush_all as flush_log_lines
 from service.metrics import flush as flush_metrics
 from service.metrics import sample_process_periodically, worker_exited
-from service.middleware.access_log import ACCESS_LOGGER, AccessLog
 from service.middleware.edge import EdgeMiddleware
-from service.middleware.forwarded import TrustedProxies
 from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
-from service.middleware.metrics import MetricsMiddleware
+from service.middleware.metrics import CountedMarker
 from service.realtime import RealtimeState
 from service.settings import Settings
 from service.tracing import tracing_for
@@ -56,12 +56,12 @@ class ServiceApp(FastAPI):
             max_header_bytes=settings.max_header_bytes,
             max_header_count=settings.max_header_count,
         )
-        # The metrics sit outside the limits (a 503 is counted), inside the Host
-        # allow-list and CORS (what they answer themselves is not). With neither,
-        # the outer layer records them itself: one layer less per request.
+        # The outer layer records the request metrics, a 503 of the limits included. What the
+        # Host allow-list and CORS answer themselves is not counted: behind them, a marker
+        # tells the outer layer which requests reached the app.
         between = bool(settings.cors_allow_origins) or settings.allowed_hosts != ("*",)
         if settings.metrics_enabled and between:
-            app = MetricsMiddleware(app)
+            app = CountedMarker(app)
         if settings.cors_allow_origins:
             app = CORSMiddleware(
                 app,
@@ -79,7 +79,7 @@ class ServiceApp(FastAPI):
             else None
         )
         # Forwarded client and scheme, request id, access line, drain's Connection: close,
-        # security headers (and the metrics, see above): one layer, service/middleware/edge.py.
+        # security headers and the metrics: one layer, service/middleware/edge.py.
         # X-Forwarded-For/-Proto are honoured in the app, not by each server, because
         # hypercorn and granian have no trusted-proxy list: one implementation gives
         # one behaviour on every profile.
@@ -88,8 +88,8 @@ class ServiceApp(FastAPI):
             self.state.drain,
             access_log,
             trusted_proxies=TrustedProxies(settings.forwarded_allow_ips),
-            metrics=settings.metrics_enabled and not between,
-            realtime_metrics=settings.metrics_enabled,
+            metrics=settings.metrics_enabled,
+            count_marked_only=between,
         )
 
 

@@ -1,7 +1,7 @@
 """Lists of IP addresses and CIDR networks, or `*` for any: who may do something, by address.
 
 APP_FORWARDED_ALLOW_IPS (the proxies whose forwarded headers are believed,
-service/middleware/forwarded.py) and APP_METRICS_ALLOW_IPS (who may read /metrics)
+service/forwarded.py) and APP_METRICS_ALLOW_IPS (who may read /metrics)
 are both such lists; the settings validate them, this matches peers against them.
 """
 

@@ -8,7 +8,7 @@ load one write carries dozens of requests' lines, off each request's own path. A
 Several worker processes share one stdout (a pipe in a container). POSIX makes a write of at most
 PIPE_BUF bytes to a pipe atomic, so each write carries whole lines and at most PIPE_BUF bytes: a
 line is never split by, nor mixed with, another process's. The access line keeps itself under
-PIPE_BUF (service/middleware/access_log.py); a longer app line (a traceback) gets one write of
+PIPE_BUF (service/access_log.py); a longer app line (a traceback) gets one write of
 its own, which Linux keeps whole unless the pipe is full.
 
 Nothing queued is lost when a process ends: the app's lifespan shutdown flushes, and so do

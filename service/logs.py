@@ -4,7 +4,7 @@ Each adapter hands this same `dictConfig` to its server (uvicorn `log_config`,
 hypercorn and gunicorn `logconfig_dict`, granian `log_dictconfig`), so server
 messages, app messages and access lines share one format. The servers' own
 access logs are always off: the app writes the access line itself
-(service/middleware/access_log.py), so its fields are the same everywhere.
+(service/access_log.py), so its fields are the same everywhere.
 
 Every line goes through `LineHandler` to the process's `LineWriter` for stdout
 (service/log_writer.py): whole lines, in order, never mixed with another worker's.
@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import orjson
 
 from service.log_writer import LineWriter, writer_for
-from service.middleware.request_id import request_id_var
+from service.request_id import request_id_var
 from service.settings import Settings
 
 # Loggers the servers write their own messages to.

@@ -1,15 +1,15 @@
 """The app's outer layer: what every request and every response gets, in one pure-ASGI layer.
 
 - The client address and scheme from `X-Forwarded-For`/`-Proto`, when the peer is
-  a trusted proxy (service/middleware/forwarded.py); first, so everything after
+  a trusted proxy (service/forwarded.py); first, so everything after
   sees the real client and scheme (the access line, HSTS). Websockets get it too.
-- A request id (service/middleware/request_id.py): set in the context and in
+- A request id (service/request_id.py): set in the context and in
   `request.state`, returned in `X-Request-ID`; an error raised once the response
   has started is logged here, once, with it.
-- The access line (service/middleware/access_log.py), when access logging is on.
+- The access line (service/access_log.py), when access logging is on.
 - `Connection: close` on every response while the drain window is open
   (service/drain.py): the request is served, the client moves off.
-- The security headers (service/middleware/security_headers.py).
+- The security headers (service/security_headers.py).
 - The request metrics (service/middleware/metrics.py), when `metrics` is set: the
   app builder sets it when no other layer sits between this one and the metrics'
   place in the stack (a Host allow-list or CORS answer some requests themselves,
@@ -26,13 +26,14 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.access_log import AccessLog
 from service.drain import DrainState
+from service.forwarded import TrustedProxies
 from service.metrics import in_progress, method_label, request_series
-from service.middleware.access_log import AccessLog
-from service.middleware.forwarded import TrustedProxies
-from service.middleware.request_id import HEADER, incoming_or_new, logger, request_id_var
-from service.middleware.security_headers import ALWAYS, HSTS, JSON_CSP
-from service.middleware.websocket_session import (
+from service.middleware.metrics import COUNTED
+from service.request_id import HEADER, incoming_or_new, logger, request_id_var
+from service.security_headers import ALWAYS, HSTS, JSON_CSP
+from service.websocket_session import (
     WebSocketSession,
     log_response,
     route_of,
@@ -76,14 +77,14 @@ class EdgeMiddleware:
         *,
         trusted_proxies: TrustedProxies,
         metrics: bool = False,
-        realtime_metrics: bool = False,
+        count_marked_only: bool = False,
     ) -> None:
         self.app = app
         self.drain = drain
         self.trusted_proxies = trusted_proxies
         self.access_log = access_log
         self.metrics = metrics
-        self.realtime_metrics = realtime_metrics
+        self.count_marked_only = count_marked_only  # see service/middleware/metrics.py
 
     async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket session: request id, trusted proxy, one access line and its metrics when it ends."""
@@ -91,7 +92,7 @@ class EdgeMiddleware:
         request_id = incoming_or_new(scope["headers"])
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
-        session = WebSocketSession(scope, (HEADER, request_id.encode("ascii")), self.realtime_metrics)
+        session = WebSocketSession(scope, (HEADER, request_id.encode("ascii")), self.metrics)
 
         def denial_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
             return response_headers(headers, False, self.drain.draining, session.id_header)
@@ -108,6 +109,14 @@ class EdgeMiddleware:
         finally:
             session.ended(time.perf_counter() - started, self.access_log)
             request_id_var.reset(token)
+
+    def _record(self, scope: Scope, method: str, status: int, seconds: float, stream: str | None) -> None:
+        """The request metrics: recorded here, and only here (service/middleware/metrics.py)."""
+        if stream is not None:  # a stream's lifetime is not a latency (service/realtime.py)
+            return
+        if self.count_marked_only and not scope["state"].get(COUNTED, False):
+            return  # answered by the Host allow-list or CORS, not by the app
+        request_series(method, route_of(scope), status).observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,7 +142,7 @@ class EdgeMiddleware:
                 status = message["status"]
                 headers = message.get("headers", ())
                 message["headers"] = response_headers(headers, over_tls, closing, id_header)
-                if status == 200 and self.realtime_metrics:
+                if status == 200 and self.metrics:
                     stream_route = stream_started(scope, headers)
             await send(message)
 
@@ -150,8 +159,7 @@ class EdgeMiddleware:
                 seconds = time.perf_counter() - started
                 if in_flight is not None:
                     in_flight.leave()
-                    if stream_route is None:  # a stream's lifetime is not a latency (service/realtime.py)
-                        request_series(method, route_of(scope), status or 500).observe(seconds)
+                    self._record(scope, method, status or 500, seconds, stream_route)
                 if stream_route is not None:
                     stream_ended(scope, stream_route)
                 if access_log is not None:

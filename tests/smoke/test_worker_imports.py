@@ -18,7 +18,7 @@ WORKER_IMPORTS = {
 @pytest.mark.parametrize("profile", sorted(WORKER_IMPORTS))
 def test_workers_of_other_servers_do_not_load_uvicorn(profile: str) -> None:
     # uvicorn's package imports its server and click: about 3 MB of RSS in each worker
-    # that never runs it (service/middleware/forwarded.py, deploy/gunicorn_app.py).
+    # that never runs it (service/forwarded.py, deploy/gunicorn_app.py).
     code = (
         f"import sys, deploy.__main__, {WORKER_IMPORTS[profile]}, service.main;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'uvicorn', 'uvicorn_worker', 'click'}))"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from service.middleware.forwarded import TrustedProxies
+from service.forwarded import TrustedProxies
 
 # Few distinct values, so that peers, listed proxies and forwarded entries often coincide.
 ADDRESSES = ["127.0.0.1", "10.0.0.1", "10.0.0.2", "10.1.2.3", "203.0.113.7", "::1", "2001:db8::5", "fe80::1"]

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from service.access_log import ACCESS_LOGGER, AccessLog
 from service.log_writer import PIPE_BUF
 from service.logs import ACCESS_FIELDS, JSON_FIELDS, JsonFormatter, log_config
-from service.middleware.access_log import ACCESS_LOGGER, AccessLog
-from service.middleware.request_id import request_id_var
+from service.request_id import request_id_var
 from service.settings import Settings
 
 

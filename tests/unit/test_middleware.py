@@ -7,7 +7,7 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.middleware.request_id import request_id_var
+from service.request_id import request_id_var
 from service.settings import Settings
 
 

@@ -12,10 +12,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 
-from service import metrics
+from service import metrics, request_id
 from service.api import echo, health, realtime, root
 from service.app import create_app, include_flat
-from service.middleware import request_id
 from service.settings import Settings
 
 

@@ -23,7 +23,7 @@ from starlette.types import Scope
 
 from service.log_writer import PIPE_BUF
 from service.logs import ACCESS_LOGGER, LineHandler, UtcClock, json_line
-from service.middleware.request_id import request_id_var
+from service.request_id import request_id_var
 
 __all__ = ["ACCESS_LOGGER", "AccessLog"]
 

@@ -14,8 +14,8 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from service import realtime
+from service.access_log import AccessLog
 from service.metrics import UNMATCHED_ROUTE, request_series
-from service.middleware.access_log import AccessLog
 
 Headers = Iterable[tuple[bytes, bytes]]
 ABNORMAL_CLOSURE = 1006  # RFC 6455: ended without a close frame
