@@ -73,23 +73,9 @@ class AccessLog:
         method, path = scope["method"], scope["path"]
         version = scope.get("http_version", "1.1")
         handler = self._direct_handler()
-        if handler is None:
-            self.logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                address,
-                method,
-                path,
-                version,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "client": address,
-                    "request_id": request_id_var.get(),
-                },
-            )
+        if handler is None:  # console logs, or a handler of the operator's: a record
+            text = f'"{method} {path} HTTP/{version}" {status}'
+            self._through_logging(scope, text, seconds, method=method, path=path, status=status)
             return
         fields: dict[str, Any] = {
             "level": "INFO",
@@ -118,71 +104,61 @@ class AccessLog:
 
     def websocket(self, scope: Scope, close_code: int, seconds: float, received: int, sent: int) -> None:
         """A WebSocket session that was accepted, once it has ended."""
-        if not self.logger.isEnabledFor(logging.INFO) or scope["path"] in self.skip_paths:
+        if scope["path"] in self.skip_paths:
             return
-        address = _address(scope)
         path = scope["path"]
-        self.logger.info(
-            '%s - "WEBSOCKET %s" %d %d in %d out',
-            address,
-            path,
-            close_code,
-            received,
-            sent,
-            extra={
-                "method": "WEBSOCKET",
-                "path": path,
-                "close_code": close_code,
-                "duration_ms": round(seconds * 1000, 3),
-                "messages_in": received,
-                "messages_out": sent,
-                "client": address,
-                "request_id": request_id_var.get(),
-            },
+        self._through_logging(
+            scope,
+            f'"WEBSOCKET {path}" {close_code} {received} in {sent} out',
+            seconds,
+            method="WEBSOCKET",
+            path=path,
+            close_code=close_code,
+            messages_in=received,
+            messages_out=sent,
         )
 
     def refused_upgrade(self, scope: Scope, status: int, seconds: float) -> None:
         """A WebSocket upgrade answered with an HTTP status instead (403, 503, ...)."""
-        if not self.logger.isEnabledFor(logging.INFO) or scope["path"] in self.skip_paths:
+        if scope["path"] in self.skip_paths:
             return
-        address = _address(scope)
-        path = scope["path"]
-        self.logger.info(
-            '%s - "GET %s HTTP/%s" %d (websocket upgrade refused)',
-            address,
-            path,
-            scope.get("http_version", "1.1"),
-            status,
-            extra={
-                "method": "GET",
-                "path": path,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "client": address,
-                "request_id": request_id_var.get(),
-            },
+        path, version = scope["path"], scope.get("http_version", "1.1")
+        self._through_logging(
+            scope,
+            f'"GET {path} HTTP/{version}" {status} (websocket upgrade refused)',
+            seconds,
+            method="GET",
+            path=path,
+            status=status,
         )
 
     def stream(self, scope: Scope, status: int, seconds: float, events: int) -> None:
         """An event stream, once it has ended: the HTTP line's fields plus the events sent."""
+        method, path, version = scope["method"], scope["path"], scope.get("http_version", "1.1")
+        self._through_logging(
+            scope,
+            f'"{method} {path} HTTP/{version}" {status} {events} events',
+            seconds,
+            method=method,
+            path=path,
+            status=status,
+            events_sent=events,
+        )
+
+    def _through_logging(self, scope: Scope, text: str, seconds: float, **fields: object) -> None:
+        # A record through `logging`, whose JSON formatter keeps every field given here
+        # (service/logs.py): for the session lines (one per session, not per request) and
+        # wherever the direct JSON line does not apply.
         if not self.logger.isEnabledFor(logging.INFO):
             return
         address = _address(scope)
-        method, path = scope["method"], scope["path"]
         self.logger.info(
-            '%s - "%s %s HTTP/%s" %d %d events',
+            "%s - %s",
             address,
-            method,
-            path,
-            scope.get("http_version", "1.1"),
-            status,
-            events,
+            text,
             extra={
-                "method": method,
-                "path": path,
-                "status": status,
+                **fields,
                 "duration_ms": round(seconds * 1000, 3),
-                "events_sent": events,
                 "client": address,
                 "request_id": request_id_var.get(),
             },
