@@ -11,13 +11,13 @@ from typing import Any
 from uvicorn_worker import UvicornWorker
 
 from deploy.gunicorn_app import (
-    GUNICORN_SETTINGS,
     GunicornApplication,
     application_from,
     gunicorn_native_config,
     gunicorn_options,
+    gunicorn_profile,
 )
-from deploy.profile import Native, Profile
+from deploy.profile import Native
 from deploy.uvicorn import websocket_options
 from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from service.settings import Settings
@@ -70,16 +70,12 @@ def application(settings: Settings) -> GunicornApplication:
     return application_from(native_config(settings), WORKER_KEY, settings)
 
 
-def run(settings: Settings) -> int:
-    application(settings).run()
-    return 0
-
-
-PROFILE = Profile(
+PROFILE = gunicorn_profile(
     name="gunicorn",
     summary="gunicorn's arbiter with Uvicorn workers (uvicorn-worker) on uvloop + httptools",
-    settings={
-        **GUNICORN_SETTINGS,
+    build=native_config,
+    application=application,
+    worker_settings={
         "ws_max_message_bytes": Native("uvicorn_worker.ws_max_size", "beyond it: close 1009"),
         "ws_ping_interval": Native("uvicorn_worker.ws_ping_interval"),
         "ws_ping_timeout": Native("uvicorn_worker.ws_ping_timeout"),
@@ -91,6 +87,4 @@ PROFILE = Profile(
             f"the arbiter's own graceful_timeout is {KILL_BACKSTOP_SECONDS} s longer, a SIGKILL backstop",
         ),
     },
-    build=native_config,
-    serve=run,
 )

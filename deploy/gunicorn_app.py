@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pkgutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from gunicorn.arbiter import Arbiter
 
 from deploy.common import SHM_DIR, bind_address
 from deploy.lifecycle import die_with_parent, is_stopped, resident_bytes
-from deploy.profile import INERT_PROXY_LIST, Native, Support
+from deploy.profile import INERT_PROXY_LIST, Native, Profile, Support
 from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
@@ -182,3 +183,25 @@ GUNICORN_SETTINGS: dict[str, Support] = {
         "arbiter.max_worker_memory", "checked each turn of the arbiter's loop; SIGTERM recycles"
     ),
 }
+
+
+def gunicorn_profile(
+    name: str,
+    summary: str,
+    build: Callable[[Settings], dict[str, Any]],
+    application: Callable[[Settings], GunicornApplication],
+    worker_settings: dict[str, Support],
+) -> Profile:
+    """A gunicorn profile: what both declare alike, plus what its worker does with the rest."""
+
+    def serve(settings: Settings) -> int:
+        application(settings).run()
+        return 0
+
+    return Profile(
+        name=name,
+        summary=summary,
+        settings={**GUNICORN_SETTINGS, **worker_settings},
+        build=build,
+        serve=serve,
+    )

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from deploy.gunicorn_app import (
-    GUNICORN_SETTINGS,
     GunicornApplication,
     application_from,
     gunicorn_native_config,
     gunicorn_options,
+    gunicorn_profile,
 )
 from deploy.gunicorn_asgi_worker import WORKER_SETTING
-from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Profile, Refused
+from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Refused
 from service.settings import Settings
 
 WORKER_CLASS = "deploy.gunicorn_asgi_worker.HeadTimeoutASGIWorker"
@@ -51,16 +51,12 @@ def application(settings: Settings) -> GunicornApplication:
     return application_from(native_config(settings), WORKER_KEY, settings)
 
 
-def run(settings: Settings) -> int:
-    application(settings).run()
-    return 0
-
-
-PROFILE = Profile(
+PROFILE = gunicorn_profile(
     name="gunicorn-asgi",
     summary="gunicorn's arbiter with its own ASGI worker (`-k asgi`) on uvloop: no uvicorn at all",
-    settings={
-        **GUNICORN_SETTINGS,
+    build=native_config,
+    application=application,
+    worker_settings={
         "ws_max_message_bytes": Native("gunicorn.websocket_max_message_size", "beyond it: close 1009"),
         "ws_ping_interval": Refused(f"gunicorn-asgi {NO_PINGS}"),
         "ws_ping_timeout": Refused(f"gunicorn-asgi {NO_PING_TIMEOUT}"),
@@ -69,6 +65,4 @@ PROFILE = Profile(
         ),
         "graceful_timeout": Native("gunicorn.graceful_timeout", "the ASGI worker drains this long itself"),
     },
-    build=native_config,
-    serve=run,
 )
