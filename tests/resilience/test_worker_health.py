@@ -192,6 +192,12 @@ def _memory_episode(server: ServerProcess, profile: str) -> dict[str, object]:
     return figures
 
 
+# Where every worker has its own accept queue (granian), about half of the new connections land on
+# the hung worker and wait there until it is killed: each probe client gets stuck on its first such
+# connection. Enough clients that some answer before all are stuck (all 10 at once: 1 in 1,024).
+PROBE_CLIENTS = 10
+
+
 class FreshProbe:
     """`clients` threads, each sending GET /pid on a new connection every `pause` seconds.
 
@@ -239,7 +245,7 @@ def _fault_episode(server: ServerProcess, fault: str) -> dict[str, object]:
     before = wait_workers(server, WORKERS)
     server.remember_family()
     workers = [server.seen[pid] for pid in before if pid in server.seen]
-    probe = FreshProbe(server.base_url)
+    probe = FreshProbe(server.base_url, clients=PROBE_CLIENTS)
     try:
         time.sleep(0.3)
         hung_at = time.monotonic()
@@ -275,8 +281,9 @@ def _fault_episode(server: ServerProcess, fault: str) -> dict[str, object]:
     assert killed <= KILLED_BOUND, f"{fault}: {figures}\n{server.log()[-3000:]}"
     assert replaced is not None, f"{fault}: {figures}\n{server.log()[-3000:]}"
     assert answered_while_hung, f"{fault}: nothing answered while a worker hung: {figures}"
-    # Only connections the worker accepted just before it hung may fail: one per probe client.
-    assert len(failed) <= 3, figures
+    # Only connections the hung worker took may fail: at most one per probe client, which waits on
+    # it until the worker is killed.
+    assert len(failed) <= PROBE_CLIENTS, figures
     return figures
 
 
