@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import copy
 import datetime
 import json
@@ -37,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,16 @@ def render(overlay: str, components: Sequence[str] = (), k8s_dir: Path = K8S_DIR
     if not (k8s_dir / "overlays" / overlay).is_dir():
         known = ", ".join(sorted(p.name for p in (k8s_dir / "overlays").iterdir()))
         raise KubePlayError(f"no overlay {overlay!r} (allowed: {known})")
+    with overlay_with_components(overlay, components, k8s_dir) as directory:
+        output = run([kubectl(), "kustomize", str(directory)], timeout=60).stdout
+    return [obj for obj in yaml.safe_load_all(output) if obj]
+
+
+@contextlib.contextmanager
+def overlay_with_components(
+    overlay: str, components: Sequence[str], k8s_dir: Path = K8S_DIR
+) -> Iterator[Path]:
+    """A directory whose kustomization adds `components` to `overlay`, as a user's own overlay would."""
     with tempfile.TemporaryDirectory() as tmp:
         rel = os.path.relpath(k8s_dir, tmp)  # kustomize refuses absolute paths to bases
         kustomization = {
@@ -115,8 +126,7 @@ def render(overlay: str, components: Sequence[str] = (), k8s_dir: Path = K8S_DIR
             "components": [f"{rel}/components/{name}" for name in components],
         }
         Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-        output = run([kubectl(), "kustomize", tmp], timeout=60).stdout
-    return [obj for obj in yaml.safe_load_all(output) if obj]
+        yield Path(tmp)
 
 
 def only(objects: Iterable[Obj], kind: str) -> Obj:

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from deploy.profiles import PROFILES
+from devkit.kube_play import overlay_with_components
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"
@@ -79,14 +79,5 @@ def render_with_components(
     overlay: str, components: Sequence[str], kubectl: str, k8s_dir: Path = K8S_DIR
 ) -> list[dict[str, Any]]:
     """An overlay with components added, the way a user's own overlay would add them."""
-    with tempfile.TemporaryDirectory() as tmp:
-        # kustomize refuses absolute paths to bases; relative ones may leave the root.
-        rel = os.path.relpath(k8s_dir, tmp)
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": [f"{rel}/overlays/{overlay}"],
-            "components": [f"{rel}/components/{name}" for name in components],
-        }
-        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-        return render(Path(tmp), kubectl)
+    with overlay_with_components(overlay, components, k8s_dir) as directory:
+        return render(directory, kubectl)
