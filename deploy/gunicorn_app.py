@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pkgutil
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,14 @@ from gunicorn.arbiter import Arbiter
 
 from deploy.common import SHM_DIR, bind_address
 from deploy.lifecycle import die_with_parent, is_stopped, resident_bytes
+from deploy.memory_limit import MIB, MemoryTrend
 from deploy.profile import INERT_PROXY_LIST, Native, Profile, Support
 from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
+
+# The arbiter's loop sleeps at most this long between turns (gunicorn's Arbiter.sleep).
+ARBITER_TURN_SECONDS = 1.0
 
 require("gunicorn", ">=27,<28", "deploy/gunicorn_app.py (Arbiter.handle_int)")
 
@@ -78,13 +83,16 @@ class ServiceArbiter(Arbiter):  # type: ignore[misc]
 
     Memory recycling is gunicorn's own request-limit recycling, triggered by size: the worker
     gets SIGTERM (stops accepting, finishes what it has, exits) and the arbiter replaces it,
-    while the other workers serve. Checked on every turn of the arbiter's loop (about 1 s).
+    while the other workers serve. Checked on every turn of the arbiter's loop (about 1 s),
+    with deploy/memory_limit.py's rule: a worker that would pass the limit before the next
+    turn goes at this one.
     """
 
     def __init__(self, app: GunicornApplication) -> None:
         super().__init__(app)
-        self.max_memory_bytes = app.max_worker_memory * 1024 * 1024
+        self.max_memory_bytes = app.max_worker_memory * MIB
         self.recycling: set[int] = set()
+        self.trends: dict[int, MemoryTrend] = {}
 
     def handle_int(self) -> None:
         self.handle_term()
@@ -99,15 +107,18 @@ class ServiceArbiter(Arbiter):  # type: ignore[misc]
         if not self.max_memory_bytes:
             return
         self.recycling &= set(self.WORKERS)
+        self.trends = {pid: trend for pid, trend in self.trends.items() if pid in self.WORKERS}
+        now = time.monotonic()
         for pid in list(self.WORKERS):
             size = resident_bytes(pid)
-            if pid in self.recycling or size is None or size <= self.max_memory_bytes:
+            if pid in self.recycling or size is None:
+                continue
+            trend = self.trends.setdefault(pid, MemoryTrend())
+            trend.add(now, size)
+            if not trend.reaches(self.max_memory_bytes, ARBITER_TURN_SECONDS):
                 continue
             self.log.info(
-                "worker %s uses %d MiB, over APP_MAX_WORKER_MEMORY=%d: replacing it",
-                pid,
-                size // (1024 * 1024),
-                self.max_memory_bytes // (1024 * 1024),
+                "worker %s %s; replacing it", pid, trend.describe(self.max_memory_bytes, ARBITER_TURN_SECONDS)
             )
             self.recycling.add(pid)
             self.kill_worker(pid, signal.SIGTERM)

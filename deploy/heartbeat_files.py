@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from deploy.lifecycle import parent_of
+
 HEARTBEAT_SECONDS = 0.5
 _STAMP = struct.Struct("d")
 
@@ -66,14 +68,6 @@ class BeatingApp:
             os.close(fd)
 
 
-def _parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rpartition(")")[2].split()[1])  # the fields after the command name: state, ppid
-
-
 class HeartbeatWatch:
     """The main process's side: SIGKILL a child whose last beat is older than `timeout` seconds."""
 
@@ -97,7 +91,7 @@ class HeartbeatWatch:
             if not path.name.isdigit():
                 continue
             pid = int(path.name)
-            if _parent_of(pid) != os.getpid():  # exited (or a stale file): forget it
+            if parent_of(pid) != os.getpid():  # exited (or a stale file): forget it
                 path.unlink(missing_ok=True)
                 continue
             try:

@@ -28,6 +28,7 @@ from wsproto.events import CloseConnection
 from deploy.common import bind_address
 from deploy.profile import NO_PING_TIMEOUT, Native, Profile, Refused
 from deploy.supervisor import (
+    APP_LIBRARIES,
     HEARTBEAT_SECONDS,
     READY,
     RETIRING,
@@ -47,6 +48,8 @@ require("hypercorn", ">=0.18,<0.19", "deploy/hypercorn.py (WorkerContext, worker
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
 # this long without the report (a worker that failed to boot stops the server).
 WORKER_BOOT_BOUND_SECONDS = 30.0
+# What a worker imports of hypercorn, imported once by the supervisor's fork server.
+WORKER_LIBRARIES = (*APP_LIBRARIES, "hypercorn.asyncio.run", "hypercorn.config", "wsproto")
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -107,6 +110,7 @@ def run(settings: Settings) -> int:
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
         metrics_dir=settings.metrics_dir,
         close_sockets=close_sockets,
+        preload=WORKER_LIBRARIES,
         **supervisor_options(settings),
     ).run()
 

@@ -8,8 +8,10 @@ what the signal asks, `ignore_operator_signals` logs one line saying so.
 
 Parent death: a worker, or the server behind the drain launcher, asks the kernel for
 SIGKILL when its parent dies (PR_SET_PDEATHSIG, Linux). A SIGKILLed launcher or
-supervisor then takes its workers with it and nothing keeps the port. SIGKILL, not a
-graceful signal: the process that would bound a graceful stop is gone.
+supervisor then takes its workers with it and nothing keeps the port. Our supervisor's
+workers are children of a fork server, not of the supervisor: they watch the supervisor
+itself (`die_with`). SIGKILL, not a graceful signal: the process that would bound a
+graceful stop is gone.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from types import FrameType
 
 OPERATOR_SIGNALS = (signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
@@ -60,6 +65,52 @@ def die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with(pid: int) -> None:
+    """SIGKILL this process when `pid`, not necessarily its parent, exits (now, if it already has).
+
+    For a worker started by a fork server: its parent is the fork server, which lives on as long
+    as any worker does; what a worker must not outlive is the supervisor. A daemon thread waits
+    on a pidfd of `pid` (Linux 5.3+), which turns readable when it exits; without pidfds it
+    looks every half second.
+    """
+    try:
+        watched: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+    except OSError:  # pragma: no cover - kernels older than 5.3
+        watched = None
+
+    def watch() -> None:
+        if watched is not None:
+            select.select([watched], [], [])
+        else:  # pragma: no cover
+            while _exists(pid):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name=f"die-with-{pid}", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of `pid` (Linux /proc), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rpartition(b")")[2].split()[1])  # after the command: state, ppid
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def resident_bytes(pid: int) -> int | None:

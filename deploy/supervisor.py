@@ -11,13 +11,20 @@ What this one does:
 - A worker that dies is replaced; one that exits with an error before it was ready
   is failing to boot, and the server stops instead of crash-looping.
 - Overlap, never a gap: a worker that reports RETIRING (it reached its request
-  limit) or whose resident memory passes `max_memory_bytes` keeps serving until its
-  replacement reports READY; SIGHUP retires every worker that way (rolling reload).
-  Workers that cannot report READY count as ready `boot_seconds` after they started.
+  limit) keeps serving until its replacement reports READY; SIGHUP retires every
+  worker that way (rolling reload). Workers that cannot report READY count as ready
+  `boot_seconds` after they started.
+- Memory (checked every 0.5 s): a worker about to pass `max_memory_mib` is retired the
+  same way, early enough that its replacement serves before it gets there
+  (deploy/memory_limit.py).
+- Workers start from a fork server that has already imported the third-party libraries
+  the profile names (`preload`): a replacement serves in a few tenths of a second, not
+  the second that spawning and importing take. The app's own code is imported by each
+  worker, so SIGHUP still brings new code in.
 - A ready worker whose event loop has not beaten its heartbeat for `worker_timeout`
   seconds (blocked loop, deadlock, SIGSTOP) is SIGKILLed and replaced.
 - SIGTTIN/SIGTTOU: one worker more / fewer (never fewer than one). SIGUSR1 logs one line.
-- Workers die with the supervisor (deploy/lifecycle.py `die_with_parent`).
+- Workers die with the supervisor (deploy/lifecycle.py `die_with`).
 
 Workers talk to the supervisor through a `WorkerLink`: a stop flag it sets, a
 pipe the worker reports on, and a heartbeat (a shared monotonic timestamp) its
@@ -39,7 +46,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from deploy.lifecycle import die_with_parent, ignore_operator_signals, resident_bytes
+from deploy.lifecycle import die_with, ignore_operator_signals, resident_bytes
+from deploy.memory_limit import MIB, BootTimes, MemoryTrend
 from deploy.profile import Native, Support
 from service.settings import Settings
 
@@ -107,11 +115,18 @@ class _Worker:
     stop_asked_at: float | None = None
     ready: bool = False
     retiring: bool = False  # asked to leave, or announced it will: replaced, not respawned
+    memory: MemoryTrend = field(default_factory=MemoryTrend)
     replacement: _Worker | None = field(default=None, repr=False)
 
 
 WorkerTarget = Callable[..., None]  # target(link, **kwargs), importable by the spawn start method
 
+
+# Third-party libraries every worker of the service imports, for the fork server to import once
+# (`preload`); with the server's own modules, most of a worker's boot. Never the service's or
+# the launcher's own modules: a worker started after SIGHUP must run the code on disk now.
+# One that is not installed is skipped. (FastAPI imports pydantic.v1 on the first route with a model.)
+APP_LIBRARIES = ("fastapi", "pydantic.v1", "pydantic_settings", "orjson", "uvloop")
 
 SUPERVISOR_KEY = "supervisor"  # our part of a profile's native config, never handed to the server
 
@@ -138,7 +153,9 @@ def needs_supervisor(settings: Settings) -> bool:
 
 
 def _run_worker(target: WorkerTarget, link: WorkerLink, kwargs: dict[str, Any]) -> None:
-    die_with_parent(link.supervisor_pid)
+    # Its parent is the fork server, which lives as long as any worker (each holds its "alive"
+    # pipe) and whose death need not stop one that serves: it is the supervisor it dies with.
+    die_with(link.supervisor_pid)
     target(link, **kwargs)
 
 
@@ -156,6 +173,7 @@ class Supervisor:
         close_sockets: Callable[[], None],
         worker_timeout: float = 0,
         max_memory_mib: int = 0,
+        preload: tuple[str, ...] = (),
     ) -> None:
         self.server = server
         self.count = workers
@@ -166,10 +184,14 @@ class Supervisor:
         self.metrics_dir = metrics_dir
         self.close_sockets = close_sockets
         self.worker_timeout = worker_timeout
-        self.max_memory_bytes = max_memory_mib * 1024 * 1024
+        self.max_memory_bytes = max_memory_mib * MIB
         self.memory_checked = 0.0
         self.scale_requests = 0
-        self.ctx = get_context("spawn")
+        self.boot_times = BootTimes()  # from start to READY
+        # Forked from a server process that imported `preload` once, not spawned and importing:
+        # each worker still imports the app itself. The fork server dies with this process.
+        self.ctx = get_context("forkserver")
+        self.ctx.set_forkserver_preload(list(preload))
         self.workers: list[_Worker] = []
         self.stopping = False
         self.reload_requested = False
@@ -278,16 +300,18 @@ class Supervisor:
         if not self.max_memory_bytes or self.stopping or now - self.memory_checked < MEMORY_CHECK_SECONDS:
             return
         self.memory_checked = now
+        # How long a worker retired now goes on growing: until its replacement serves, and this
+        # check may come up to one interval late.
+        lead = self.boot_times.estimate() + MEMORY_CHECK_SECONDS
         for worker in self.serving():
             pid = worker.process.pid
             size = None if pid is None else resident_bytes(pid)
-            if size is not None and size > self.max_memory_bytes:
-                logger.info(
-                    "worker %s uses %d MiB, over APP_MAX_WORKER_MEMORY=%d: replacing it",
-                    pid,
-                    size // (1024 * 1024),
-                    self.max_memory_bytes // (1024 * 1024),
-                )
+            if size is None:
+                continue
+            worker.memory.add(now, size)
+            if worker.memory.reaches(self.max_memory_bytes, lead):
+                described = worker.memory.describe(self.max_memory_bytes, lead)
+                logger.info("worker %s %s; replacing it", pid, described)
                 self.retire(worker)
 
     def spawn(self) -> _Worker:
@@ -325,6 +349,7 @@ class Supervisor:
                 if message == READY:
                     worker.ready = True
                     worker.ready_at = time.monotonic()
+                    self.boot_times.learn(worker.ready_at - worker.started)
                 elif message == RETIRING and not self.stopping:
                     logger.info("worker %s is at its request limit: replacing it", worker.process.pid)
                     self.retire(worker)

@@ -23,6 +23,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from deploy.profile import INERT_PROXY_LIST, Native, Profile
 from deploy.supervisor import (
+    APP_LIBRARIES,
     READY,
     RETIRING,
     SUPERVISED_SETTINGS,
@@ -43,6 +44,14 @@ logger = logging.getLogger("uvicorn.error")
 # A new worker reports READY once it accepts; an old one it replaces stops then, or
 # after this long without the report (a worker that failed to boot stops the server).
 WORKER_BOOT_BOUND_SECONDS = 30.0
+# What a worker imports of uvicorn, imported once by the supervisor's fork server.
+WORKER_LIBRARIES = (
+    *APP_LIBRARIES,
+    "uvicorn",
+    "uvicorn.lifespan.on",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.protocols.websockets.websockets_sansio_impl",
+)
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -115,6 +124,7 @@ def run(settings: Settings) -> int:
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
         metrics_dir=settings.metrics_dir,
         close_sockets=sock.close,
+        preload=WORKER_LIBRARIES,
         **supervisor_options(settings),
     ).run()
 
