@@ -12,17 +12,30 @@ Granian has no worker heartbeat: APP_WORKER_TIMEOUT is deploy/heartbeat_files.py
 a watcher thread in granian's main process reading beats each worker's loop writes.
 Workers are spawned with a loader that ties them to the main process
 (deploy/lifecycle.py `die_with_parent`) and wraps the app in the beating one.
+
+Granian's worker, once its stop begins, closes its runtime at once: every WebSocket
+session's task is cancelled and its socket dropped without a close frame (src/serve.rs:
+`wrk.rt.close()` right after the listener stops; src/asgi/http.rs: each session runs under
+`spawn_cancellable`). The app is told by the same SIGTERM, so some of its 1012 close frames
+lost that race. The loader therefore puts its own stop handler on the worker's loop
+(`hold_stop_for_sessions`): the app closes every session first, and granian's stop begins
+once all have ended, or after half of APP_GRACEFUL_TIMEOUT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
 import shutil
+import signal
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
+import granian._signals
 from granian._internal import load_target
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
@@ -30,19 +43,31 @@ from granian.log import LogLevels
 from granian.server import Server
 
 from deploy.common import SHM_DIR
-from deploy.heartbeat_files import ASGIApp, BeatingApp, HeartbeatWatch
+from deploy.heartbeat_files import ASGIApp, BeatingApp, HeartbeatWatch, Message, Scope
 from deploy.lifecycle import die_with_parent
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Profile, Refused
 from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
 
-require("granian", ">=2.8,<2.9", "deploy/granian.py (granian._internal.load_target, Server's target_loader)")
+require(
+    "granian",
+    ">=2.8,<2.9",
+    "deploy/granian.py (granian._internal.load_target, Server's target_loader, "
+    "granian._signals.set_loop_signals and its WorkerSignal)",
+)
+logger = logging.getLogger("deploy.granian")
+
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 RSS_SAMPLE_SECONDS = 1
 RESPAWN_OVERLAP_SECONDS = 2.0  # a worker boots in well under a second; granian's default is 3.5
 # Ours, not granian's: taken out of the native config before it reaches granian's Server.
 WATCHDOG = "worker_timeout"
+# Share of APP_GRACEFUL_TIMEOUT the sessions get to end before granian's own stop begins; the rest
+# is its own: in-flight requests, then the lifespan shutdown, before the main process kills the worker.
+SESSIONS_SHARE_OF_GRACEFUL = 0.5
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -89,19 +114,112 @@ def run(settings: Settings) -> int:
         )
         HeartbeatWatch(beats, worker_timeout).start()
     try:
-        server.serve(target_loader=functools.partial(load_in_worker, os.getpid(), beats))
+        sessions_bound = settings.graceful_timeout * SESSIONS_SHARE_OF_GRACEFUL
+        server.serve(target_loader=functools.partial(load_in_worker, os.getpid(), beats, sessions_bound))
     finally:
         if beats is not None:
             shutil.rmtree(beats, ignore_errors=True)
     return 0
 
 
-def load_in_worker(parent_pid: int, beats: Path | None, target: str) -> Any:
-    """Runs in each spawned worker before it serves: die with the main process, load the app
-    and, when hung workers are watched, make its event loop beat."""
+def load_in_worker(parent_pid: int, beats: Path | None, sessions_bound: float, target: str) -> Any:
+    """Runs in each spawned worker before it serves: die with the main process, hold its stop
+    until the long-lived sessions have ended, load the app and, when hung workers are watched,
+    make its event loop beat."""
     die_with_parent(parent_pid)
-    app = load_target(target)
-    return app if beats is None else BeatingApp(cast(ASGIApp, app), beats)
+    hold_stop_for_sessions(sessions_bound)
+    app = CloseWhileReading(cast(ASGIApp, load_target(target)))
+    return app if beats is None else BeatingApp(app, beats)
+
+
+class CloseWhileReading:
+    """The app, with a WebSocket close that is not held up by the session's read in flight.
+
+    Granian's `websocket.close` needs the socket's read half, which a pending `receive` holds
+    until the peer sends something (src/asgi/io.rs: `close` awaits the `ws_rx` lock that
+    `receive` keeps across its wait). A close from another task (the graceful stop's 1012)
+    would wait for the peer. So the pending read is cancelled first (granian then drops that
+    read), the close goes out, and the read is retried: it reports the end of the session.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        session = _SessionIO(receive, send)
+        await self.app(scope, session.receive, session.send)
+
+
+class _SessionIO:
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self.server_receive = receive
+        self.server_send = send
+        self.reading: Any = None  # granian's future-like awaitable: it can be cancelled
+        self.closing = False
+        self.closed = asyncio.Event()
+
+    async def receive(self) -> Message:
+        while True:
+            self.reading = self.server_receive()
+            try:
+                message: Message = await self.reading
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self.closing or task is None or task.cancelling():
+                    raise  # not given up for the close: the session itself is cancelled
+                await self.closed.wait()
+            else:
+                return message
+            finally:
+                self.reading = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "websocket.close" and self.reading is not None:
+            self.closing = True
+            self.reading.cancel()
+        try:
+            await self.server_send(message)
+        finally:
+            if self.closing:
+                self.closed.set()
+
+
+def hold_stop_for_sessions(bound: float) -> None:
+    """In the worker: wrap granian's `set_loop_signals`, which its worker calls after this loader
+    and before serving, so that SIGTERM/SIGINT first has the app end every WebSocket and event
+    stream (service/realtime.py `stop_all_and_wait`), then begins granian's stop."""
+    granian_set_loop_signals: Callable[[asyncio.AbstractEventLoop], Any] = granian._signals.set_loop_signals
+
+    def set_loop_signals(loop: asyncio.AbstractEventLoop) -> Any:
+        granian_stop = granian_set_loop_signals(loop)
+        holding: list[asyncio.Task[None]] = []
+
+        def on_stop_signal(signum: int) -> None:
+            # Once only: a Ctrl-C reaches the worker as SIGINT and, from the main process, SIGTERM.
+            if not holding:
+                holding.append(loop.create_task(stop_after_sessions(granian_stop, bound)))
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_stop_signal, signum)  # replaces granian's own
+        return granian_stop
+
+    granian._signals.set_loop_signals = set_loop_signals
+
+
+async def stop_after_sessions(granian_stop: Any, bound: float) -> None:
+    from service.realtime import stop_all_and_wait  # noqa: PLC0415 - the worker's app imports it; the launcher need not
+
+    try:
+        still_open = await stop_all_and_wait(bound)
+        if still_open:
+            logger.warning(
+                "%d long-lived connections still open after %.1f s: granian cuts them", still_open, bound
+            )
+    finally:
+        granian_stop.set()
 
 
 def _off(value: int) -> bool:
