@@ -13,13 +13,17 @@ a watcher thread in granian's main process reading beats each worker's loop writ
 Workers are spawned with a loader that ties them to the main process
 (deploy/lifecycle.py `die_with_parent`) and wraps the app in the beating one.
 
-Granian's worker, once its stop begins, closes its runtime at once: every WebSocket
-session's task is cancelled and its socket dropped without a close frame (src/serve.rs:
-`wrk.rt.close()` right after the listener stops; src/asgi/http.rs: each session runs under
-`spawn_cancellable`). The app is told by the same SIGTERM, so some of its 1012 close frames
-lost that race. The loader therefore puts its own stop handler on the worker's loop
-(`hold_stop_for_sessions`): the app closes every session first, and granian's stop begins
-once all have ended, or after half of APP_GRACEFUL_TIMEOUT.
+At SIGTERM every open WebSocket gets the app's 1012 close frame only with two mends
+(without them 53-100 of 100 did; granian 2.8's source, Rust side):
+- its `websocket.close` waits for the socket's read half, which a pending `receive` holds
+  until the peer sends something (src/asgi/io.rs): `CloseWhileReading` cancels that read
+  first, so a close from another task (the stop's) goes out at once;
+- once a worker's stop begins it closes its runtime at once, cancelling every WebSocket
+  session and dropping its socket (src/serve.rs `wrk.rt.close()` right after the listener
+  stops; src/asgi/http.rs runs each session under `spawn_cancellable`), while the app is
+  told by the same SIGTERM: `hold_stop_for_sessions` puts the worker's own stop handler on
+  its loop, which has the app end every session first and begins granian's stop once all
+  have ended, or after half of APP_GRACEFUL_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ require(
     "granian",
     ">=2.8,<2.9",
     "deploy/granian.py (granian._internal.load_target, Server's target_loader, "
-    "granian._signals.set_loop_signals and its WorkerSignal)",
+    "granian._signals.set_loop_signals and its WorkerSignal, a WebSocket receive that can be "
+    "cancelled and a close that waits for it)",
 )
 logger = logging.getLogger("deploy.granian")
 
