@@ -171,7 +171,9 @@ class RealtimeState:
 #   handler, asyncio's or uvloop's, is woken through the wakeup fd whatever Python handler
 #   runs). The server's handler still runs, right after.
 # - by the adapter, where deploy/supervisor.py stops a worker with an event, not a signal
-#   (uvicorn and hypercorn with several workers): `stop_all()`, on the worker's loop.
+#   (uvicorn and hypercorn with several workers): `stop_all()`, on the worker's loop;
+#   on granian, whose worker drops open WebSockets once its own stop begins, by the adapter's
+#   handler on the worker's loop, which holds granian's stop back: `stop_all_and_wait()`.
 _serving: list[RealtimeState] = []
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _chained: set[int] = set()
