@@ -4,63 +4,43 @@ Granian has no idle keep-alive timeout for HTTP/1 and recycles workers by age or
 memory, not by request count: an explicitly set APP_KEEPALIVE_TIMEOUT and any
 APP_MAX_REQUESTS are refused rather than silently ignored.
 
-Replacing a live worker (APP_MAX_WORKER_MEMORY, SIGHUP) is granian's, with two of its
-steps replaced (`RecyclingServer`, granian 2.8's private methods): the old worker stops
-once its replacement serves (it marks the end of its lifespan start-up), not after a
-fixed delay; and memory is checked every 0.5 s with deploy/memory_limit.py's rule, so a
-growing worker is replaced before it passes the limit, as under our supervisor.
-
 Granian has no worker heartbeat: APP_WORKER_TIMEOUT is deploy/heartbeat_files.py's,
 a watcher thread in granian's main process reading beats each worker's loop writes.
-Workers are spawned with a loader that ties them to the main process
-(deploy/lifecycle.py `die_with_parent`) and wraps the app in the beating one.
+
+Granian's own server runs with a few of its private steps replaced, all in
+deploy/granian_internals.py: memory recycling by deploy/memory_limit.py's rule, a
+replacement that serves before the worker it replaces stops, and at SIGTERM a 1012
+close frame for every open WebSocket.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from granian._internal import load_target
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
-from granian.server.mp import MPServer
 
 from deploy.common import SHM_DIR
-from deploy.heartbeat_files import ASGIApp, BeatingApp, HeartbeatWatch, Message, Scope
-from deploy.lifecycle import die_with_parent, resident_bytes
-from deploy.memory_limit import BootTimes, MemoryTrend
+from deploy.granian_internals import RecyclingServer, load_in_worker
+from deploy.heartbeat_files import HeartbeatWatch
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Profile, Refused
 from service.logs import log_config
 from service.settings import Settings
-from service.versions import require
-
-require(
-    "granian",
-    ">=2.8,<2.9",
-    "deploy/granian.py (granian._internal.load_target, Server's target_loader,"
-    " _respawn_workers, _handle_rss_signal)",
-)
-
-logger = logging.getLogger("deploy.granian")
 
 RSS_SAMPLE_SECONDS = 0.5
 # The longest a replacement is waited for before the worker it replaces stops anyway.
 RESPAWN_BOUND_SECONDS = 30.0
-# From a worker's ready mark (end of its lifespan start-up) to its accepting: granian starts
-# its listener right after, in the same thread.
-ACCEPTING_SETTLE_SECONDS = 0.1
-READY_POLL_SECONDS = 0.02
 # Ours, not granian's: taken out of the native config before it reaches granian's Server.
 WATCHDOG = "worker_timeout"
+# Share of APP_GRACEFUL_TIMEOUT the sessions get to end before granian's own stop begins; the rest
+# is its own: in-flight requests, then the lifespan shutdown, before the main process kills the worker.
+SESSIONS_SHARE_OF_GRACEFUL = 0.5
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -104,118 +84,16 @@ def run(settings: Settings) -> int:
     server = RecyclingServer(marks, **native)
     if worker_timeout:
         HeartbeatWatch(marks, worker_timeout).start()
+    sessions_bound = settings.graceful_timeout * SESSIONS_SHARE_OF_GRACEFUL
     try:
         server.serve(
-            target_loader=functools.partial(load_in_worker, os.getpid(), marks, bool(worker_timeout))
+            target_loader=functools.partial(
+                load_in_worker, os.getpid(), marks, bool(worker_timeout), sessions_bound
+            )
         )
     finally:
         shutil.rmtree(marks, ignore_errors=True)
     return 0
-
-
-def load_in_worker(parent_pid: int, marks: Path, beat: bool, target: str) -> Any:
-    """Runs in each spawned worker before it serves: die with the main process, load the app,
-    mark when it is about to serve and, when hung workers are watched, make its loop beat."""
-    die_with_parent(parent_pid)
-    app = cast(ASGIApp, load_target(target))
-    if beat:
-        app = BeatingApp(app, marks)
-    return MarkingReadyApp(app, marks)
-
-
-def ready_mark(marks: Path, pid: int) -> Path:
-    return marks / f"{pid}.ready"
-
-
-class MarkingReadyApp:
-    """Leaves `<marks>/<pid>.ready` once the app's lifespan start-up is complete."""
-
-    def __init__(self, app: ASGIApp, marks: Path) -> None:
-        self.app = app
-        self.marks = marks
-
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "lifespan":
-            return await self.app(scope, receive, send)
-
-        async def marking_send(message: Message) -> None:
-            await send(message)
-            if message["type"] == "lifespan.startup.complete":
-                ready_mark(self.marks, os.getpid()).touch()
-
-        return await self.app(scope, receive, marking_send)
-
-
-class RecyclingServer(MPServer):
-    """granian's server, replacing a live worker only once its replacement serves, and by memory
-    with deploy/memory_limit.py's rule. Both methods replace granian 2.8's private ones."""
-
-    def __init__(self, marks: Path, **options: Any) -> None:
-        super().__init__(**options)
-        self.marks = marks
-        self.boot_times = BootTimes()
-        self.trends: dict[int, MemoryTrend] = {}
-
-    def _respawn_workers(
-        self, workers: list[int], spawn_target: Any, target_loader: Any, delay: float = 0
-    ) -> None:
-        if not delay:  # a crashed worker: nothing left to overlap with
-            super()._respawn_workers(workers, spawn_target, target_loader, delay)
-            return
-        for idx in workers:
-            self.respawned_wrks[idx] = time.monotonic()
-            logger.info("Respawning worker-%d", idx + 1)
-            old: Any = self.wrks.pop(idx)  # granian's WorkerProcess, untyped
-            started = time.monotonic()
-            new: Any = self._spawn_worker(idx=idx, target=spawn_target, callback_loader=target_loader)
-            new.start()
-            self.wrks.insert(idx, new)
-            if self._await_ready(new, started + delay):
-                self.boot_times.learn(time.monotonic() - started)
-                time.sleep(ACCEPTING_SETTLE_SECONDS)
-            logger.info("Stopping old worker-%d", idx + 1)
-            old.terminate()
-            old.join(self.workers_kill_timeout)
-            if old.is_alive():
-                logger.warning("Killing old worker-%d after it refused to gracefully stop", idx + 1)
-                old.kill()
-                old.join()
-            ready_mark(self.marks, old._id()).unlink(missing_ok=True)
-        self._metrics.incr_spawn(len(workers))
-
-    def _await_ready(self, worker: Any, deadline: float) -> bool:
-        mark = ready_mark(self.marks, worker._id())
-        while time.monotonic() < deadline and worker.is_alive():
-            if mark.exists():
-                return True
-            time.sleep(READY_POLL_SECONDS)
-        return False
-
-    def _handle_rss_signal(self, spawn_target: Any, target_loader: Any) -> None:
-        now = time.monotonic()
-        lead = self.boot_times.estimate() + ACCEPTING_SETTLE_SECONDS + self.rss_sample_interval
-        workers: list[Any] = self.wrks
-        live = {worker._id(): worker for worker in workers}
-        limit = self.workers_rss or 0  # this is only called when it is set
-        self.trends = {pid: trend for pid, trend in self.trends.items() if pid in live}
-        to_restart = []
-        for pid, worker in live.items():
-            size = resident_bytes(pid)
-            if size is None:
-                continue
-            trend = self.trends.setdefault(pid, MemoryTrend())
-            trend.add(now, size)
-            if trend.reaches(limit, lead):
-                logger.info("worker-%d %s; replacing it", worker.idx + 1, trend.describe(limit, lead))
-                to_restart.append(worker.idx)
-        if to_restart:
-            self._respawn_workers(to_restart, spawn_target, target_loader, delay=self.respawn_interval)
-            self._metrics.incr_respawn_rss(len(to_restart))
 
 
 def _off(value: int) -> bool:

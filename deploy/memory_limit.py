@@ -1,5 +1,5 @@
 """APP_MAX_WORKER_MEMORY's one rule, for every main process that recycles workers by memory itself
-(deploy/supervisor.py for uvicorn and hypercorn, deploy/granian.py in granian's main process).
+(deploy/supervisor.py for uvicorn and hypercorn, deploy/granian_internals.py in granian's main process).
 
 A worker retired for memory serves on until its replacement serves (no gap), and keeps
 growing meanwhile: retired only once past the limit, it would pass it by that boot's growth.

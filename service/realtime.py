@@ -93,6 +93,7 @@ class RealtimeState:
         self.stopping_now = False
         self.stop_callbacks: set[Callable[[], None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.waiting_for_none_open: list[asyncio.Future[None]] = []
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """A browser's upgrade from another site is refused (cross-site WebSocket hijacking).
@@ -113,6 +114,36 @@ class RealtimeState:
 
     def websockets_full(self) -> bool:
         return bool(self.max_websockets) and self.open_websockets >= self.max_websockets
+
+    def session_started(self, kind: str, on_stop: Callable[[], None]) -> None:
+        """A session is open: counted, and `on_stop` runs when the graceful stop begins."""
+        if kind == WEBSOCKET:
+            self.open_websockets += 1
+        else:
+            self.open_streams += 1
+        self.stop_callbacks.add(on_stop)
+
+    def session_ended(self, kind: str, on_stop: Callable[[], None]) -> None:
+        self.stop_callbacks.discard(on_stop)
+        if kind == WEBSOCKET:
+            self.open_websockets -= 1
+        else:
+            self.open_streams -= 1
+        if not self.sessions_open():
+            for waiter in self.waiting_for_none_open:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self.waiting_for_none_open.clear()
+
+    def sessions_open(self) -> int:
+        return self.open_websockets + self.open_streams
+
+    async def none_open(self) -> None:
+        """On the app's loop: return once no session of this worker is open."""
+        if self.sessions_open():
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiting_for_none_open.append(waiter)
+            await waiter
 
     def begin_stop(self) -> None:
         """On the app's loop: refuse new sessions, and tell every open one to end now."""
@@ -140,7 +171,9 @@ class RealtimeState:
 #   handler, asyncio's or uvloop's, is woken through the wakeup fd whatever Python handler
 #   runs). The server's handler still runs, right after.
 # - by the adapter, where deploy/supervisor.py stops a worker with an event, not a signal
-#   (uvicorn and hypercorn with several workers): `stop_all()`, on the worker's loop.
+#   (uvicorn and hypercorn with several workers): `stop_all()`, on the worker's loop;
+#   on granian, whose worker drops open WebSockets once its own stop begins, by the adapter's
+#   handler on the worker's loop, which holds granian's stop back: `stop_all_and_wait()`.
 _serving: list[RealtimeState] = []
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _chained: set[int] = set()
@@ -150,6 +183,21 @@ def stop_all() -> None:
     """Begin the stop of every long-lived connection of this process (on its event loop)."""
     for state in list(_serving):
         state.begin_stop()
+
+
+async def stop_all_and_wait(bound: float) -> int:
+    """Begin the stop of every long-lived connection of this process, then wait until each has
+    ended or `bound` seconds have passed; returns how many are still open.
+
+    For a server that drops the open sessions as soon as its own stop begins (granian): its
+    stop waits for this, so every WebSocket's close frame is sent and every stream's last event.
+    """
+    stop_all()
+    serving = list(_serving)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(bound):
+            await asyncio.gather(*(state.none_open() for state in serving))
+    return sum(state.sessions_open() for state in serving)
 
 
 def _stop_from_signal() -> None:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from service.realtime import RealtimeState
+from service.realtime import EVENT_STREAM, WEBSOCKET, RealtimeState
 
 router = APIRouter(tags=["realtime"])  # `/events`; `/ws` is declared by the app (WS_PATH, service/app.py)
 WS_PATH = "/ws"
@@ -80,8 +80,7 @@ async def websocket_echo(websocket: WebSocket) -> None:
         closers.add(task)
         task.add_done_callback(closers.discard)
 
-    realtime.open_websockets += 1
-    realtime.stop_callbacks.add(on_stop)
+    realtime.session_started(WEBSOCKET, on_stop)
     try:
         if realtime.stopping_now:
             await close(SERVICE_RESTART)
@@ -102,8 +101,7 @@ async def websocket_echo(websocket: WebSocket) -> None:
                 elif data is not None:
                     await websocket.send_bytes(data)
     finally:
-        realtime.stop_callbacks.discard(on_stop)
-        realtime.open_websockets -= 1
+        realtime.session_ended(WEBSOCKET, on_stop)
 
 
 class EventStream(Response):
@@ -144,16 +142,14 @@ class EventStream(Response):
             wake.set()
 
         watcher = asyncio.get_running_loop().create_task(watch_disconnect())
-        realtime.open_streams += 1
-        realtime.stop_callbacks.add(wake.set)
+        realtime.session_started(EVENT_STREAM, wake.set)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._stream(send, realtime, wake, state, lambda: gone)
         except OSError:
             pass  # the client went away mid-write
         finally:
-            realtime.stop_callbacks.discard(wake.set)
-            realtime.open_streams -= 1
+            realtime.session_ended(EVENT_STREAM, wake.set)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -36,9 +36,6 @@ RETRY_RANGE_MS = (1000, 5000)
 # Servers without ASGI's WebSocket denial-response extension: an upgrade refused before
 # `accept` can only be answered with their 403 (service/api/realtime.py refuse_upgrade).
 NO_DENIAL_RESPONSE = {"gunicorn-asgi"}
-# granian sends the app's 1012 close frame on most sockets but cuts some without one when its
-# workers stop (granian issue #796): 58-100 of 100 in runs here, even with the stop held back.
-CUTS_SOCKETS = {"granian": "granian cuts some WebSockets without the app's close frame"}
 BOUND_SECONDS = 30 + WINDOW + GRACEFUL  # the whole exchange, opening 200 sessions included
 
 
@@ -179,6 +176,4 @@ def test_sigterm_closes_every_websocket_1012_and_ends_every_stream(profile: str,
     assert seen["code"] == 0
     # Told at the start of the graceful stop (after the window), not when the timeout runs out.
     assert float(seen["told_after"]) < WINDOW + GRACEFUL / 2  # type: ignore[arg-type]
-    if profile in CUTS_SOCKETS and figures.ws_closed_1012 < SOCKETS:
-        pytest.xfail(f"{CUTS_SOCKETS[profile]}: {figures.ws_closed_1012}/{SOCKETS} got 1012")
     assert (figures.ws_closed_1012, figures.ws_other) == (SOCKETS, [])

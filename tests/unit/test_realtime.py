@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from starlette.testclient import WebSocketDenialResponse
 from deploy.profile import UnsupportedSettingError
 from deploy.profiles import load_profile
 from deploy.reload import changed, syntax_error
+from service import realtime
 from service.app import create_app
 from service.drain import DrainState
-from service.realtime import RealtimeState
+from service.realtime import EVENT_STREAM, WEBSOCKET, RealtimeState, stop_all_and_wait
 from service.settings import Settings, SettingsError, load_settings
 
 
@@ -51,6 +53,42 @@ def test_stop_runs_every_callback_once_and_refuses_new_sessions() -> None:
     state.begin_stop()
     state.begin_stop()
     assert calls == ["told"]
+    assert state.refusing_new()
+
+
+def test_a_stop_held_for_the_sessions_ends_when_the_last_one_has_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = RealtimeState(DrainState(), 1024, 0)
+    monkeypatch.setattr(realtime, "_serving", [state])
+    ended: list[str] = []
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+
+        def session(kind: str) -> None:
+            def on_stop() -> None:  # it ends a moment after it is told, as a close frame goes out
+                loop.call_later(0.05, lambda: (state.session_ended(kind, on_stop), ended.append(kind)))
+
+            state.session_started(kind, on_stop)
+
+        session(WEBSOCKET)
+        session(EVENT_STREAM)
+        async with asyncio.timeout(10):  # bounds a failure; the hold's own bound is far longer
+            return await stop_all_and_wait(bound=60)
+
+    assert asyncio.run(scenario()) == 0
+    assert sorted(ended) == [EVENT_STREAM, WEBSOCKET]
+    assert (state.open_websockets, state.open_streams, state.stop_callbacks) == (0, 0, set())
+
+
+def test_a_stop_held_for_the_sessions_gives_up_at_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = RealtimeState(DrainState(), 1024, 0)
+    monkeypatch.setattr(realtime, "_serving", [state])
+    told: list[str] = []
+    state.session_started(WEBSOCKET, lambda: told.append("a peer that never answers"))
+    assert asyncio.run(asyncio.wait_for(stop_all_and_wait(bound=0.1), 10)) == 1
+    assert told == ["a peer that never answers"]
     assert state.refusing_new()
 
 
