@@ -102,9 +102,19 @@ class ServerProcess:
             connection.close()
 
     def listening_workers(self) -> list[psutil.Process]:
-        """Descendants holding the listening socket: the processes that serve requests."""
+        """Descendants holding the listening socket that hand it no further down: the processes that
+        serve requests. A supervisor or arbiter the launcher forked (with a drain window) holds the
+        socket too, for its workers: it is not one."""
         launcher = psutil.Process(self.pid)
-        return [child for child in launcher.children(recursive=True) if self._listens(child)]
+        listening = [child for child in launcher.children(recursive=True) if self._listens(child)]
+        pids = {proc.pid for proc in listening}
+        return [proc for proc in listening if not pids & self._descendants(proc)]
+
+    @staticmethod
+    def _descendants(proc: psutil.Process) -> set[int]:
+        with contextlib.suppress(psutil.Error):
+            return {child.pid for child in proc.children(recursive=True)}
+        return set()
 
     def worker_pids(self) -> set[int]:
         return {proc.pid for proc in self.listening_workers()}

@@ -60,7 +60,7 @@ def _sigterm_under_load(profile: str, window: int, report: Report) -> tuple[list
             }
         code = server.wait_exit(timeout=window + GRACEFUL + 10)
         stopped = time.monotonic() - signalled
-        outcomes = load.wait(timeout=30)
+        outcomes = load.stop()  # the server is gone: what follows is refused connections
     lost = _lost(outcomes)
     # Sent before the graceful stop began: the window's promise. After it, the listener
     # closes and connections still in its accept queue are reset: clients that ignored

@@ -133,8 +133,7 @@ def test_operator_signals_keep_serving_and_sigkill_leaves_no_orphan(profile: str
 def test_sigkilled_drain_launcher_takes_the_server_and_workers_with_it(report: Report) -> None:
     """With a drain window the launcher forks the server: a chain of two parents to outlive."""
     with running_server("gunicorn", {**BASE_ENV, "APP_DRAIN_SECONDS": "1"}) as server:
-        # The arbiter, the launcher's child here, holds the listening socket as its workers do.
-        assert len(wait_workers(server, WORKERS + 1)) == WORKERS + 1, server.log()
+        assert len(wait_workers(server, WORKERS)) == WORKERS, server.log()
         server.remember_family()
         family = list(server.seen.values())
         os.kill(server.pid, signal.SIGKILL)
