@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.profiles import PROFILES
 from devkit.process import (
     LOOPBACK,
     REPO_ROOT,
@@ -44,9 +45,9 @@ def wait_for_message(server: ServerProcess, expected: str) -> None:
     raise server.not_ready(f"never answered {expected!r}")
 
 
-# The reloader is the same for every profile (it restarts `python -m deploy <profile>`): the
-# default one of `make dev` is tested.
-@pytest.mark.parametrize("profile", ["uvicorn"])
+# The reloader is the same for every profile (it restarts `python -m deploy <profile>`), and each
+# server must stop and start cleanly under it.
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_saved_edit_is_served_and_a_syntax_error_keeps_the_loop(profile: str, tmp_path: Path) -> None:
     copy = tmp_path / "project"
     for package in ("service", "deploy"):
