@@ -29,7 +29,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ import granian._signals
 from granian._internal import load_target
 from granian.server.mp import MPServer
 
-from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Scope
+from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope, Send
 from deploy.lifecycle import die_with_parent, resident_bytes
 from deploy.memory_limit import BootTimes, MemoryTrend
 from service.versions import require
@@ -51,9 +51,6 @@ require(
 )
 
 logger = logging.getLogger("deploy.granian")
-
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # From a worker's ready mark (end of its lifespan start-up) to its accepting: granian starts
 # its listener right after, in the same thread.
@@ -84,12 +81,7 @@ class MarkingReadyApp:
         self.app = app
         self.marks = marks
 
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
 

@@ -35,9 +35,9 @@ logger = logging.getLogger("deploy.heartbeat")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BeatingApp:
@@ -48,12 +48,7 @@ class BeatingApp:
         self.directory = directory
         self.task: asyncio.Task[None] | None = None
 
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._beat())
         await self.app(scope, receive, send)
