@@ -187,10 +187,14 @@ ServerT = TypeVar("ServerT", bound=ServerProcess)
 
 @contextlib.contextmanager
 def launched(
-    kind: type[ServerT], profile: str, env: Mapping[str, str], port: int | None = None
+    kind: type[ServerT],
+    profile: str,
+    env: Mapping[str, str],
+    port: int | None = None,
+    cwd: Path = REPO_ROOT,
 ) -> Iterator[ServerT]:
-    """Start `python -m deploy <profile>` on a loopback port (a free one unless given); stop it
-    whatever happens.
+    """Start `python -m deploy <profile>` in `cwd` on a loopback port (a free one unless given);
+    stop it whatever happens.
 
     `kind` is the class that watches it: `ServerProcess`, or the bench's own.
     """
@@ -203,7 +207,7 @@ def launched(
         started_at = time.monotonic()
         process = subprocess.Popen(
             launch_command(profile),
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -22,6 +22,9 @@ import httpx
 from devkit.process import LOOPBACK, ServerProcess
 
 RESILIENCE_APP = "tests.resilience.apps:app"
+WORKERS = 2
+# Two workers serving the resilience app, no access lines: what the worker tests start from.
+TWO_WORKERS_ENV = {"APP_ASGI_APP": RESILIENCE_APP, "APP_WORKERS": str(WORKERS), "APP_ACCESS_LOG": "false"}
 
 
 # --- keep-alive load -------------------------------------------------------------------

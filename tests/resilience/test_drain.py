@@ -17,14 +17,13 @@ import pytest
 
 from deploy.profiles import PROFILES
 from devkit.process import running_server
-from tests.resilience.support import Load, Report, summarize_errors, wait_workers
+from tests.resilience.support import RESILIENCE_APP, Load, Report, summarize_errors, wait_workers
 
 pytestmark = pytest.mark.resilience
 
 CLIENTS = 16
 WINDOW = 2
 GRACEFUL = 5
-RESILIENCE_APP = "tests.resilience.apps:app"
 
 
 def _lost(outcomes: list) -> list:  # type: ignore[type-arg]

@@ -18,7 +18,8 @@ import pytest
 from deploy.profiles import PROFILES
 from devkit.process import refused_at_startup, running_server
 from tests.resilience.support import (
-    RESILIENCE_APP,
+    TWO_WORKERS_ENV,
+    WORKERS,
     Load,
     Report,
     failures,
@@ -32,16 +33,14 @@ from tests.resilience.support import (
 pytestmark = pytest.mark.resilience
 
 ALL = sorted(PROFILES)
-WORKERS = 2
 CLIENTS = 4
-BASE_ENV = {"APP_ASGI_APP": RESILIENCE_APP, "APP_WORKERS": str(WORKERS), "APP_ACCESS_LOG": "false"}
 REPLACEMENT_BOUND = 20.0  # generous: a respawn takes well under 2 s even on a busy machine
 SETTLED_SECONDS = 4.0  # after launch: every worker has been serving for a while
 
 
 @pytest.mark.parametrize("profile", ALL)
 def test_sigkilled_worker_is_replaced_while_service_continues(profile: str, report: Report) -> None:
-    with running_server(profile, BASE_ENV) as server:
+    with running_server(profile, TWO_WORKERS_ENV) as server:
         before = wait_workers(server, WORKERS)
         assert len(before) == WORKERS, server.log()
         victim = min(before)
@@ -82,7 +81,7 @@ def test_sigkilled_worker_is_replaced_while_service_continues(profile: str, repo
 @pytest.mark.parametrize("profile", ALL)
 def test_worker_killed_right_after_it_serves_is_replaced(profile: str, report: Report) -> None:
     """A worker that is ready and serving, killed at once (OOM during a start-up burst)."""
-    with running_server(profile, BASE_ENV) as server:
+    with running_server(profile, TWO_WORKERS_ENV) as server:
         before = wait_workers(server, WORKERS)
         victim = min(before)
         since_launch = time.monotonic() - server.started_at
@@ -115,7 +114,7 @@ def test_worker_killed_right_after_it_serves_is_replaced(profile: str, report: R
 # reached their limit together no worker accepted for ~1 s (deploy/supervisor.py overlaps).
 @pytest.mark.parametrize("profile", [p for p in ALL if p != "granian"])
 def test_max_requests_recycles_workers_without_failed_requests(profile: str, report: Report) -> None:
-    env = {**BASE_ENV, "APP_MAX_REQUESTS": "50", "APP_MAX_REQUESTS_JITTER": "10"}
+    env = {**TWO_WORKERS_ENV, "APP_MAX_REQUESTS": "50", "APP_MAX_REQUESTS_JITTER": "10"}
     with running_server(profile, env) as server:
         first = wait_workers(server, WORKERS)
         started = time.monotonic()
@@ -166,7 +165,7 @@ def _sighup_param(profile: str) -> object:
 
 @pytest.mark.parametrize("profile", [_sighup_param(p) for p in ALL])
 def test_sighup_replaces_every_worker_without_failed_requests(profile: str, report: Report) -> None:
-    with running_server(profile, BASE_ENV) as server:
+    with running_server(profile, TWO_WORKERS_ENV) as server:
         before = wait_workers(server, WORKERS)
         with Load(
             server.base_url,

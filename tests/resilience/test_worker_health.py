@@ -21,7 +21,8 @@ import pytest
 from deploy.profiles import PROFILES
 from devkit.process import LOOPBACK, ServerProcess, running_server
 from tests.resilience.support import (
-    RESILIENCE_APP,
+    TWO_WORKERS_ENV,
+    WORKERS,
     Load,
     Report,
     failures,
@@ -34,8 +35,6 @@ from tests.resilience.support import (
 pytestmark = pytest.mark.resilience
 
 ALL = sorted(PROFILES)
-WORKERS = 2
-BASE_ENV = {"APP_ASGI_APP": RESILIENCE_APP, "APP_WORKERS": str(WORKERS), "APP_ACCESS_LOG": "false"}
 # Profiles whose server can change its worker count on SIGTTIN/SIGTTOU; the others log one line.
 SCALES = {"uvicorn", "hypercorn", "gunicorn", "gunicorn-asgi"}
 SIGNAL_SETTLE_BOUND = 15.0  # a new worker boots in ~1 s; generous for a busy machine
@@ -89,7 +88,7 @@ def _expect_workers(server: ServerProcess, count: int) -> float | None:
 
 @pytest.mark.parametrize("profile", ALL)
 def test_operator_signals_keep_serving_and_sigkill_leaves_no_orphan(profile: str, report: Report) -> None:
-    with running_server(profile, BASE_ENV) as server:
+    with running_server(profile, TWO_WORKERS_ENV) as server:
         assert len(wait_workers(server, WORKERS)) == WORKERS, server.log()
         scales = profile in SCALES
         steps = [(signal.SIGUSR1, WORKERS), (signal.SIGTTIN, WORKERS + scales), (signal.SIGTTOU, WORKERS)]
@@ -132,7 +131,7 @@ def test_operator_signals_keep_serving_and_sigkill_leaves_no_orphan(profile: str
 
 def test_sigkilled_drain_launcher_takes_the_server_and_workers_with_it(report: Report) -> None:
     """With a drain window the launcher forks the server: a chain of two parents to outlive."""
-    with running_server("gunicorn", {**BASE_ENV, "APP_DRAIN_SECONDS": "1"}) as server:
+    with running_server("gunicorn", {**TWO_WORKERS_ENV, "APP_DRAIN_SECONDS": "1"}) as server:
         assert len(wait_workers(server, WORKERS)) == WORKERS, server.log()
         server.remember_family()
         family = list(server.seen.values())
@@ -287,7 +286,7 @@ def _fault_episode(server: ServerProcess, fault: str) -> dict[str, object]:
 @pytest.mark.parametrize("profile", ALL)
 def test_leaking_and_hung_workers_are_replaced(profile: str, report: Report) -> None:
     env = {
-        **BASE_ENV,
+        **TWO_WORKERS_ENV,
         "APP_WORKER_TIMEOUT": str(WORKER_TIMEOUT),
         "APP_MAX_WORKER_MEMORY": str(MEMORY_LIMIT_MIB),
     }

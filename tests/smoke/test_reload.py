@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,12 +11,9 @@ import pytest
 
 from deploy.profiles import PROFILES
 from devkit.process import (
-    LOOPBACK,
     REPO_ROOT,
     ServerProcess,
-    clean_environ,
-    free_port,
-    launch_command,
+    launched,
     refused_at_startup,
 )
 
@@ -55,21 +50,8 @@ def test_saved_edit_is_served_and_a_syntax_error_keeps_the_loop(profile: str, tm
     route = copy / ROOT_ROUTE
     original = route.read_text()
     assert SEED in original
-    port = free_port()
-    env = clean_environ(
-        {"APP_RELOAD": "true", "APP_WORKERS": "1", "APP_HOST": LOOPBACK, "APP_PORT": str(port)}
-    )
-    log = tempfile.NamedTemporaryFile(prefix="reload-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        launch_command(profile),
-        cwd=copy,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    server = ServerProcess(profile, env, port, process, Path(log.name), time.monotonic())
-    try:
+    env = {"APP_RELOAD": "true", "APP_WORKERS": "1"}
+    with launched(ServerProcess, profile, env, cwd=copy) as server:
         server.wait_ready(timeout=60)
         assert message(server.base_url) == SEED
 
@@ -90,10 +72,6 @@ def test_saved_edit_is_served_and_a_syntax_error_keeps_the_loop(profile: str, tm
         assert f"{ROOT_ROUTE.name}:" in errors[0]
         assert "Traceback" not in server.log()
         assert server.stop(timeout=30) == 0
-    finally:
-        server.kill_all()
-        log.close()
-        Path(log.name).unlink(missing_ok=True)
 
 
 def test_reload_is_refused_in_production() -> None:

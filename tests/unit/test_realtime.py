@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,7 @@ from service.drain import DrainState
 from service.realtime import EVENT_STREAM, WEBSOCKET, RealtimeState, stop_all_and_wait
 from service.settings import Settings, SettingsError, load_settings
 
-
-@pytest.fixture(autouse=True)
-def _no_app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.upper().startswith("APP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 @pytest.mark.parametrize(

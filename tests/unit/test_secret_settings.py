@@ -23,12 +23,7 @@ HEADERS = f"authorization=Bearer {TOKEN},x-scope-orgid=tenant-1"
 ENDPOINT = "http://127.0.0.1:4318/v1/traces"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.upper().startswith("APP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 @pytest.fixture

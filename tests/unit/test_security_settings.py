@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,7 @@ from pydantic import Field, SecretStr
 from service.app import create_app
 from service.settings import Settings, SettingsError, load_settings
 
-
-@pytest.fixture(autouse=True)
-def _no_app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.upper().startswith("APP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 def test_host_allow_list_rejects_others_with_json_400_but_not_probes() -> None:

@@ -8,13 +8,7 @@ from pydantic import Field, SecretStr
 from deploy.__main__ import main as launcher_main
 from service.settings import Settings, SettingsError, get_settings, load_settings
 
-
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(__import__("os").environ):
-        if key.upper().startswith("APP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 def test_defaults() -> None:
