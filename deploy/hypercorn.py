@@ -20,10 +20,11 @@ from hypercorn.asyncio.run import uvloop_worker
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.protocol.events import StreamClosed
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from hypercorn.run import run as hypercorn_run
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.frame_protocol import CloseReason
 
 from deploy.common import bind_address
 from deploy.profile import NO_PING_TIMEOUT, Native, Profile, Refused
@@ -43,7 +44,12 @@ from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
 
-require("hypercorn", ">=0.18,<0.19", "deploy/hypercorn.py (WorkerContext, worker_serve's lookup of it)")
+require(
+    "hypercorn",
+    ">=0.18,<0.19",
+    "deploy/hypercorn.py (WorkerContext, worker_serve's lookup of it; WSStream's event loop,"
+    " its answer to a peer's close frame and the h11 protocol's lookup of it)",
+)
 
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
 # this long without the report (a worker that failed to boot stops the server).
@@ -180,9 +186,13 @@ def stop_long_lived_connections() -> None:
     stop_all()
 
 
-# hypercorn's WebSocket stream reports a peer's close frame to the app as 1006 (abnormal
-# closure): it answers the frame and ends the stream, and every end of a connected socket then
-# looks alike. Within the version range this module requires (see the top).
+# Two mends to hypercorn's WebSocket stream, within the version range this module requires (see
+# the top). It reports a peer's close frame to the app as 1006 (abnormal closure): it answers the
+# frame and ends the stream, and every end of a connected socket then looks alike. And a frame
+# wsproto cannot take (a text message that is not UTF-8: 1007; a protocol error: 1002) ends the
+# connection without any close frame: wsproto reports it as a CloseConnection event with the code
+# the connection must be failed with (RFC 6455 7.1.7) and leaves it open, and hypercorn only
+# answers close frames a peer sent.
 def pass_peer_close_codes() -> None:
     """Have hypercorn's HTTP/1.1 protocol use PeerCloseCodeWSStream."""
     from hypercorn.protocol import h11  # noqa: PLC0415
@@ -191,7 +201,8 @@ def pass_peer_close_codes() -> None:
 
 
 class PeerCloseCodeWSStream(WSStream):
-    """hypercorn's WebSocket stream, telling the app the close code its peer sent."""
+    """hypercorn's WebSocket stream, telling the app the close code its connection ended with:
+    its peer's, or the one it was failed with on a frame wsproto could not take."""
 
     peer_close_code: int | None = None
 
@@ -200,6 +211,31 @@ class PeerCloseCodeWSStream(WSStream):
         if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
             self.peer_close_code = event.code
         await super()._send_wsproto_event(event)
+
+    async def _handle_events(self) -> None:
+        # hypercorn's loop (hypercorn/protocol/ws_stream.py), plus the first branch.
+        for event in self.connection.events():
+            if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.OPEN:
+                # No peer sent this close: wsproto failed a frame, and says with which code.
+                await self._send_wsproto_event(CloseConnection(code=event.code))
+                self.peer_close_code = event.code
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+            if isinstance(event, Message):
+                try:
+                    self.buffer.extend(event)
+                except FrameTooLargeError:
+                    await self._send_wsproto_event(CloseConnection(code=CloseReason.MESSAGE_TOO_BIG))
+                    break
+                if event.message_finished and self.app_put is not None:  # set with the handshake
+                    await self.app_put(self.buffer.to_message())
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                if self.connection.state == ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def handle(self, event: Any) -> None:
         if (
