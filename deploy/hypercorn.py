@@ -98,7 +98,7 @@ def build_config(settings: Settings) -> Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
-    pass_peer_close_codes()
+    pass_ending_close_codes()
     if config.workers == 0:
         return hypercorn_run(config)
     sockets = config.create_sockets()
@@ -122,7 +122,7 @@ def run(settings: Settings) -> int:
 
 
 def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
-    pass_peer_close_codes()  # a spawned process: the launcher's patch is not inherited
+    pass_ending_close_codes()  # a spawned process: the launcher's patch is not inherited
     # hypercorn's worker_serve builds its WorkerContext once the app's lifespan has started, right
     # before it serves the sockets, and counts every request through it: the one place to report
     # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
@@ -193,7 +193,7 @@ def stop_long_lived_connections() -> None:
 # connection without any close frame: wsproto reports it as a CloseConnection event with the code
 # the connection must be failed with (RFC 6455 7.1.7) and leaves it open, and hypercorn only
 # answers close frames a peer sent.
-def pass_peer_close_codes() -> None:
+def pass_ending_close_codes() -> None:
     """Have hypercorn's HTTP/1.1 protocol use PeerCloseCodeWSStream."""
     from hypercorn.protocol import h11  # noqa: PLC0415
 
@@ -204,12 +204,12 @@ class PeerCloseCodeWSStream(WSStream):
     """hypercorn's WebSocket stream, telling the app the close code its connection ended with:
     its peer's, or the one it was failed with on a frame wsproto could not take."""
 
-    peer_close_code: int | None = None
+    ending_close_code: int | None = None
 
     async def _send_wsproto_event(self, event: Any) -> None:
         # hypercorn answers a peer's close frame with its response(), which carries the peer's code.
         if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
-            self.peer_close_code = event.code
+            self.ending_close_code = event.code
         await super()._send_wsproto_event(event)
 
     async def _handle_events(self) -> None:
@@ -218,7 +218,7 @@ class PeerCloseCodeWSStream(WSStream):
             if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.OPEN:
                 # No peer sent this close: wsproto failed a frame, and says with which code.
                 await self._send_wsproto_event(CloseConnection(code=event.code))
-                self.peer_close_code = event.code
+                self.ending_close_code = event.code
                 await self.send(StreamClosed(stream_id=self.stream_id))
                 return
             if isinstance(event, Message):
@@ -242,11 +242,11 @@ class PeerCloseCodeWSStream(WSStream):
             isinstance(event, StreamClosed)
             and not self.closed
             and self.app_put is not None
-            and self.peer_close_code is not None
+            and self.ending_close_code is not None
             and self.state == ASGIWebsocketState.CONNECTED
         ):
             self.closed = True
-            await self.app_put({"type": "websocket.disconnect", "code": self.peer_close_code})
+            await self.app_put({"type": "websocket.disconnect", "code": self.ending_close_code})
             return
         await super().handle(event)
 
