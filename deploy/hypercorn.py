@@ -20,10 +20,11 @@ from hypercorn.asyncio.run import uvloop_worker
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.protocol.events import StreamClosed
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from hypercorn.run import run as hypercorn_run
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.frame_protocol import CloseReason
 
 from deploy.common import bind_address
 from deploy.profile import NO_PING_TIMEOUT, Native, Profile, Refused
@@ -43,7 +44,12 @@ from service.logs import log_config
 from service.settings import Settings
 from service.versions import require
 
-require("hypercorn", ">=0.18,<0.19", "deploy/hypercorn.py (WorkerContext, worker_serve's lookup of it)")
+require(
+    "hypercorn",
+    ">=0.18,<0.19",
+    "deploy/hypercorn.py (WorkerContext, worker_serve's lookup of it; WSStream's event loop,"
+    " its answer to a peer's close frame and the h11 protocol's lookup of it)",
+)
 
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
 # this long without the report (a worker that failed to boot stops the server).
@@ -92,7 +98,7 @@ def build_config(settings: Settings) -> Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
-    pass_peer_close_codes()
+    pass_ending_close_codes()
     if config.workers == 0:
         return hypercorn_run(config)
     sockets = config.create_sockets()
@@ -116,7 +122,7 @@ def run(settings: Settings) -> int:
 
 
 def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
-    pass_peer_close_codes()  # a spawned process: the launcher's patch is not inherited
+    pass_ending_close_codes()  # a spawned process: the launcher's patch is not inherited
     # hypercorn's worker_serve builds its WorkerContext once the app's lifespan has started, right
     # before it serves the sockets, and counts every request through it: the one place to report
     # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
@@ -180,10 +186,14 @@ def stop_long_lived_connections() -> None:
     stop_all()
 
 
-# hypercorn's WebSocket stream reports a peer's close frame to the app as 1006 (abnormal
-# closure): it answers the frame and ends the stream, and every end of a connected socket then
-# looks alike. Within the version range this module requires (see the top).
-def pass_peer_close_codes() -> None:
+# Two mends to hypercorn's WebSocket stream, within the version range this module requires (see
+# the top). It reports a peer's close frame to the app as 1006 (abnormal closure): it answers the
+# frame and ends the stream, and every end of a connected socket then looks alike. And a frame
+# wsproto cannot take (a text message that is not UTF-8: 1007; a protocol error: 1002) ends the
+# connection without any close frame: wsproto reports it as a CloseConnection event with the code
+# the connection must be failed with (RFC 6455 7.1.7) and leaves it open, and hypercorn only
+# answers close frames a peer sent.
+def pass_ending_close_codes() -> None:
     """Have hypercorn's HTTP/1.1 protocol use PeerCloseCodeWSStream."""
     from hypercorn.protocol import h11  # noqa: PLC0415
 
@@ -191,26 +201,52 @@ def pass_peer_close_codes() -> None:
 
 
 class PeerCloseCodeWSStream(WSStream):
-    """hypercorn's WebSocket stream, telling the app the close code its peer sent."""
+    """hypercorn's WebSocket stream, telling the app the close code its connection ended with:
+    its peer's, or the one it was failed with on a frame wsproto could not take."""
 
-    peer_close_code: int | None = None
+    ending_close_code: int | None = None
 
     async def _send_wsproto_event(self, event: Any) -> None:
         # hypercorn answers a peer's close frame with its response(), which carries the peer's code.
         if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
-            self.peer_close_code = event.code
+            self.ending_close_code = event.code
         await super()._send_wsproto_event(event)
+
+    async def _handle_events(self) -> None:
+        # hypercorn's loop (hypercorn/protocol/ws_stream.py), plus the first branch.
+        for event in self.connection.events():
+            if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.OPEN:
+                # No peer sent this close: wsproto failed a frame, and says with which code.
+                await self._send_wsproto_event(CloseConnection(code=event.code))
+                self.ending_close_code = event.code
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+            if isinstance(event, Message):
+                try:
+                    self.buffer.extend(event)
+                except FrameTooLargeError:
+                    await self._send_wsproto_event(CloseConnection(code=CloseReason.MESSAGE_TOO_BIG))
+                    break
+                if event.message_finished and self.app_put is not None:  # set with the handshake
+                    await self.app_put(self.buffer.to_message())
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                if self.connection.state == ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def handle(self, event: Any) -> None:
         if (
             isinstance(event, StreamClosed)
             and not self.closed
             and self.app_put is not None
-            and self.peer_close_code is not None
+            and self.ending_close_code is not None
             and self.state == ASGIWebsocketState.CONNECTED
         ):
             self.closed = True
-            await self.app_put({"type": "websocket.disconnect", "code": self.peer_close_code})
+            await self.app_put({"type": "websocket.disconnect", "code": self.ending_close_code})
             return
         await super().handle(event)
 

@@ -19,7 +19,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from deploy.head_deadline import HeadDeadline
 from service.versions import require
 
-require("uvicorn", ">=0.54,<0.55", "deploy/uvicorn_protocol.py (HttpToolsProtocol internals)")
+require(
+    "uvicorn",
+    ">=0.54,<0.55",
+    "deploy/uvicorn_protocol.py (HttpToolsProtocol internals; the WebSocket protocol it hands an"
+    " upgrade to builds its scope while taking the request, and the app task reads it later)",
+)
 
 CONFIG_ATTRIBUTE = "request_head_timeout"  # set on uvicorn's Config by the adapters
 
@@ -47,6 +52,14 @@ class HeadTimeoutHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.head_deadline.disarm()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        version = self.scope["http_version"]  # from httptools' parser (on_headers_complete)
+        super().handle_websocket_upgrade()
+        # The WebSocket protocol is now the transport's, its scope built and its app task not yet run.
+        websocket_scope = getattr(self.transport.get_protocol(), "scope", None)
+        if websocket_scope is not None:  # None: the WebSocket protocol refused the handshake itself
+            websocket_scope["http_version"] = version
 
     def _head_too_slow(self) -> None:
         # Never cut a request being handled (a pipelined one may have started meanwhile).

@@ -9,6 +9,8 @@ routing, so how a session ends (close code, disconnect, shutdown) is ours to see
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import random
@@ -30,6 +32,34 @@ SERVICE_RESTART = 1012
 MESSAGE_TOO_BIG = 1009
 
 
+# How servers write HTTP/1.0 as a scope's http_version: ASGI says "1.0", granian 2.8 "1".
+HTTP_1_0 = {"1.0", "1"}
+NONCE_BYTES = 16  # RFC 6455 4.1: Sec-WebSocket-Key is a random 16-byte value, base64-encoded
+
+
+def handshake_problem(scope: Scope) -> str | None:
+    """What makes an upgrade break RFC 6455 (4.1, 4.2.1) where the server lets it through, or None.
+
+    Over HTTP/2 and HTTP/3 (RFC 8441, 9220) a WebSocket has no key to check.
+    """
+    version = scope.get("http_version", "1.1")
+    if version in HTTP_1_0:
+        return "WebSocket needs HTTP/1.1"
+    if version != "1.1":
+        return None
+    keys = [value for name, value in scope["headers"] if name.lower() == b"sec-websocket-key"]
+    if len(keys) != 1 or not _is_nonce(keys[0].strip()):
+        return "Sec-WebSocket-Key must be one base64-encoded 16-byte nonce"
+    return None
+
+
+def _is_nonce(key: bytes) -> bool:
+    try:
+        return len(base64.b64decode(key, validate=True)) == NONCE_BYTES
+    except binascii.Error:
+        return False
+
+
 def realtime_of(scope: Scope) -> RealtimeState:
     state: RealtimeState = scope["app"].state.realtime
     return state
@@ -47,10 +77,9 @@ async def refuse_upgrade(websocket: WebSocket, status: int, detail: str, retry_a
 async def websocket_echo(websocket: WebSocket) -> None:
     """Echo every text message as text and every binary message as binary, until the client closes."""
     realtime = realtime_of(websocket.scope)
-    if websocket.scope.get("http_version") == "1.0":
-        # RFC 6455 4.1 asks for HTTP/1.1; where the server tells the app (gunicorn-asgi,
-        # hypercorn), an HTTP/1.0 upgrade is refused here.
-        await refuse_upgrade(websocket, 400, "WebSocket needs HTTP/1.1")
+    problem = handshake_problem(websocket.scope)
+    if problem is not None:
+        await refuse_upgrade(websocket, 400, problem)
         return
     if not realtime.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host")):
         await refuse_upgrade(websocket, 403, "Origin not allowed")

@@ -221,16 +221,33 @@ def test_websocket_from_another_site_is_403(server: ServerProcess) -> None:
         assert ws.recv(timeout=5) == "ok"
 
 
-# The server decodes the frame before the app sees anything: nothing the app can mend.
-INVALID_UTF8_GAPS = {
-    "granian": "granian answers with a close frame that carries no code",
-    "hypercorn": "hypercorn 0.18 drops the connection without a close frame",
+def masked_frame(first_byte: int, payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([first_byte, 0x80 | len(payload)]) + mask + masked
+
+
+# A frame the server must refuse (RFC 6455 5.1, 5.2, 8.1) and the close code it fails the connection with.
+BAD_FRAMES = {
+    "invalid UTF-8 in a text frame": (masked_frame(0x81, b"\xc3\x28 not utf-8"), 1007),  # FIN, text
+    "unmasked frame": (b"\x81\x02hi", 1002),
+    "reserved opcode": (masked_frame(0x83, b""), 1002),
+}
+# The server decodes frames before the app sees anything (hypercorn's failing without a close
+# frame is mended in deploy/hypercorn.py). granian 2.8 (src/asgi/io.rs receive) turns any error
+# reading a frame into the app's disconnect with 1005, as it does a peer's close frame without a
+# code, then ends the socket with a close frame without a code: nothing on the Python side can
+# tell the cause. A strict xfail, so that a fix upstream shows up here.
+CODELESS_CLOSE = {
+    "granian": "granian 2.8 ends the socket with a close frame without a code (src/asgi/io.rs receive)"
 }
 
 
-def test_invalid_utf8_in_a_text_frame_closes_1007(server: ServerProcess) -> None:
-    if server.profile in INVALID_UTF8_GAPS:
-        pytest.xfail(INVALID_UTF8_GAPS[server.profile])
+@pytest.mark.parametrize("case", BAD_FRAMES)
+def test_a_bad_frame_fails_the_connection_with_its_close_code(
+    server: ServerProcess, case: str, request: pytest.FixtureRequest
+) -> None:
+    bad_frame, code = BAD_FRAMES[case]
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     with sock:
         sock.sendall(
@@ -243,13 +260,13 @@ def test_invalid_utf8_in_a_text_frame_closes_1007(server: ServerProcess) -> None
             assert chunk, head
             head += chunk
         assert head.startswith(b"HTTP/1.1 101"), head
-        payload, mask = b"\xc3\x28 not utf-8", b"\x01\x02\x03\x04"
-        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # FIN, text, masked
+        sock.sendall(bad_frame)
         frame = head.partition(b"\r\n\r\n")[2]
-        while len(frame) < 4:
+        while len(frame) < 2 or len(frame) < 2 + (frame[1] & 0x7F):
             chunk = sock.recv(4096)
             assert chunk, frame
             frame += chunk
     assert frame[0] == 0x88, frame  # FIN, close
-    assert int.from_bytes(frame[2:4], "big") == 1007
+    if server.profile in CODELESS_CLOSE:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=CODELESS_CLOSE[server.profile]))
+    assert int.from_bytes(frame[2:4], "big") == code, frame

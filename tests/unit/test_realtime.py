@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from deploy.profile import UnsupportedSettingError
 from deploy.profiles import load_profile
 from deploy.reload import changed, syntax_error
 from service import realtime
+from service.api.realtime import handshake_problem
 from service.app import create_app
 from service.drain import DrainState
 from service.realtime import EVENT_STREAM, WEBSOCKET, RealtimeState, stop_all_and_wait
@@ -113,18 +116,47 @@ def test_realtime_settings_are_validated(
         load_settings()
 
 
+# Starlette's TestClient sends "testserver==" unless told otherwise: not a nonce (RFC 6455 4.1).
+NONCE = {"sec-websocket-key": base64.b64encode(os.urandom(16)).decode()}
+
+
 def test_websocket_refusals_in_process() -> None:
     client = TestClient(create_app(Settings(ws_max_connections=1)))
     with pytest.raises(WebSocketDenialResponse) as foreign:
-        client.websocket_connect("/ws", headers={"origin": "https://evil.example"}).__enter__()
+        client.websocket_connect("/ws", headers={**NONCE, "origin": "https://evil.example"}).__enter__()
     assert foreign.value.status_code == 403
-    with client.websocket_connect("/ws") as ws:
+    with pytest.raises(WebSocketDenialResponse) as not_a_nonce:
+        client.websocket_connect("/ws").__enter__()
+    assert not_a_nonce.value.status_code == 400
+    assert "Sec-WebSocket-Key" in not_a_nonce.value.json()["detail"]
+    with client.websocket_connect("/ws", headers=NONCE) as ws:
         ws.send_text("hello")
         assert ws.receive_text() == "hello"
         with pytest.raises(WebSocketDenialResponse) as full:
-            client.websocket_connect("/ws").__enter__()
+            client.websocket_connect("/ws", headers=NONCE).__enter__()
         assert full.value.status_code == 503
         assert full.value.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("http_version", "keys", "refused"),
+    [
+        ("1.1", [b"dGhlIHNhbXBsZSBub25jZQ=="], False),  # RFC 6455's own example
+        ("1.1", [b" dGhlIHNhbXBsZSBub25jZQ== "], False),  # whitespace around a field value is not part of it
+        ("1.1", [], True),
+        ("1.1", [b"not-base64!"], True),
+        ("1.1", [b"dGVzdHNlcnZlcg=="], True),  # base64, but of 10 bytes
+        ("1.1", [b"dGhlIHNhbXBsZSBub25jZQ"], True),  # unpadded
+        ("1.1", [b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZQ=="], True),
+        ("1.0", [b"dGhlIHNhbXBsZSBub25jZQ=="], True),
+        ("1", [b"dGhlIHNhbXBsZSBub25jZQ=="], True),  # granian's spelling of HTTP/1.0
+        ("2", [], False),  # RFC 8441: no key over HTTP/2
+    ],
+)
+def test_handshake_rule(http_version: str, keys: list[bytes], refused: bool) -> None:
+    headers = [(b"host", b"x"), *((b"sec-websocket-key", key) for key in keys)]
+    problem = handshake_problem({"type": "websocket", "http_version": http_version, "headers": headers})
+    assert (problem is not None) is refused, problem
 
 
 def test_reloader_sees_changes_and_syntax_errors(tmp_path: Path) -> None:
