@@ -25,6 +25,16 @@ from service.log_writer import PIPE_BUF
 from service.logs import ACCESS_LOGGER, LineHandler, UtcClock, json_line
 from service.request_id import request_id_var
 
+# ASGI writes HTTP/1.0 as "1.0"; granian 2.8 writes "1".
+_VERSION_SPELLINGS = {"1": "1.0"}
+
+
+def http_version(scope: Scope) -> str:
+    """The request's HTTP version as ASGI spells it, whichever server wrote the scope."""
+    version: str = scope.get("http_version", "1.1")
+    return _VERSION_SPELLINGS.get(version, version)
+
+
 __all__ = ["ACCESS_LOGGER", "AccessLog"]
 
 # A path cut to this many characters keeps the line under PIPE_BUF even when every
@@ -71,7 +81,7 @@ class AccessLog:
         client = scope.get("client")
         address = f"{client[0]}:{client[1]}" if client else "-"
         method, path = scope["method"], scope["path"]
-        version = scope.get("http_version", "1.1")
+        version = http_version(scope)
         handler = self._direct_handler()
         if handler is None:  # console logs, or a handler of the operator's: a record
             text = f'"{method} {path} HTTP/{version}" {status}'
@@ -122,7 +132,7 @@ class AccessLog:
         """A WebSocket upgrade answered with an HTTP status instead (403, 503, ...)."""
         if scope["path"] in self.skip_paths:
             return
-        path, version = scope["path"], scope.get("http_version", "1.1")
+        path, version = scope["path"], http_version(scope)
         self._through_logging(
             scope,
             f'"GET {path} HTTP/{version}" {status} (websocket upgrade refused)',
@@ -134,7 +144,7 @@ class AccessLog:
 
     def stream(self, scope: Scope, status: int, seconds: float, events: int) -> None:
         """An event stream, once it has ended: the HTTP line's fields plus the events sent."""
-        method, path, version = scope["method"], scope["path"], scope.get("http_version", "1.1")
+        method, path, version = scope["method"], scope["path"], http_version(scope)
         self._through_logging(
             scope,
             f'"{method} {path} HTTP/{version}" {status} {events} events',

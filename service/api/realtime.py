@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from service.access_log import http_version
 from service.realtime import EVENT_STREAM, WEBSOCKET, RealtimeState
 
 router = APIRouter(tags=["realtime"])  # `/events`; `/ws` is declared by the app (WS_PATH, service/app.py)
@@ -32,8 +33,6 @@ SERVICE_RESTART = 1012
 MESSAGE_TOO_BIG = 1009
 
 
-# How servers write HTTP/1.0 as a scope's http_version: ASGI says "1.0", granian 2.8 "1".
-HTTP_1_0 = {"1.0", "1"}
 NONCE_BYTES = 16  # RFC 6455 4.1: Sec-WebSocket-Key is a random 16-byte value, base64-encoded
 
 
@@ -42,8 +41,8 @@ def handshake_problem(scope: Scope) -> str | None:
 
     Over HTTP/2 and HTTP/3 (RFC 8441, 9220) a WebSocket has no key to check.
     """
-    version = scope.get("http_version", "1.1")
-    if version in HTTP_1_0:
+    version = http_version(scope)
+    if version == "1.0":
         return "WebSocket needs HTTP/1.1"
     if version != "1.1":
         return None

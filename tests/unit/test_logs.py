@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.access_log import ACCESS_LOGGER, AccessLog
+from service.access_log import ACCESS_LOGGER, AccessLog, http_version
 from service.log_writer import PIPE_BUF
 from service.logs import ACCESS_FIELDS, JSON_FIELDS, JsonFormatter, log_config
 from service.request_id import request_id_var
@@ -150,3 +150,9 @@ def test_an_access_record_keeps_the_fields_the_access_log_gives_it(
     assert access["frames"] == 3
     assert set(access) == {*JSON_FIELDS, *ACCESS_FIELDS, "frames"}
     assert "frames" not in other
+
+
+@pytest.mark.parametrize(("written", "logged"), [("1.1", "1.1"), ("2", "2"), ("1.0", "1.0"), ("1", "1.0")])
+def test_access_line_spells_the_http_version_as_asgi_does(written: str, logged: str) -> None:
+    """granian 2.8 writes HTTP/1.0 as "1": the line says HTTP/1.0 whatever the server."""
+    assert http_version({**SCOPE, "http_version": written}) == logged
