@@ -38,8 +38,8 @@ from granian._internal import load_target
 from granian.server.mp import MPServer
 
 from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope, Send
-from deploy.lifecycle import die_with_parent, resident_bytes
-from deploy.memory_limit import BootTimes, MemoryTrend
+from deploy.lifecycle import die_with_parent
+from deploy.memory_limit import MIB, BootTimes, MemoryWatch
 from service.versions import require
 
 require(
@@ -101,7 +101,7 @@ class RecyclingServer(MPServer):
         super().__init__(**options)
         self.marks = marks
         self.boot_times = BootTimes()
-        self.trends: dict[int, MemoryTrend] = {}
+        self.memory = MemoryWatch((options.get("workers_max_rss") or 0) * MIB)
 
     def _respawn_workers(
         self, workers: list[int], spawn_target: Any, target_loader: Any, delay: float = 0
@@ -139,22 +139,13 @@ class RecyclingServer(MPServer):
         return False
 
     def _handle_rss_signal(self, spawn_target: Any, target_loader: Any) -> None:
-        now = time.monotonic()
         lead = self.boot_times.estimate() + ACCEPTING_SETTLE_SECONDS + self.rss_sample_interval
         workers: list[Any] = self.wrks
         live = {worker._id(): worker for worker in workers}
-        limit = self.workers_rss or 0  # this is only called when it is set
-        self.trends = {pid: trend for pid, trend in self.trends.items() if pid in live}
         to_restart = []
-        for pid, worker in live.items():
-            size = resident_bytes(pid)
-            if size is None:
-                continue
-            trend = self.trends.setdefault(pid, MemoryTrend())
-            trend.add(now, size)
-            if trend.reaches(limit, lead):
-                logger.info("worker-%d %s; replacing it", worker.idx + 1, trend.describe(limit, lead))
-                to_restart.append(worker.idx)
+        for pid, why in self.memory.to_retire(live, lead):
+            logger.info("worker-%d %s; replacing it", live[pid].idx + 1, why)
+            to_restart.append(live[pid].idx)
         if to_restart:
             self._respawn_workers(to_restart, spawn_target, target_loader, delay=self.respawn_interval)
             self._metrics.incr_respawn_rss(len(to_restart))

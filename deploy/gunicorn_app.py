@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import pkgutil
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from deploy.common import SHM_DIR, bind_address
-from deploy.lifecycle import die_with_parent, is_stopped, resident_bytes
-from deploy.memory_limit import MIB, MemoryTrend
+from deploy.lifecycle import die_with_parent, is_stopped
+from deploy.memory_limit import MIB, MemoryWatch
 from deploy.profile import INERT_PROXY_LIST, Native, Profile, Support
 from service.logs import log_config
 from service.settings import Settings
@@ -90,9 +89,8 @@ class ServiceArbiter(Arbiter):  # type: ignore[misc]
 
     def __init__(self, app: GunicornApplication) -> None:
         super().__init__(app)
-        self.max_memory_bytes = app.max_worker_memory * MIB
+        self.memory = MemoryWatch(app.max_worker_memory * MIB)
         self.recycling: set[int] = set()
-        self.trends: dict[int, MemoryTrend] = {}
 
     def handle_int(self) -> None:
         self.handle_term()
@@ -104,22 +102,11 @@ class ServiceArbiter(Arbiter):  # type: ignore[misc]
             # SIGKILL follows one loop later. A stopped worker gets it at once.
             if worker.aborted and is_stopped(pid):
                 self.kill_worker(pid, signal.SIGKILL)
-        if not self.max_memory_bytes:
+        if not self.memory.limit_bytes:
             return
         self.recycling &= set(self.WORKERS)
-        self.trends = {pid: trend for pid, trend in self.trends.items() if pid in self.WORKERS}
-        now = time.monotonic()
-        for pid in list(self.WORKERS):
-            size = resident_bytes(pid)
-            if pid in self.recycling or size is None:
-                continue
-            trend = self.trends.setdefault(pid, MemoryTrend())
-            trend.add(now, size)
-            if not trend.reaches(self.max_memory_bytes, ARBITER_TURN_SECONDS):
-                continue
-            self.log.info(
-                "worker %s %s; replacing it", pid, trend.describe(self.max_memory_bytes, ARBITER_TURN_SECONDS)
-            )
+        for pid, why in self.memory.to_retire(set(self.WORKERS) - self.recycling, ARBITER_TURN_SECONDS):
+            self.log.info("worker %s %s; replacing it", pid, why)
             self.recycling.add(pid)
             self.kill_worker(pid, signal.SIGTERM)
 

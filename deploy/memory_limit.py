@@ -11,6 +11,11 @@ checks is retired at the next one.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
+from deploy.lifecycle import resident_bytes
+
 MIB = 1024 * 1024
 FIRST_BOOT_GUESS_SECONDS = 1.0  # until a replacement has been seen serving
 
@@ -44,6 +49,31 @@ class MemoryTrend:
             f"uses {size // MIB} MiB, growing {self.bytes_per_second / MIB:.1f} MiB/s: at"
             f" APP_MAX_WORKER_MEMORY={limit_bytes // MIB} MiB within {seconds:.1f} s"
         )
+
+
+class MemoryWatch:
+    """Every serving worker's MemoryTrend, by pid: which of them to retire now."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.trends: dict[int, MemoryTrend] = {}
+
+    def to_retire(self, pids: Iterable[int], lead: float) -> list[tuple[int, str]]:
+        """Sample each of `pids` (the workers still serving; the others are forgotten) and return
+        those that would reach the limit within `lead` seconds, each with why, for the log."""
+        now = time.monotonic()
+        serving = set(pids)
+        self.trends = {pid: trend for pid, trend in self.trends.items() if pid in serving}
+        found = []
+        for pid in serving:
+            size = resident_bytes(pid)
+            if size is None:  # gone
+                continue
+            trend = self.trends.setdefault(pid, MemoryTrend())
+            trend.add(now, size)
+            if trend.reaches(self.limit_bytes, lead):
+                found.append((pid, trend.describe(self.limit_bytes, lead)))
+        return found
 
 
 class BootTimes:

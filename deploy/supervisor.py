@@ -46,8 +46,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from deploy.lifecycle import die_with, ignore_operator_signals, resident_bytes
-from deploy.memory_limit import MIB, BootTimes, MemoryTrend
+from deploy.lifecycle import die_with, ignore_operator_signals
+from deploy.memory_limit import MIB, BootTimes, MemoryWatch
 from deploy.profile import Native, Support
 from service.settings import Settings
 
@@ -115,7 +115,6 @@ class _Worker:
     stop_asked_at: float | None = None
     ready: bool = False
     retiring: bool = False  # asked to leave, or announced it will: replaced, not respawned
-    memory: MemoryTrend = field(default_factory=MemoryTrend)
     replacement: _Worker | None = field(default=None, repr=False)
 
 
@@ -184,7 +183,7 @@ class Supervisor:
         self.metrics_dir = metrics_dir
         self.close_sockets = close_sockets
         self.worker_timeout = worker_timeout
-        self.max_memory_bytes = max_memory_mib * MIB
+        self.memory = MemoryWatch(max_memory_mib * MIB)
         self.memory_checked = 0.0
         self.scale_requests = 0
         self.boot_times = BootTimes()  # from start to READY
@@ -297,22 +296,16 @@ class Supervisor:
 
     def recycle_large(self) -> None:
         now = time.monotonic()
-        if not self.max_memory_bytes or self.stopping or now - self.memory_checked < MEMORY_CHECK_SECONDS:
+        if not self.memory.limit_bytes or self.stopping or now - self.memory_checked < MEMORY_CHECK_SECONDS:
             return
         self.memory_checked = now
         # How long a worker retired now goes on growing: until its replacement serves, and this
         # check may come up to one interval late.
         lead = self.boot_times.estimate() + MEMORY_CHECK_SECONDS
-        for worker in self.serving():
-            pid = worker.process.pid
-            size = None if pid is None else resident_bytes(pid)
-            if size is None:
-                continue
-            worker.memory.add(now, size)
-            if worker.memory.reaches(self.max_memory_bytes, lead):
-                described = worker.memory.describe(self.max_memory_bytes, lead)
-                logger.info("worker %s %s; replacing it", pid, described)
-                self.retire(worker)
+        serving = {w.process.pid: w for w in self.serving() if w.process.pid is not None}
+        for pid, why in self.memory.to_retire(serving, lead):
+            logger.info("worker %s %s; replacing it", pid, why)
+            self.retire(serving[pid])
 
     def spawn(self) -> _Worker:
         reader, writer = self.ctx.Pipe(duplex=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from deploy.memory_limit import FIRST_BOOT_GUESS_SECONDS, MIB, BootTimes, MemoryTrend
+import os
+
+from deploy.memory_limit import FIRST_BOOT_GUESS_SECONDS, MIB, BootTimes, MemoryTrend, MemoryWatch
 
 LIMIT = 80 * MIB
 
@@ -52,3 +54,14 @@ def test_boot_estimate_follows_a_busier_machine_at_once_and_a_quieter_one_by_hal
     assert boots.estimate() == 2.0
     boots.learn(0.4)
     assert boots.estimate() == 1.2
+
+
+def test_the_watch_names_the_workers_to_retire_and_forgets_those_gone() -> None:
+    this = os.getpid()
+    watch = MemoryWatch(limit_bytes=1)  # any live process is over it
+    watch.trends[999_999_999] = MemoryTrend()  # a worker no longer serving
+    retire = watch.to_retire([this, 999_999_998], lead=0.0)  # the second: no such process
+    assert [pid for pid, _ in retire] == [this]
+    assert "APP_MAX_WORKER_MEMORY=0 MiB" in retire[0][1]
+    assert 999_999_999 not in watch.trends
+    assert MemoryWatch(limit_bytes=1 << 50).to_retire([this], lead=1.0) == []
