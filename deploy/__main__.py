@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from deploy import drain, reload
+from deploy.carried import warn_outside_tested
 from deploy.common import check_app_module
 from deploy.lifecycle import ignore_operator_signals
 from deploy.plan import LaunchPlan, resolve, with_profile
@@ -67,6 +68,8 @@ def _launch(plan: LaunchPlan) -> int:
         ignore_operator_signals(settings.server)
         for module in APP_HOOKS:
             importlib.import_module(module)  # their version checks, before any worker imports the app
+        # One line per capability the installed releases do not guarantee; the service starts.
+        warn_outside_tested(plan.profile.carried)
         if plan.drain_seconds and settings.drain_file is not None:
             return drain.run_with_drain(
                 lambda: plan.profile.run(settings), plan.drain_seconds, settings.drain_file

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.carried import CarriedPatch
 from service.settings import Settings, env_name
 
 
@@ -77,13 +78,26 @@ class Profile:
     settings: Mapping[str, Support]
     build: Callable[[Settings], dict[str, Any]]  # the complete native config, workers' part included
     serve: Callable[[Settings], int]  # runs the server in this process until it stops
+    carried: tuple[CarriedPatch, ...] = ()  # its patches of the server's internals (deploy/carried.py)
 
     def refusals(self, settings: Settings) -> list[str]:
-        return [
+        refused = [
             f"{self.name} cannot honour {env_name(name)}: {support.why}"
             for name, support in self.settings.items()
             if isinstance(support, Refused) and support.refuses(settings, name)
         ]
+        for patch in self.carried:
+            if patch.in_range():
+                continue
+            refused += [
+                f"{self.name} cannot honour {env_name(name)} with {patch.distribution} "
+                f"{patch.installed() or '(not installed)'}: it needs {patch.module}, tested on "
+                f"{patch.distribution}{patch.tested}"
+                for name in patch.settings
+                if name in settings.model_fields_set
+                and getattr(settings, name) != Settings.model_fields[name].default
+            ]
+        return refused
 
     def check(self, settings: Settings) -> None:
         """Refuse, in one line, every setting this server cannot honour."""
