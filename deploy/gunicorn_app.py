@@ -21,6 +21,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from deploy.carried import CarriedPatch
 from deploy.common import SHM_DIR, bind_address
 from deploy.lifecycle import die_with_parent, is_stopped
 from deploy.memory_limit import MIB, MemoryWatch
@@ -189,6 +190,8 @@ def gunicorn_profile(
     build: Callable[[Settings], dict[str, Any]],
     application: Callable[[Settings], GunicornApplication],
     worker_settings: dict[str, Support],
+    *,
+    carried: tuple[CarriedPatch, ...] = (),
 ) -> Profile:
     """A gunicorn profile: what both declare alike, plus what its worker does with the rest."""
 
@@ -202,4 +205,5 @@ def gunicorn_profile(
         settings={**GUNICORN_SETTINGS, **worker_settings},
         build=build,
         serve=serve,
+        carried=carried,
     )
