@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from deploy import drain, reload
 from deploy.carried import warn_outside_tested
-from deploy.common import check_app_module
+from deploy.common import check_address, check_app_module
 from deploy.lifecycle import ignore_operator_signals
 from deploy.plan import LaunchPlan, resolve, with_profile
 from deploy.profile import Profile, UnsupportedSettingError
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.reload:
             # Its child, started with APP_RELOAD=false, launches; it restarts it on every change.
             return reload.run(name, settings)
+        check_address(settings)
         return _launch(resolve(name, settings))
     except (SettingsError, UnsupportedSettingError, UnsupportedVersionError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -126,3 +127,20 @@ def test_stop_behind_the_drain_window_leaves_a_clean_log(profile: str) -> None:
     assert code == 0, log
     for noise in ("Traceback", "Warning:", "leaked"):
         assert noise not in log, log
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_a_taken_port_stops_startup_with_one_line_naming_the_address(profile: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        line = refused_at_startup(profile, {"APP_HOST": "127.0.0.1", "APP_PORT": str(port)})
+    assert f"cannot listen on 127.0.0.1:{port}: another process listens there" in line
+    assert "APP_PORT" in line
+
+
+def test_an_address_not_of_this_host_stops_startup_with_one_line() -> None:
+    # TEST-NET-1 (RFC 5737): never assigned to a host. Binding sends nothing anywhere.
+    line = refused_at_startup("uvicorn", {"APP_HOST": "192.0.2.1", "APP_PORT": "8000"})
+    assert "cannot listen on 192.0.2.1:8000: it is not an address of this host" in line
