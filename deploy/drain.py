@@ -15,6 +15,7 @@ job) none of this exists: the server is the launched process itself.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,9 @@ from pathlib import Path
 from types import FrameType
 
 from deploy.lifecycle import die_with_parent
+from service.settings import env_name
+
+logger = logging.getLogger("deploy.drain")
 
 FORWARDED = (
     signal.SIGINT,
@@ -66,10 +70,18 @@ def _front(pid: int, seconds: int, flag: Path) -> int:
     def on_term(signum: int, frame: FrameType | None) -> None:
         nonlocal draining
         if draining:
+            logger.info("Asked again: the graceful stop begins now.")
             forward(signum, frame)  # asked twice: stop now
             return
         draining = True
         flag.touch()
+        # Said at once: outside Kubernetes a quiet pause looks like a hung process.
+        logger.info(
+            "Stop asked: draining for %d s (%s) while /readyz answers 503 and requests are still "
+            "served, then the graceful stop. Send the signal again to stop now.",
+            seconds,
+            env_name("drain_seconds"),
+        )
         signal.setitimer(signal.ITIMER_REAL, float(seconds))
 
     def on_alarm(_signum: int, frame: FrameType | None) -> None:

@@ -127,6 +127,8 @@ def test_stop_behind_the_drain_window_leaves_a_clean_log(profile: str) -> None:
     assert code == 0, log
     for noise in ("Traceback", "Warning:", "leaked"):
         assert noise not in log, log
+    # The pause announces itself, or a plain `kill` looks hung for the window.
+    assert log.count("Stop asked: draining for 1 s (APP_DRAIN_SECONDS)") == 1, log
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
