@@ -24,8 +24,11 @@ KUBECTL = $(VENV)/bin/kubectl
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: help
-help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## Show this help (colour on a terminal only)
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {n++; name[n] = $$1; text[n] = $$2; \
+		if (length($$1) > width) width = length($$1)} \
+		END {for (i = 1; i <= n; i++) printf "  %s%-*s%s  %s\n", on, width, name[i], off, text[i]}' $(MAKEFILE_LIST)
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
