@@ -31,6 +31,9 @@ class SettingsError(Exception):
     """Invalid configuration; `str()` is a message fit for a human, without a traceback."""
 
 
+CHOICE_ERRORS = frozenset({"literal_error", "enum"})
+
+
 def env_name(field_name: str) -> str:
     return f"{ENV_PREFIX}{field_name.upper()}"
 
@@ -85,8 +88,13 @@ def _not_a_setting(
     (else the nearest of `fallback`, the settings that source is most likely meant for)."""
     matches = [m for s in spellings for m in difflib.get_close_matches(s, known, n=1)]
     matches += [m for s in spellings for m in difflib.get_close_matches(s, list(fallback), n=1, cutoff=0)]
-    suggestion = f"; did you mean {matches[0]}?" if matches else ""
-    return f"{written} ({source}) is not a setting of this service{suggestion} (known: {', '.join(known)})"
+    if matches:
+        return f"{written} ({source}) is not a setting of this service; did you mean {matches[0]}?"
+    own = written.upper().removeprefix(ENV_PREFIX)
+    return (
+        f"{written} ({source}) is not a setting of this service (docs/settings.md lists them); a setting "
+        f"of your own is a field `{own.lower()}` of Settings in service/settings.py, set as {ENV_PREFIX}{own}"
+    )
 
 
 def _variable_spellings(written: str) -> list[str]:
@@ -224,5 +232,7 @@ def describe(
         shown = ""
         if name in raw and not is_secret(field):
             shown = f"={raw[name]!r}"
-        lines.append(f"invalid {env_name(name)}{shown}: {message} (allowed: {allowed_values(field)})")
+        # pydantic's text for a choice repeats the allowed values: say them once.
+        said = "not one of the allowed values" if item["type"] in CHOICE_ERRORS else message
+        lines.append(f"invalid {env_name(name)}{shown}: {said} (allowed: {allowed_values(field)})")
     return "\n".join(lines)

@@ -190,3 +190,41 @@ def test_drain_window_defaults_to_off_in_kubernetes(monkeypatch: pytest.MonkeyPa
     assert load_settings().effective_drain_seconds == 0
     monkeypatch.setenv("APP_DRAIN_SECONDS", "3")
     assert load_settings().effective_drain_seconds == 3
+
+
+def test_a_name_of_your_own_is_told_how_to_become_a_setting() -> None:
+    Path(".env").write_text("DATABASE_URL=postgresql://db/app\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message == (
+        "DATABASE_URL (.env line 1) is not a setting of this service (docs/settings.md lists them); a "
+        "setting of your own is a field `database_url` of Settings in service/settings.py, set as "
+        "APP_DATABASE_URL"
+    )
+
+
+def test_a_misspelt_name_gets_the_suggestion_without_every_known_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_WORKRES", "2")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "APP_WORKRES (environment variable) is not a setting of this service; did you mean APP_WORKERS?"
+    )
+
+
+def test_a_wrong_choice_states_the_allowed_values_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("APP_LOG_LEVEL", "loud")
+    get_settings.cache_clear()
+    try:
+        assert launcher_main(["config"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert capsys.readouterr().err.strip() == (
+        "asgi-deploy: invalid APP_LOG_LEVEL='loud': not one of the allowed values "
+        "(allowed: one of critical, error, warning, info, debug)"
+    )
