@@ -118,11 +118,11 @@ deploy: venv-dev ## kubectl apply -k one overlay to the current kube context (OV
 	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
 
 .PHONY: kube-play kube-down
-KUBE_PLAY_PORT ?= 8080
+KUBE_PLAY_PORT ?=
 COMPONENTS ?=
 SECRET ?=
 kube-play: venv-dev ## Run one overlay's real manifests as a pod with podman, no cluster (OVERLAY=, COMPONENTS=, SECRET=)
-	@$(RUN) -m devkit.kube_play up $(OVERLAY) --image $(IMAGE) --port $(KUBE_PLAY_PORT) \
+	@$(RUN) -m devkit.kube_play up $(OVERLAY) --image $(IMAGE) $(if $(KUBE_PLAY_PORT),--port $(KUBE_PLAY_PORT)) \
 		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) \
 		$(foreach c,$(COMPONENTS),--component $(c)) $(foreach s,$(SECRET),--secret $(s))
 

@@ -29,9 +29,11 @@ import base64
 import contextlib
 import copy
 import datetime
+import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,7 @@ K8S_DIR = REPO_ROOT / "k8s"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 LOCAL_BASE_IMAGE = "localhost/asgi-deploy-base:bookworm"
 LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 8080
 PLAYED_KINDS = ("ConfigMap", "Deployment")
 # runc: crun needs cgroup rights a nested host may lack. Explicit rlimits: inheriting the
 # host's may be refused inside a nested container, and the pod's infra container fails on it.
@@ -368,11 +371,42 @@ def dockerfile_base_image() -> str:
     raise KubePlayError(f"no `ARG BASE_IMAGE=` in {DOCKERFILE}")
 
 
+# What the Dockerfile copies into the image (.dockerignore's allow-list): an edit to any of them
+# makes an image built before it stale.
+IMAGE_SOURCES = ("pyproject.toml", "uv.lock", "README.md", "service", "deploy")
+
+
+def newest_source(root: Path = REPO_ROOT) -> tuple[float, Path]:
+    """The last modification time among the image's sources, and the file it belongs to."""
+    newest = (0.0, root)
+    for name in IMAGE_SOURCES:
+        path = root / name
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        for file in files:
+            if "__pycache__" not in file.parts:
+                newest = max(newest, (file.stat().st_mtime, file))
+    return newest
+
+
+def image_created(image: str, env: Mapping[str, str]) -> float:
+    created = run([podman(), "image", "inspect", "--format", "{{.Created}}", image], env=env).stdout
+    # `2026-12-05 07:20:11.123456789 +0000 UTC`
+    day, clock, *_ = created.split()
+    return runtime_timestamp(f"{day}T{clock}Z")
+
+
 def ensure_image(image: str, base_image: str | None, env: Mapping[str, str]) -> None:
-    """Build `image` unless it exists: on `base_image`, else the Dockerfile's default base when it
-    can be pulled, else a base made locally with debootstrap."""
+    """Build `image` unless it exists and is newer than every source it is built from: on
+    `base_image`, else the Dockerfile's default base when it can be pulled, else a base made
+    locally with debootstrap. Says which, so an old image is never reused silently."""
     if image_exists(image, env):
-        return
+        changed_at, changed = newest_source()
+        if image_created(image, env) >= changed_at:
+            print(f"kube-play: using {image}, built after the last change of its sources", file=sys.stderr)
+            return
+        print(
+            f"kube-play: {image} is older than {changed.relative_to(REPO_ROOT)}: rebuilding", file=sys.stderr
+        )
     base = base_image
     if base is None:
         candidates = (LOCAL_BASE_IMAGE, dockerfile_base_image())
@@ -408,6 +442,32 @@ def ensure_image(image: str, base_image: str | None, env: Mapping[str, str]) -> 
 # --- command line ---------------------------------------------------------------------------
 
 
+def clone_name(deployment: str, root: Path = REPO_ROOT) -> str:
+    """The Deployment's name, made unique to this clone: two clones on one host never collide."""
+    return f"{deployment}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
+
+
+def free_port_from(first: int, tries: int = 100) -> int:
+    """The first port from `first` on that nothing listens on at 127.0.0.1."""
+    for port in range(first, first + tries):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise KubePlayError(f"no free port on {LOOPBACK} from {first} to {first + tries - 1} (pass --port)")
+
+
+def pod_names(play: Play, env: Mapping[str, str]) -> list[str]:
+    """The names podman gave the played pods (`podman pod ps` shows these, not the Deployment's)."""
+    return [
+        run([podman(), "pod", "inspect", "--format", "{{.Name}}", pod], env=env).stdout.strip()
+        for pod in play.pods
+    ]
+
+
 def up(args: argparse.Namespace) -> None:
     state_dir: Path = args.state_dir
     state_file = state_dir / "play.json"
@@ -422,15 +482,18 @@ def up(args: argparse.Namespace) -> None:
     for path in args.secret:
         secret = yaml.safe_load(Path(path).read_text())
         secrets[secret["metadata"]["name"]] = secret
+    port = args.port if args.port is not None else free_port_from(DEFAULT_PORT)
+    name = clone_name(only(objects, "Deployment")["metadata"]["name"])
     played, play = for_podman(
-        objects, image=args.image, host_ports={"http": args.port}, workdir=state_dir, secrets=secrets
+        objects, image=args.image, host_ports={"http": port}, workdir=state_dir, name=name, secrets=secrets
     )
     play_up(played, play, env)
     play.save(state_file)
     probe = app_container(only(objects, "Deployment"))["startupProbe"]["httpGet"]
     seconds = wait_answering(play, probe["path"], probe["port"], env, timeout=90)
     skipped = sorted({obj["kind"] for obj in objects} - set(PLAYED_KINDS))
-    print(f"kube-play: {args.overlay} ready in {seconds:.1f}s at {play.base_url}/ (pod {play.name})")
+    pods = ", ".join(pod_names(play, env))
+    print(f"kube-play: {args.overlay} ready in {seconds:.1f}s at {play.base_url}/ (pod {pods})")
     print(f"kube-play: not played (no podman equivalent): {', '.join(skipped)}")
     print(f"kube-play: logs: podman logs -f {play.containers[0][:12]}   stop: make kube-down")
 
@@ -455,7 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     up_parser.add_argument("overlay")
     up_parser.add_argument("--image", default="asgi-deploy:0.1.0", help="built here if missing")
     up_parser.add_argument("--base-image", default=None)
-    up_parser.add_argument("--port", type=int, default=8080, help="host port on 127.0.0.1")
+    up_parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"host port on 127.0.0.1 (default: the first free from {DEFAULT_PORT})",
+    )
     up_parser.add_argument("--component", action="append", default=[], help="k8s/components/NAME")
     up_parser.add_argument("--secret", action="append", default=[], help="a Secret manifest the pod mounts")
     commands.add_parser("down", help="stop the played pod (SIGTERM, grace period) and remove it")

@@ -4,12 +4,15 @@ host needs may change, and the change is exactly the documented one."""
 from __future__ import annotations
 
 import base64
+import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devkit import kube_play
 from devkit.kube_play import (
     KubePlayError,
     app_container,
@@ -116,3 +119,35 @@ def test_local_reference(image: str, local: str) -> None:
 
 def test_runtime_timestamp_keeps_sub_second_precision() -> None:
     assert runtime_timestamp("1970-01-01T00:00:01.500000000Z") == pytest.approx(1.5)
+
+
+def test_each_clone_plays_a_pod_of_its_own_name(tmp_path: Path) -> None:
+    first, second = (
+        kube_play.clone_name("asgi-deploy", tmp_path / "a"),
+        kube_play.clone_name("asgi-deploy", tmp_path / "b"),
+    )
+    assert first.startswith("asgi-deploy-")
+    assert first != second
+    assert first == kube_play.clone_name("asgi-deploy", tmp_path / "a")
+
+
+def test_the_default_port_is_the_first_free_one() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert kube_play.free_port_from(port) > port
+
+
+def test_an_image_is_stale_once_a_source_changes(tmp_path: Path) -> None:
+    for name in ("pyproject.toml", "uv.lock", "README.md"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "service" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "deploy").mkdir()
+    app = tmp_path / "service" / "app.py"
+    app.write_text("")
+    os.utime(app, (2_000_000_000, 2_000_000_000))
+    compiled = tmp_path / "service" / "__pycache__" / "app.pyc"
+    compiled.write_text("")
+    os.utime(compiled, (2_100_000_000, 2_100_000_000))  # never part of the image
+    assert kube_play.newest_source(tmp_path) == (2_000_000_000, app)
