@@ -388,11 +388,18 @@ def newest_source(root: Path = REPO_ROOT) -> tuple[float, Path]:
     return newest
 
 
+def go_timestamp(value: str) -> float:
+    """Go's time as podman prints it, `2026-12-05 07:20:11.123456789 +0100 CET`, as a POSIX time."""
+    day, clock, offset, *_ = value.split()
+    whole, _, fraction = clock.partition(".")
+    parsed = datetime.datetime.strptime(f"{day} {whole} {offset}", "%Y-%m-%d %H:%M:%S %z")
+    return parsed.timestamp() + float(f"0.{fraction or 0}")
+
+
 def image_created(image: str, env: Mapping[str, str]) -> float:
-    created = run([podman(), "image", "inspect", "--format", "{{.Created}}", image], env=env).stdout
-    # `2026-12-05 07:20:11.123456789 +0000 UTC`
-    day, clock, *_ = created.split()
-    return runtime_timestamp(f"{day}T{clock}Z")
+    return go_timestamp(
+        run([podman(), "image", "inspect", "--format", "{{.Created}}", image], env=env).stdout
+    )
 
 
 def ensure_image(image: str, base_image: str | None, env: Mapping[str, str]) -> None:

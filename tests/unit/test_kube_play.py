@@ -151,3 +151,9 @@ def test_an_image_is_stale_once_a_source_changes(tmp_path: Path) -> None:
     compiled.write_text("")
     os.utime(compiled, (2_100_000_000, 2_100_000_000))  # never part of the image
     assert kube_play.newest_source(tmp_path) == (2_000_000_000, app)
+
+
+def test_an_image_creation_time_keeps_its_offset_and_fraction() -> None:
+    utc = kube_play.go_timestamp("2026-12-05 07:20:11.5 +0000 UTC")
+    assert kube_play.go_timestamp("2026-12-05 08:20:11.5 +0100 CET") == utc
+    assert utc == 1796455211.5
