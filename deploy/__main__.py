@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from deploy import drain, reload
+from deploy import drain_front, reload
 from deploy.carried import warn_outside_tested
 from deploy.common import check_address, check_app_module
 from deploy.lifecycle import ignore_operator_signals
@@ -72,7 +72,7 @@ def _launch(plan: LaunchPlan) -> int:
         # One line per capability the installed releases do not guarantee; the service starts.
         warn_outside_tested(plan.profile.carried)
         if plan.drain_seconds and settings.drain_file is not None:
-            return drain.run_with_drain(
+            return drain_front.run_with_drain(
                 lambda: plan.profile.run(settings), plan.drain_seconds, settings.drain_file
             )
         return plan.profile.run(settings)

@@ -1,6 +1,6 @@
 """The drain window: between SIGTERM and the graceful stop, tell clients to move off.
 
-The launcher (deploy/drain.py) creates a file when SIGTERM arrives; every
+The launcher (deploy/drain_front.py) creates a file when SIGTERM arrives; every
 worker watches for it, and from then on `/readyz` answers 503 and every
 response carries `Connection: close`, while requests, including those on new
 connections, are still served. A file works across every server's worker model

@@ -1,4 +1,4 @@
-"""The launcher's side of the drain window (the app's side is service/drain.py).
+"""The drain front: the launcher waits before the server for the drain window (app side: service/drain.py).
 
 With a window of N > 0 seconds the launcher forks the server and stays in front
 of it as PID 1. On SIGTERM it creates the drain file (every worker then answers
@@ -26,7 +26,7 @@ from types import FrameType
 from deploy.lifecycle import die_with_parent
 from service.settings import env_name
 
-logger = logging.getLogger("deploy.drain")
+logger = logging.getLogger("deploy.drain_front")
 
 FORWARDED = (
     signal.SIGINT,
