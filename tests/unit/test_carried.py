@@ -26,7 +26,7 @@ PATCH = CarriedPatch(
     capability="a deadline for the request head",
     fallback="the server's own keep-alive timer only",
     upstream="none filed",
-    module="deploy/example_internals.py",
+    module="deploy/<example>_internals.py",
     settings=("request_head_timeout",),
 )
 
@@ -57,7 +57,9 @@ def test_outside_the_range_one_warning_line_names_the_capability(
     installed: dict[str, str | None], caplog: pytest.LogCaptureFixture
 ) -> None:
     installed["exampleserver"] = "1.7.2"
-    inside = CarriedPatch("otherserver", ">=2", "something else", "its own", "none filed", "deploy/x.py")
+    inside = CarriedPatch(
+        "otherserver", ">=2", "something else", "its own", "none filed", "deploy/<other>_internals.py"
+    )
     installed["otherserver"] = "2.1"
     with caplog.at_level(logging.WARNING, logger="deploy"):
         lines = warn_outside_tested((PATCH, inside))
@@ -90,7 +92,7 @@ def test_outside_the_range_a_setting_that_needs_the_patch_is_refused_in_one_line
     assert "\n" not in message
     assert "APP_REQUEST_HEAD_TIMEOUT" in message
     assert "exampleserver 1.7.2" in message
-    assert "deploy/example_internals.py" in message
+    assert "deploy/<example>_internals.py" in message
 
 
 def test_outside_the_range_the_default_is_not_refused(installed: dict[str, str | None]) -> None:
