@@ -146,3 +146,15 @@ def test_an_address_not_of_this_host_stops_startup_with_one_line() -> None:
     # TEST-NET-1 (RFC 5737): never assigned to a host. Binding sends nothing anywhere.
     line = refused_at_startup("uvicorn", {"APP_HOST": "192.0.2.1", "APP_PORT": "8000"})
     assert "cannot listen on 192.0.2.1:8000: it is not an address of this host" in line
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_worker_runs_on_uvloop(profile: str) -> None:
+    # Each profile declares uvloop; a worker that silently fell back to asyncio's loop would
+    # still answer, only slower. New connections, so that both workers answer.
+    with running_server(profile, {**TEST_APP, "APP_WORKERS": "2"}) as server:
+        loops = {
+            httpx.get(f"{server.base_url}/loop", headers={"Connection": "close"}, timeout=5).json()["loop"]
+            for _ in range(20)
+        }
+    assert loops == {"uvloop.Loop"}

@@ -28,3 +28,10 @@ async def fail() -> None:
 async def log_inside_request() -> dict[str, str]:
     logging.getLogger("service.example").warning("inside the request")
     return {"logged": "yes"}
+
+
+@app.get("/loop")
+async def running_loop() -> dict[str, str]:
+    """The event loop class this worker really runs on (every profile declares uvloop)."""
+    loop = type(asyncio.get_running_loop())
+    return {"loop": f"{loop.__module__}.{loop.__qualname__}"}

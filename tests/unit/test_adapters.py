@@ -203,14 +203,6 @@ def test_hypercorn_uses_the_uvloop_worker_class() -> None:
     assert hypercorn_adapter.build_config(SETTINGS).worker_class == "uvloop"
 
 
-def test_uvloop_and_httptools_are_installed() -> None:
-    import httptools
-    import uvloop
-
-    assert uvloop.new_event_loop is not None
-    assert httptools.HttpRequestParser is not None
-
-
 # --- the servers' own environment fallbacks never win ---
 
 

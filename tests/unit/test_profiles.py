@@ -19,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from deploy import servers_table
+from deploy.plan import with_profile
 from deploy.profile import ALIKE, Native, Refused, UnsupportedSettingError, lookup
 from deploy.profiles import PROFILES, load_profile
 from service.settings import Settings, env_name
@@ -95,17 +96,34 @@ CASES = [(profile, name) for profile in PROFILES for name in Settings.model_fiel
 
 @pytest.mark.parametrize(("profile", "name"), CASES, ids=[f"{p}-{n}" for p, n in CASES])
 def test_the_native_config_changes_exactly_where_the_profile_says(profile: str, name: str) -> None:
-    if name in SELECTS_THE_PROFILE:
-        return
     server = load_profile(profile)
     support = server.settings.get(name)
     before = server.build(Settings(**BASE))
-    afters = [server.build(settings) for settings in changed(name)]
+    variants = changed(name)
+    assert variants, f"no other value of {env_name(name)} to try"
+    if isinstance(support, Refused):
+        # Refused unless the value changes nothing; a value it accepts leaves the config as it was.
+        for settings in variants:
+            if support.accepts(getattr(settings, name)):
+                assert server.build(settings) == before, f"{profile} accepts {env_name(name)}, yet it changes"
+            else:
+                with pytest.raises(UnsupportedSettingError):
+                    server.check(settings)
+        return
+    if name in SELECTS_THE_PROFILE:
+        # APP_SERVER chooses the profile; whatever it says, a profile builds with its own name.
+        chosen = [server.build(with_profile(settings, profile)) for settings in variants]
+        assert all(config == server.build(with_profile(Settings(**BASE), profile)) for config in chosen)
+        assert support is None
+        return
+    afters = [server.build(settings) for settings in variants]
     if isinstance(support, Native):
         assert any(lookup(before, support.key) != lookup(after, support.key) for after in afters), (
             f"{profile} declares {env_name(name)} native at {support.key}, which it does not change"
         )
-    elif support is None:
+    else:
+        # Honoured alike by the app or the launcher: the server's config stays.
+        assert support is None
         assert all(before == after for after in afters), (
             f"{env_name(name)} changes {profile}'s native config: declare it"
         )
