@@ -136,7 +136,8 @@ SUPERVISED_SETTINGS: dict[str, Support] = {
         f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's loop beats"
     ),
     "max_worker_memory": Native(
-        f"{SUPERVISOR_KEY}.max_memory_mib", "deploy/supervisor.py, every second, replacement first"
+        f"{SUPERVISOR_KEY}.max_memory_mib",
+        f"deploy/supervisor.py, every {MEMORY_CHECK_SECONDS:g} s, replacement first",
     ),
 }
 

@@ -181,7 +181,8 @@ class Settings(BaseSettings):
         ge=0,
         le=1_048_576,
         description=(
-            "Resident memory in MiB above which a worker is replaced (checked every second), "
+            "Resident memory in MiB above which a worker is replaced (how often each server checks: "
+            "docs/servers.md), "
             "recycled like APP_MAX_REQUESTS without losing a request (0 = no limit)."
         ),
     )
