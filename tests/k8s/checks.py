@@ -13,9 +13,11 @@ import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from deploy.profile import UnsupportedSettingError
+from pydantic import ValidationError
+
+from deploy.profile import Native, UnsupportedSettingError, lookup
 from deploy.profiles import load_profile
-from service.settings import ENV_PREFIX, field_name, is_secret
+from service.settings import ENV_PREFIX, env_name, field_name, is_secret
 
 Obj = dict[str, Any]
 
@@ -27,6 +29,10 @@ SHUTDOWN_MARGIN_SECONDS = 5
 # It must fit inside APP_GRACEFUL_TIMEOUT, or the server cuts it at the deadline.
 WS_CLOSE_HANDSHAKE_SECONDS = 5
 POD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+# How long a proxy in front keeps an idle upstream connection for reuse: ingress-nginx's
+# `upstream-keepalive-timeout` and the usual cloud load balancers' idle timeout, 60 s. A server
+# that closes an idle connection sooner races the proxy's next request on it: sporadic 502s.
+PROXY_UPSTREAM_IDLE_SECONDS = 60
 # The one writable path of the read-only container: an emptyDir, not a temp file.
 TMP_PATH = "/tmp"  # noqa: S108
 
@@ -210,7 +216,6 @@ def check_shutdown_budget(objs: list[Obj], default_graceful_timeout: int) -> lis
 def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
     """Every APP_* variable a container gets is a real, non-secret settings field,
     and the values together validate."""
-    from pydantic import ValidationError
 
     problems = []
     fields = settings_class.model_fields
@@ -241,6 +246,56 @@ def check_settings(objs: list[Obj], settings_class: type[Any]) -> list[str]:
                 load_profile(settings.server).check(settings)
             except UnsupportedSettingError as error:
                 problems.append(f"{where}: {error}")
+    return problems
+
+
+def container_settings(objs: list[Obj], container: Obj, settings_class: type[Any]) -> Any:
+    """The settings a container's process builds from its ConfigMap and env (None if invalid)."""
+    values = {
+        field_name(key): value
+        for key, value in effective_env(objs, container).items()
+        if key.startswith(ENV_PREFIX) and field_name(key) in settings_class.model_fields
+    }
+    try:
+        return settings_class(_env_file=None, _secrets_dir=None, **values)
+    except ValidationError:
+        return None  # check_settings names the problem
+
+
+def check_keepalive(objs: list[Obj], settings_class: type[Any]) -> list[str]:
+    """Behind the shipped Ingress, no server closes an idle connection before the proxy does.
+
+    The idle timeout is read from the server's own config, where its profile declares that
+    `APP_KEEPALIVE_TIMEOUT` lands (hypercorn's one timer is the shorter of it and the request-head
+    deadline). A server that declares no idle timeout (granian) keeps idle connections until
+    the proxy closes them: nothing to race.
+    """
+    if not of_kind(objs, "Ingress"):
+        return []
+    problems = []
+    for workload in workloads(objs):
+        for container in containers(workload):
+            settings = container_settings(objs, container, settings_class)
+            if settings is None:
+                continue
+            profile = load_profile(settings.server)
+            support = profile.settings.get("keepalive_timeout")
+            if not isinstance(support, Native):
+                continue
+            idle = lookup(profile.build(settings), support.key)
+            if idle <= PROXY_UPSTREAM_IDLE_SECONDS:
+                # Every setting that lands on the same timer (hypercorn: the head deadline too).
+                raise_ = " and ".join(
+                    env_name(name)
+                    for name, other in profile.settings.items()
+                    if isinstance(other, Native) and other.key == support.key
+                )
+                problems.append(
+                    f"{name_of(workload)} container {container['name']}: {settings.server} closes idle "
+                    f"connections after {idle} s ({support.key}), not above the "
+                    f"{PROXY_UPSTREAM_IDLE_SECONDS} s the Ingress controller keeps them for reuse: "
+                    f"raise {raise_}"
+                )
     return problems
 
 

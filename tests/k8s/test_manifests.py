@@ -5,13 +5,14 @@ Each check is also fed a broken copy, to show that it can fail."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.k8s import checks
-from tests.k8s.tools import DOCKERFILE, K8S_DIR, NEWEST_K8S, OLDEST_K8S, RenderError, render
+from tests.k8s.tools import DOCKERFILE, K8S_DIR, NEWEST_K8S, OLDEST_K8S, OVERLAYS, RenderError, render
 
 Objects = list[dict[str, Any]]
 
@@ -97,6 +98,26 @@ def test_ports(rendered: Objects, defaults: dict[str, Any]) -> None:
 
 def test_shutdown_budget(rendered: Objects, defaults: dict[str, Any]) -> None:
     assert checks.check_shutdown_budget(rendered, defaults["graceful_timeout"]) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_server_closes_an_idle_connection_before_the_ingress(
+    overlay: str, render_variant: Callable[[str], Objects], settings_class: type[Any]
+) -> None:
+    assert checks.check_keepalive(render_variant(f"{overlay}+ingress"), settings_class) == []
+
+
+def test_keepalive_check_catches_a_server_that_closes_first(
+    render_variant: Callable[[str], Objects], settings_class: type[Any]
+) -> None:
+    objs = render_variant("uvicorn+ingress")
+    configmap_data(objs)["APP_KEEPALIVE_TIMEOUT"] = "5"
+    assert any("after 5 s (timeout_keep_alive)" in p for p in checks.check_keepalive(objs, settings_class))
+    objs = render_variant("hypercorn+ingress")
+    configmap_data(objs)["APP_REQUEST_HEAD_TIMEOUT"] = "10"
+    problems = checks.check_keepalive(objs, settings_class)
+    assert any("raise APP_KEEPALIVE_TIMEOUT and APP_REQUEST_HEAD_TIMEOUT" in p for p in problems), problems
+    assert checks.check_keepalive([o for o in objs if o["kind"] != "Ingress"], settings_class) == []
 
 
 def test_settings(rendered: Objects, settings_class: type[Any]) -> None:
