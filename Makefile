@@ -26,8 +26,9 @@ export UV_PYTHON_DOWNLOADS := never
 .PHONY: help
 help: ## Show this help (colour on a terminal only)
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
-	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {n++; name[n] = $$1; text[n] = $$2; \
-		if (length($$1) > width) width = length($$1)} \
+	awk -v on="$$on" -v off="$$off" -v profiles="$(PROFILES)" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.%-]+:.*## / {n++; \
+		name[n] = $$1; text[n] = $$2; sub(/%/, "<profile>", name[n]); sub(/\$$\(PROFILES\)/, profiles, text[n]); \
+		if (length(name[n]) > width) width = length(name[n])} \
 		END {for (i = 1; i <= n; i++) printf "  %s%-*s%s  %s\n", on, width, name[i], off, text[i]}' $(MAKEFILE_LIST)
 
 $(TOOLS)/bin/uv:
@@ -45,24 +46,15 @@ venv-dev: | $(UV) ## Install runtime and development dependencies into .venv
 dev: venv-run ## Development loop: APP_SERVER (default uvicorn) restarting on every saved edit (APP_RELOAD)
 	APP_RELOAD=true APP_WORKERS=$${APP_WORKERS:-1} exec $(RUN) -m deploy
 
-.PHONY: run run-uvicorn run-hypercorn run-gunicorn run-gunicorn-asgi run-granian
+# The profiles, read from their one list (deploy/profiles.py) so that make never names a server.
+PROFILES := $(shell sed -n 's/^    "\([a-z0-9-]*\)": "deploy\..*",$$/\1/p' deploy/profiles.py)
+
+.PHONY: run
 run: venv-run ## Run the server named by APP_SERVER (default uvicorn)
 	exec $(RUN) -m deploy
 
-run-uvicorn: venv-run ## Run the service under Uvicorn
-	exec $(RUN) -m deploy uvicorn
-
-run-hypercorn: venv-run ## Run the service under Hypercorn
-	exec $(RUN) -m deploy hypercorn
-
-run-gunicorn: venv-run ## Run the service under Gunicorn with Uvicorn workers
-	exec $(RUN) -m deploy gunicorn
-
-run-gunicorn-asgi: venv-run ## Run the service under Gunicorn's own ASGI worker
-	exec $(RUN) -m deploy gunicorn-asgi
-
-run-granian: venv-run ## Run the service under Granian
-	exec $(RUN) -m deploy granian
+run-%: venv-run ## Run the service under <profile>, one of: $(PROFILES)
+	exec $(RUN) -m deploy $*
 
 .PHONY: config
 config: venv-run ## Print effective settings and native server config (PROFILE=uvicorn|...)

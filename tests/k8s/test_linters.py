@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.profiles import PROFILES
+from devkit import ci_matrix
 from tests.k8s.tools import DOCKERFILE, UPSTREAM_WORKFLOW, WORKFLOW, require_tool
 
 Objects = list[dict[str, Any]]
@@ -133,3 +135,29 @@ def test_actionlint_catches_a_bad_workflow(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "build" in result.stdout, result.stdout
     assert "matrix" in result.stdout, result.stdout
+
+
+# --- the workflow follows the one list of servers ------------------------------------
+
+
+def test_the_workflow_names_every_profile_and_no_other() -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    jobs = workflow["jobs"]
+    expected = ci_matrix.matrix()
+    for job in ("smoke", "resilience"):
+        assert jobs[job]["strategy"]["matrix"]["include"] == expected, (
+            f"{job}'s matrix is stale: paste `python -m devkit.ci_matrix`:\n{ci_matrix.render()}"
+        )
+    assert jobs["kind"]["strategy"]["matrix"]["overlay"] == list(PROFILES)
+    image_steps = " ".join(step.get("run", "") for step in jobs["image"]["steps"])
+    assert f"for server in {' '.join(PROFILES)}; do" in image_steps
+
+
+def test_the_matrix_tells_nested_profile_names_apart() -> None:
+    entries = ci_matrix.matrix(["alpha", "alpha-beta", "gamma"])
+    assert entries == [
+        {"profile": "alpha", "select": "alpha and not alpha-beta"},
+        {"profile": "alpha-beta", "select": "alpha-beta"},
+        {"profile": "gamma", "select": "gamma"},
+        {"profile": "none", "select": "not (alpha or gamma)"},
+    ]
