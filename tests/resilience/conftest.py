@@ -4,7 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.profiles import PROFILES
+from deploy.profile import Refused
+from deploy.profiles import PROFILES, load_profile
 from devkit.process import ServerProcess, running_server
 from tests.resilience.support import RESILIENCE_APP, Report
 
@@ -44,7 +45,7 @@ def limited(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     }
     if request.param not in NO_HEAD_TIMEOUT:
         env["APP_REQUEST_HEAD_TIMEOUT"] = str(HEAD_TIMEOUT)
-    if request.param != "granian":
+    if not isinstance(load_profile(request.param).settings.get("keepalive_timeout"), Refused):
         env["APP_KEEPALIVE_TIMEOUT"] = str(KEEPALIVE_TIMEOUT)
     with running_server(request.param, env) as server:
         yield server

@@ -89,4 +89,3 @@ def test_drain_window_loses_no_request(profile: str, report: Report) -> None:
     assert seen["code"] == 0
     assert WINDOW <= float(seen["stopped"]) < WINDOW + GRACEFUL + 3  # type: ignore[arg-type]
     assert not lost, [o.error for o in lost][:5]
-

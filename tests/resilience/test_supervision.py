@@ -15,7 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from deploy.profiles import PROFILES
+from deploy.profile import Refused
+from deploy.profiles import PROFILES, load_profile
 from devkit.process import refused_at_startup, running_server
 from tests.resilience.support import (
     TWO_WORKERS_ENV,
@@ -33,6 +34,9 @@ from tests.resilience.support import (
 pytestmark = pytest.mark.resilience
 
 ALL = sorted(PROFILES)
+# From the declarations: who recycles by request count, who refuses it.
+REFUSES_MAX_REQUESTS = [p for p in ALL if isinstance(load_profile(p).settings.get("max_requests"), Refused)]
+RECYCLES_BY_COUNT = [p for p in ALL if p not in REFUSES_MAX_REQUESTS]
 CLIENTS = 4
 REPLACEMENT_BOUND = 20.0  # generous: a respawn takes well under 2 s even on a busy machine
 SETTLED_SECONDS = 4.0  # after launch: every worker has been serving for a while
@@ -112,7 +116,7 @@ def test_worker_killed_right_after_it_serves_is_replaced(profile: str, report: R
 # shared metrics directory (now only the launcher's own PID cleans it up); uvicorn's own
 # supervisor replaced a recycled worker only after it had exited, so when both workers
 # reached their limit together no worker accepted for ~1 s (deploy/supervisor.py overlaps).
-@pytest.mark.parametrize("profile", [p for p in ALL if p != "granian"])
+@pytest.mark.parametrize("profile", RECYCLES_BY_COUNT)
 def test_max_requests_recycles_workers_without_failed_requests(profile: str, report: Report) -> None:
     env = {**TWO_WORKERS_ENV, "APP_MAX_REQUESTS": "50", "APP_MAX_REQUESTS_JITTER": "10"}
     with running_server(profile, env) as server:
@@ -145,11 +149,11 @@ def test_max_requests_recycles_workers_without_failed_requests(profile: str, rep
     assert not lost, summarize_errors(outcomes)
 
 
-def test_granian_refuses_max_requests() -> None:
+@pytest.mark.parametrize("profile", REFUSES_MAX_REQUESTS)
+def test_a_server_without_request_counts_refuses_max_requests(profile: str) -> None:
     # APP_PORT=1: never binds, the setting is refused first.
-    line = refused_at_startup("granian", {"APP_MAX_REQUESTS": "50", "APP_PORT": "1"})
-    assert "APP_MAX_REQUESTS" in line
-    assert "granian" in line
+    line = refused_at_startup(profile, {"APP_MAX_REQUESTS": "50", "APP_PORT": "1"})
+    assert f"{profile} cannot honour APP_MAX_REQUESTS" in line
 
 
 # Every profile reloads on SIGHUP (rolling: new workers first, then the old ones drain);
