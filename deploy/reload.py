@@ -10,11 +10,15 @@ and a syntax error kills some of them. This one:
 - on a change, compiles the changed `.py` files first: a syntax error is printed
   once, as one line, and the running server keeps serving the last good code
   until the next save;
+- then imports the app once in a throwaway interpreter: an error raised while
+  importing it (a NameError at module level, a bad setting in `.env`) is printed
+  as one line naming the file and line, and the last good code keeps serving too;
 - otherwise stops the server (SIGTERM, as in production, then SIGKILL after the
   graceful timeout) and starts it again: `python -m deploy <profile>` as a child,
   with `APP_RELOAD=false` and no drain window;
-- a server that exits by itself (an import error, say) is reported once and
-  started again at the next change.
+- a server that exits by itself is reported once and started again at the next change.
+
+`python -m deploy.reload APP` is that import check: exit 0, or 1 with the one line.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import FrameType
 
@@ -78,9 +84,37 @@ def syntax_error(paths: list[Path]) -> str | None:
     return None
 
 
+def import_problem(target: str) -> str | None:
+    """Import the app `module:attribute` here; one line naming where it failed, or None."""
+    try:
+        pkgutil.resolve_name(target)
+    except Exception as error:  # whatever the edit broke, in one line
+        frames = traceback.extract_tb(error.__traceback__)
+        here = Path.cwd()
+        # The innermost frame in this project's code, not in importlib's or a library's.
+        ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(here)] or frames
+        where = f"{ours[-1].filename}:{ours[-1].lineno}: " if ours else ""
+        text = str(error).splitlines()[0] if str(error) else ""
+        return f"{where}{type(error).__name__}: {text}"
+    return None
+
+
+def check_import(target: str, env: dict[str, str]) -> str | None:
+    """`import_problem` in a fresh interpreter, so the check sees the code as it now is on disk."""
+    result = subprocess.run(  # noqa: S603 - this interpreter, this module, a validated import string
+        [sys.executable, "-m", "deploy.reload", target], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode == 0:
+        return None
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[-1] if lines else f"exit status {result.returncode}"
+
+
 class Reloader:
     def __init__(self, profile: str, settings: Settings) -> None:
         self.profile = profile
+        self.asgi_app = settings.asgi_app
         self.graceful_timeout = settings.graceful_timeout
         self.roots = watched_roots(settings)
         self.env_file = DEFAULT_ENV_FILE
@@ -91,8 +125,11 @@ class Reloader:
     def say(self, message: str) -> None:
         print(f"asgi-deploy reload: {message}", file=sys.stderr, flush=True)
 
+    def child_env(self) -> dict[str, str]:
+        return {**os.environ, env_name("reload"): "false", env_name("drain_seconds"): "0"}
+
     def start(self) -> None:
-        env = {**os.environ, env_name("reload"): "false", env_name("drain_seconds"): "0"}
+        env = self.child_env()
         # Its own process group: a terminal's Ctrl-C reaches the server once, through here.
         self.child = subprocess.Popen(  # noqa: S603 - this interpreter, a validated profile name
             [sys.executable, "-m", "deploy", self.profile], env=env, process_group=0
@@ -137,6 +174,10 @@ class Reloader:
             if problem is not None:
                 self.say(f"syntax error, still serving the last good code: {problem}")
                 continue
+            problem = check_import(self.asgi_app, self.child_env())
+            if problem is not None:
+                self.say(f"the app does not import, still serving the last good code: {problem}")
+                continue
             self.say(f"{edited[0]} changed: restarting")
             self.stop_child()
             if not self.stopping:
@@ -153,3 +194,10 @@ class Reloader:
 
 def run(profile: str, settings: Settings) -> int:
     return Reloader(profile, settings).run()
+
+
+if __name__ == "__main__":
+    found = import_problem(sys.argv[1])
+    if found is not None:
+        print(found)
+    sys.exit(0 if found is None else 1)

@@ -1,4 +1,4 @@
-"""`APP_RELOAD` / `make dev`: a saved edit is served within seconds, a syntax error does not end the loop."""
+"""`APP_RELOAD` / `make dev`: a saved edit is served within seconds; a broken one does not end the loop."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def wait_for_message(server: ServerProcess, expected: str) -> None:
 # The reloader is the same for every profile (it restarts `python -m deploy <profile>`), and each
 # server must stop and start cleanly under it.
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_saved_edit_is_served_and_a_syntax_error_keeps_the_loop(profile: str, tmp_path: Path) -> None:
+def test_saved_edit_is_served_and_a_broken_one_keeps_the_last_good_code(profile: str, tmp_path: Path) -> None:
     copy = tmp_path / "project"
     for package in ("service", "deploy"):
         shutil.copytree(REPO_ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -64,12 +64,23 @@ def test_saved_edit_is_served_and_a_syntax_error_keeps_the_loop(profile: str, tm
             time.sleep(0.1)
         assert message(server.base_url) == "Edited once"  # the last good code still serves
 
+        # An error raised at import (not a syntax error) keeps the last good code serving too.
+        route.write_text(original.replace(SEED, "Broken") + "\nundefined_name\n")
+        deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+        while "does not import" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert message(server.base_url) == "Edited once"
+
         route.write_text(original.replace(SEED, "Edited twice"))
         wait_for_message(server, "Edited twice")
         server.remember_family()
         errors = [line for line in server.log().splitlines() if "syntax error" in line]
         assert len(errors) == 1, server.log()
         assert f"{ROOT_ROUTE.name}:" in errors[0]
+        broken = [line for line in server.log().splitlines() if "does not import" in line]
+        assert len(broken) == 1, server.log()
+        assert f"{ROOT_ROUTE.name}:" in broken[0]
+        assert "NameError: name 'undefined_name' is not defined" in broken[0]
         assert "Traceback" not in server.log()
         assert server.stop(timeout=30) == 0
 
