@@ -14,9 +14,9 @@ import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, HttpUrl, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, Field, HttpUrl, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from deploy.profiles import PROFILES
 from service.cpu import available_cpus
 from service.settings_problems import (
     DEFAULT_SECRETS_DIR,
@@ -50,6 +51,8 @@ from service.settings_types import (
     OtlpHeaders,
     PathList,
     RootPath,
+    allowed,
+    one_of,
 )
 
 __all__ = [
@@ -68,7 +71,8 @@ DEFAULT_ENV_FILE = Path(".env")
 DEFAULT_DRAIN_SECONDS = 5
 
 Environment = Literal["development", "production"]
-ServerName = Literal["uvicorn", "hypercorn", "gunicorn", "gunicorn-asgi", "granian"]
+# The profiles' one list (deploy/profiles.py): a server added there is a valid APP_SERVER.
+ServerName = Annotated[str, AfterValidator(one_of(tuple(PROFILES))), allowed(f"one of {', '.join(PROFILES)}")]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["json", "console"]
 

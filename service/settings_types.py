@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote
@@ -27,9 +28,20 @@ _ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-def _allowed(text: str) -> object:
+def allowed(text: str) -> object:
     """The words error messages and the README use for what a type accepts."""
     return Field(json_schema_extra={"allowed": text})
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A validator of a choice among names known only at run time (a Literal is written out)."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError("not one of the allowed values")
+        return value
+
+    return check
 
 
 def split_commas(value: object) -> object:
@@ -115,33 +127,33 @@ PathList = Annotated[
     NoDecode,
     BeforeValidator(split_commas),
     AfterValidator(_paths),
-    _allowed("comma-separated paths starting with `/`, or empty"),
+    allowed("comma-separated paths starting with `/`, or empty"),
 ]
 NetworkList = Annotated[
     tuple[str, ...],
     NoDecode,
     BeforeValidator(split_commas),
     AfterValidator(_networks),
-    _allowed("comma-separated IP addresses or CIDR networks, or `*`"),
+    allowed("comma-separated IP addresses or CIDR networks, or `*`"),
 ]
 HostList = Annotated[
     tuple[str, ...],
     NoDecode,
     BeforeValidator(split_commas),
     AfterValidator(_hosts),
-    _allowed("comma-separated host names, `*.domain` patterns, or `*`"),
+    allowed("comma-separated host names, `*.domain` patterns, or `*`"),
 ]
 OriginList = Annotated[
     tuple[str, ...],
     NoDecode,
     BeforeValidator(split_commas),
     AfterValidator(_origins),
-    _allowed("comma-separated `scheme://host[:port]` origins, or empty"),
+    allowed("comma-separated `scheme://host[:port]` origins, or empty"),
 ]
-Host = Annotated[str, AfterValidator(_host), _allowed("an IPv4/IPv6 address or a host name")]
-ImportString = Annotated[str, AfterValidator(_import_string), _allowed("an import string `module:attribute`")]
+Host = Annotated[str, AfterValidator(_host), allowed("an IPv4/IPv6 address or a host name")]
+ImportString = Annotated[str, AfterValidator(_import_string), allowed("an import string `module:attribute`")]
 RootPath = Annotated[
-    str, AfterValidator(_root_path), _allowed("empty, or a path like `/api` (no trailing slash)")
+    str, AfterValidator(_root_path), allowed("empty, or a path like `/api` (no trailing slash)")
 ]
 AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 
@@ -178,5 +190,5 @@ def _otlp_headers(value: SecretStr) -> SecretStr:
 OtlpHeaders = Annotated[
     SecretStr,
     AfterValidator(_otlp_headers),
-    _allowed("comma-separated `key=value` pairs with HTTP header names as keys"),
+    allowed("comma-separated `key=value` pairs with HTTP header names as keys"),
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 from gunicorn.config import Config as GunicornConfig
@@ -20,7 +20,7 @@ from deploy.profile import Refused, UnsupportedSettingError, lookup
 from deploy.profiles import PROFILES, load_profile
 from deploy.uvicorn_protocol import HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
-from service.settings import ServerName, Settings, env_name
+from service.settings import Settings, env_name
 
 VALUES: dict[str, Any] = {
     "host": "::1",
@@ -150,10 +150,6 @@ def test_setting_reaches_native_config(setting: str, profile: str) -> None:
 def test_table_covers_every_profile() -> None:
     for setting, row in TABLE.items():
         assert set(row) == set(PROFILES), setting
-
-
-def test_profiles_match_the_settings_choices() -> None:
-    assert set(PROFILES) == set(get_args(ServerName))
 
 
 # --- the servers' fast paths (regressions here cost 2x throughput or 44 ms per request) ---

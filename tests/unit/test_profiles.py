@@ -69,6 +69,8 @@ def other_values(name: str) -> list[Any]:
         return [OTHER_VALUE[name]]
     field = Settings.model_fields[name]
     current = getattr(Settings(**BASE), name)
+    if name in SELECTS_THE_PROFILE:
+        return [profile for profile in PROFILES if profile != current]
     annotation = _unwrap(field.annotation)
     if annotation is bool:
         return [not current]
