@@ -20,7 +20,8 @@ def selection(name: str, names: Sequence[str]) -> str:
     return " and not ".join([name, *longer])
 
 
-def matrix(names: Sequence[str] = tuple(PROFILES)) -> list[dict[str, str]]:
+def matrix(names: Sequence[str] | None = None) -> list[dict[str, str]]:
+    names = list(PROFILES) if names is None else names
     entries = [{"profile": name, "select": selection(name, names)} for name in names]
     # A name that contains another is already matched by the shorter one.
     shortest = [name for name in names if not any(other != name and other in name for other in names)]
@@ -28,7 +29,7 @@ def matrix(names: Sequence[str] = tuple(PROFILES)) -> list[dict[str, str]]:
     return entries
 
 
-def render(names: Sequence[str] = tuple(PROFILES)) -> str:
+def render(names: Sequence[str] | None = None) -> str:
     return "\n".join(
         f'          - {{profile: {entry["profile"]}, select: "{entry["select"]}"}}' for entry in matrix(names)
     )

@@ -72,7 +72,7 @@ DEFAULT_DRAIN_SECONDS = 5
 
 Environment = Literal["development", "production"]
 # The profiles' one list (deploy/profiles.py): a server added there is a valid APP_SERVER.
-ServerName = Annotated[str, AfterValidator(one_of(tuple(PROFILES))), allowed(f"one of {', '.join(PROFILES)}")]
+ServerName = Annotated[str, AfterValidator(one_of(PROFILES)), allowed(f"one of {', '.join(PROFILES)}")]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["json", "console"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote
@@ -33,8 +33,8 @@ def allowed(text: str) -> object:
     return Field(json_schema_extra={"allowed": text})
 
 
-def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
-    """A validator of a choice among names known only at run time (a Literal is written out)."""
+def one_of(choices: Collection[str]) -> Callable[[str], str]:
+    """A validator of a choice among names a table holds (a Literal would write them out again)."""
 
     def check(value: str) -> str:
         if value not in choices:
