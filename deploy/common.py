@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 from service.settings import Settings, SettingsError, env_name
 
@@ -39,3 +41,12 @@ def check_app_module(settings: Settings) -> None:
         f"{env_name('asgi_app')}={settings.asgi_app!r}: {problem} "
         "(allowed: an import string `module:attribute` naming the ASGI app, importable from here)"
     )
+
+
+def import_app(target: str) -> Any:
+    """The object an import string `module:attribute` (APP_ASGI_APP) names, imported here."""
+    module, _, attribute = target.partition(":")
+    value: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    return value
