@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvloop
 from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
-from hypercorn.run import run as hypercorn_run
 
 from deploy import hypercorn_internals
 from deploy.common import bind_address, import_app
@@ -89,7 +89,10 @@ def run(settings: Settings) -> int:
     config = build_config(settings)
     hypercorn_internals.install()
     if config.workers == 0:
-        return hypercorn_run(config)
+        # In this process, stopped by SIGTERM/SIGINT: hypercorn's serve() handles them itself.
+        app = import_app(config.application_path)
+        serve_app(app, single_worker(config, config.bind))
+        return 0
     sockets = config.create_sockets()
 
     def close_sockets() -> None:
@@ -111,31 +114,35 @@ def run(settings: Settings) -> int:
 
 
 def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
-    """One supervised worker, through hypercorn's public `serve()`: the app, wrapped to report to
-    the supervisor (deploy/reporting_app.py), on the sockets the supervisor opened."""
+    """One supervised worker: the app, wrapped to report to the supervisor (deploy/reporting_app.py),
+    on the sockets the supervisor opened (hypercorn's `fd://` binds), until the supervisor stops it.
+
+    hypercorn's own request limit is off: at its limit the worker says RETIRING and serves on
+    (ReportingApp) instead of exiting before its replacement serves."""
     hypercorn_internals.install()  # a spawned process: the launcher's patch is not inherited
-    app = ReportingApp(
-        import_app(config.application_path),
-        link,
-        recycle_after(config.max_requests, config.max_requests_jitter),
-    )
-    served = cast(Any, app)  # an ASGI app: hypercorn's annotation names its own message types
-    uvloop.run(
-        serve(
-            served, worker_config(config, sockets), shutdown_trigger=lambda: stop_requested(link), mode="asgi"
-        )
-    )
+    limit = recycle_after(config.max_requests, config.max_requests_jitter)
+    app = ReportingApp(import_app(config.application_path), link, limit)
+    binds = [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]  # serve() owns the fds now
+    serve_app(app, single_worker(config, binds), shutdown_trigger=lambda: stop_requested(link))
 
 
-def worker_config(config: Config, sockets: Sockets) -> Config:
-    """The worker's copy of the config: it serves the supervisor's sockets (hypercorn's `fd://`
-    binds), as one worker, with no request limit of hypercorn's: at its limit the worker says
-    RETIRING and serves on (ReportingApp) instead of exiting before its replacement serves."""
+def single_worker(config: Config, binds: list[str]) -> Config:
+    """The config one process serves with: its binds, and no request limit or worker count of hypercorn's."""
     worker = copy.copy(config)
-    worker.bind = [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]  # they own the fds now
-    worker.workers = 1
+    worker.bind = binds
+    worker.workers = 1  # what serve() expects: it runs one worker, here
     worker.max_requests = None
     return worker
+
+
+def serve_app(
+    app: Any, config: Config, shutdown_trigger: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """hypercorn's public serve(), on the event loop `worker_class` names; without a trigger it
+    stops on SIGTERM or SIGINT."""
+    loop_factory = uvloop.new_event_loop if config.worker_class == "uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
 
 
 async def stop_requested(link: WorkerLink) -> None:
