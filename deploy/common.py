@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import importlib.util
 import ipaddress
 import socket
 from pathlib import Path
+from typing import Any
 
 from service.settings import Settings, SettingsError, env_name
 
@@ -75,3 +77,12 @@ def check_address(settings: Settings) -> None:
             raise SettingsError(
                 f"cannot listen on {bind_address(settings.host, settings.port)}: {detail}"
             ) from None
+
+
+def import_app(target: str) -> Any:
+    """The object an import string `module:attribute` (APP_ASGI_APP) names, imported here."""
+    module, _, attribute = target.partition(":")
+    value: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    return value

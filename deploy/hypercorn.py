@@ -5,34 +5,29 @@ class let one of two workers accept all 64 connections of a load test; uvloop
 spread them and doubled throughput.
 
 Several workers run under deploy/supervisor.py rather than `hypercorn.run`'s loop
-(which kills busy workers on shutdown, ignores SIGHUP and stops when one worker dies).
+(which kills busy workers on shutdown, ignores SIGHUP and stops when one worker dies),
+each through hypercorn's public `serve()`. Only public names of hypercorn are used here;
+its one private hook, and its tested range, is in deploy/hypercorn_internals.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
-from multiprocessing.synchronize import Event as EventType
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from hypercorn.asyncio import run as hypercorn_asyncio_run
-from hypercorn.asyncio.run import uvloop_worker
-from hypercorn.asyncio.worker_context import WorkerContext
+import uvloop
+from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
-from hypercorn.protocol.events import StreamClosed
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
-from hypercorn.run import run as hypercorn_run
-from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Message, Ping
-from wsproto.frame_protocol import CloseReason
 
-from deploy.common import bind_address
+from deploy import hypercorn_internals
+from deploy.common import bind_address, import_app
 from deploy.profile import NO_PING_TIMEOUT, Native, Profile, Refused
+from deploy.reporting_app import ReportingApp, recycle_after
 from deploy.supervisor import (
     APP_LIBRARIES,
-    HEARTBEAT_SECONDS,
-    READY,
-    RETIRING,
     SUPERVISED_SETTINGS,
     SUPERVISOR_KEY,
     Supervisor,
@@ -42,20 +37,14 @@ from deploy.supervisor import (
 )
 from service.logs import log_config
 from service.settings import Settings
-from service.versions import require
-
-require(
-    "hypercorn",
-    ">=0.18,<0.19",
-    "deploy/hypercorn.py (WorkerContext, worker_serve's lookup of it; WSStream's event loop,"
-    " its answer to a peer's close frame and the h11 protocol's lookup of it)",
-)
 
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
 # this long without the report (a worker that failed to boot stops the server).
 WORKER_BOOT_BOUND_SECONDS = 30.0
 # What a worker imports of hypercorn, imported once by the supervisor's fork server.
-WORKER_LIBRARIES = (*APP_LIBRARIES, "hypercorn.asyncio.run", "hypercorn.config", "wsproto")
+WORKER_LIBRARIES = (*APP_LIBRARIES, "hypercorn.asyncio", "hypercorn.config", "wsproto")
+# How often a worker looks at its stop flag (hypercorn polls its own shutdown event as often).
+STOP_POLL_SECONDS = 0.1
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -98,9 +87,12 @@ def build_config(settings: Settings) -> Config:
 
 def run(settings: Settings) -> int:
     config = build_config(settings)
-    pass_ending_close_codes()
+    hypercorn_internals.install()
     if config.workers == 0:
-        return hypercorn_run(config)
+        # In this process, stopped by SIGTERM/SIGINT: hypercorn's serve() handles them itself.
+        app = import_app(config.application_path)
+        serve_app(app, single_worker(config, config.bind))
+        return 0
     sockets = config.create_sockets()
 
     def close_sockets() -> None:
@@ -122,61 +114,43 @@ def run(settings: Settings) -> int:
 
 
 def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
-    pass_ending_close_codes()  # a spawned process: the launcher's patch is not inherited
-    # hypercorn's worker_serve builds its WorkerContext once the app's lifespan has started, right
-    # before it serves the sockets, and counts every request through it: the one place to report
-    # READY and RETIRING. This spawned process runs this worker only: point the name at ours.
-    ReportingWorkerContext.link = link
-    setattr(hypercorn_asyncio_run, "WorkerContext", ReportingWorkerContext)  # noqa: B010 - not re-exported
-    # hypercorn only polls `shutdown_event.is_set()` (utils.check_multiprocess_shutdown_event).
-    stop = StopTellingTheApp(link.stop)
-    uvloop_worker(config=config, sockets=sockets, shutdown_event=cast(EventType, stop))
+    """One supervised worker: the app, wrapped to report to the supervisor (deploy/reporting_app.py),
+    on the sockets the supervisor opened (hypercorn's `fd://` binds), until the supervisor stops it.
+
+    hypercorn's own request limit is off: at its limit the worker says RETIRING and serves on
+    (ReportingApp) instead of exiting before its replacement serves."""
+    hypercorn_internals.install()  # a spawned process: the launcher's patch is not inherited
+    limit = recycle_after(config.max_requests, config.max_requests_jitter)
+    app = ReportingApp(import_app(config.application_path), link, limit)
+    binds = [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]  # serve() owns the fds now
+    serve_app(app, single_worker(config, binds), shutdown_trigger=lambda: stop_requested(link))
 
 
-class StopTellingTheApp:
-    """The supervisor's stop flag, as hypercorn polls it on the worker's loop; when it is first
-    seen set, the app's long-lived connections are told (no signal reaches a supervised worker)."""
-
-    def __init__(self, flag: Any) -> None:
-        self.flag = flag
-        self.told = False
-
-    def is_set(self) -> bool:
-        stopping = bool(self.flag.is_set())
-        if stopping and not self.told:
-            self.told = True
-            stop_long_lived_connections()
-        return stopping
+def single_worker(config: Config, binds: list[str]) -> Config:
+    """The config one process serves with: its binds, and no request limit or worker count of hypercorn's."""
+    worker = copy.copy(config)
+    worker.bind = binds
+    worker.workers = 1  # what serve() expects: it runs one worker, here
+    worker.max_requests = None
+    return worker
 
 
-class ReportingWorkerContext(WorkerContext):
-    """hypercorn's per-worker context, reporting to the supervisor instead of exiting at the limit.
+def serve_app(
+    app: Any, config: Config, shutdown_trigger: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """hypercorn's public serve(), on the event loop `worker_class` names; without a trigger it
+    stops on SIGTERM or SIGINT."""
+    loop_factory = uvloop.new_event_loop if config.worker_class == "uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
 
-    At APP_MAX_REQUESTS (+ jitter) the worker says RETIRING and serves on; the supervisor sets
-    its stop flag once the replacement is ready, so the socket always has a worker accepting.
-    """
 
-    link: WorkerLink
-
-    def __init__(self, max_requests: int | None) -> None:
-        super().__init__(max_requests)
-        self.retiring = False
-        self.link.report(READY)
-        # Built inside the worker's running loop; the task lives as long as the loop does.
-        self.heartbeat = asyncio.get_running_loop().create_task(self._beat())
-
-    async def _beat(self) -> None:
-        while True:
-            self.link.beat()
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-
-    async def mark_request(self) -> None:
-        if self.max_requests is None or self.retiring:
-            return
-        self.requests += 1
-        if self.requests > self.max_requests:
-            self.retiring = True
-            self.link.report(RETIRING)
+async def stop_requested(link: WorkerLink) -> None:
+    """hypercorn's shutdown trigger: returns once the supervisor asks the worker to stop, having told
+    the app's long-lived connections (no signal reaches a supervised worker)."""
+    while not link.stop_requested():  # noqa: ASYNC110 - a byte another process sets: polled
+        await asyncio.sleep(STOP_POLL_SECONDS)
+    stop_long_lived_connections()
 
 
 def stop_long_lived_connections() -> None:
@@ -184,71 +158,6 @@ def stop_long_lived_connections() -> None:
     from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
 
     stop_all()
-
-
-# Two mends to hypercorn's WebSocket stream, within the version range this module requires (see
-# the top). It reports a peer's close frame to the app as 1006 (abnormal closure): it answers the
-# frame and ends the stream, and every end of a connected socket then looks alike. And a frame
-# wsproto cannot take (a text message that is not UTF-8: 1007; a protocol error: 1002) ends the
-# connection without any close frame: wsproto reports it as a CloseConnection event with the code
-# the connection must be failed with (RFC 6455 7.1.7) and leaves it open, and hypercorn only
-# answers close frames a peer sent.
-def pass_ending_close_codes() -> None:
-    """Have hypercorn's HTTP/1.1 protocol use PeerCloseCodeWSStream."""
-    from hypercorn.protocol import h11  # noqa: PLC0415
-
-    setattr(h11, "WSStream", PeerCloseCodeWSStream)  # noqa: B010 - the name h11.py looks up
-
-
-class PeerCloseCodeWSStream(WSStream):
-    """hypercorn's WebSocket stream, telling the app the close code its connection ended with:
-    its peer's, or the one it was failed with on a frame wsproto could not take."""
-
-    ending_close_code: int | None = None
-
-    async def _send_wsproto_event(self, event: Any) -> None:
-        # hypercorn answers a peer's close frame with its response(), which carries the peer's code.
-        if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
-            self.ending_close_code = event.code
-        await super()._send_wsproto_event(event)
-
-    async def _handle_events(self) -> None:
-        # hypercorn's loop (hypercorn/protocol/ws_stream.py), plus the first branch.
-        for event in self.connection.events():
-            if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.OPEN:
-                # No peer sent this close: wsproto failed a frame, and says with which code.
-                await self._send_wsproto_event(CloseConnection(code=event.code))
-                self.ending_close_code = event.code
-                await self.send(StreamClosed(stream_id=self.stream_id))
-                return
-            if isinstance(event, Message):
-                try:
-                    self.buffer.extend(event)
-                except FrameTooLargeError:
-                    await self._send_wsproto_event(CloseConnection(code=CloseReason.MESSAGE_TOO_BIG))
-                    break
-                if event.message_finished and self.app_put is not None:  # set with the handshake
-                    await self.app_put(self.buffer.to_message())
-                    self.buffer.clear()
-            elif isinstance(event, Ping):
-                await self._send_wsproto_event(event.response())
-            elif isinstance(event, CloseConnection):
-                if self.connection.state == ConnectionState.REMOTE_CLOSING:
-                    await self._send_wsproto_event(event.response())
-                await self.send(StreamClosed(stream_id=self.stream_id))
-
-    async def handle(self, event: Any) -> None:
-        if (
-            isinstance(event, StreamClosed)
-            and not self.closed
-            and self.app_put is not None
-            and self.ending_close_code is not None
-            and self.state == ASGIWebsocketState.CONNECTED
-        ):
-            self.closed = True
-            await self.app_put({"type": "websocket.disconnect", "code": self.ending_close_code})
-            return
-        await super().handle(event)
 
 
 PROFILE = Profile(
@@ -273,4 +182,5 @@ PROFILE = Profile(
     },
     build=native_config,
     serve=run,
+    carried=hypercorn_internals.CARRIED,
 )

@@ -1,5 +1,4 @@
-"""deploy/supervisor.py with tiny real worker processes: overlap on recycling and reload, boot failures;
-and hypercorn's hook that reports to it.
+"""deploy/supervisor.py with tiny real worker processes: overlap on recycling and reload, boot failures.
 
 Workers append "<event> <pid> <monotonic time>" lines to a journal file; the supervisor
 runs in its own process (it installs signal handlers) and is stopped by its PID.
@@ -7,22 +6,16 @@ runs in its own process (it installs signal handlers) and is stopped by its PID.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from multiprocessing import Pipe, get_context
+from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-import pytest
-from hypercorn.asyncio import run as hypercorn_asyncio_run
-
-from deploy.hypercorn import ReportingWorkerContext
-from deploy.supervisor import READY, RETIRING, StopFlag, Supervisor, WorkerLink
+from deploy.supervisor import READY, RETIRING, Supervisor, WorkerLink
 
 BOOT = 0.3  # a worker's simulated import time
 BOUND = 15.0
@@ -145,32 +138,3 @@ def test_worker_failing_to_boot_stops_the_supervisor_with_its_status(tmp_path: P
         supervisor.join(timeout=BOUND)
         assert supervisor.exitcode == 3
     assert _count(_events(journal), "start") == 2  # no crash loop: nobody was respawned
-
-
-def test_hypercorn_workers_report_ready_and_retire_instead_of_exiting(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # hypercorn builds one WorkerContext per worker, once serving starts: the name our worker rebinds.
-    assert "WorkerContext(max_requests)" in inspect.getsource(hypercorn_asyncio_run.worker_serve)
-    reader, writer = Pipe(duplex=False)
-    spawn = get_context("spawn")
-    link = WorkerLink(StopFlag(spawn.RawValue("b", 0)), writer, spawn.RawValue("d", 0.0), os.getpid())
-    monkeypatch.setattr(ReportingWorkerContext, "link", link, raising=False)
-
-    async def build() -> ReportingWorkerContext:
-        return ReportingWorkerContext(max_requests=2)  # hypercorn builds it in the worker's loop
-
-    context = asyncio.run(build())
-    assert link.heartbeat.value > 0  # its loop beat once before the loop ended
-
-    async def serve_requests(count: int) -> None:
-        for _ in range(count):
-            await context.mark_request()
-
-    asyncio.run(serve_requests(2))
-    assert reader.recv() == READY
-    assert not reader.poll()  # at its limit, not past it
-    asyncio.run(serve_requests(5))
-    assert reader.recv() == RETIRING
-    assert not reader.poll()  # said once
-    assert not context.terminate.is_set()  # serves on until the supervisor stops it

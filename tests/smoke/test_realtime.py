@@ -105,7 +105,7 @@ def test_websocket_echoes_text_and_binary_unchanged(server: ServerProcess) -> No
             assert ws.recv(timeout=5) == message  # same type: text stays str, binary stays bytes
     line = eventually(lambda: access_line(server, "ws-echo-session-1"), "the session's access line")
     assert (line["method"], line["path"]) == ("WEBSOCKET", "/ws")
-    assert line["close_code"] == 1000  # hypercorn's too: deploy/hypercorn.py's PeerCloseCodeWSStream
+    assert line["close_code"] == 1000  # hypercorn's too: deploy/hypercorn_internals.py
     assert (line["messages_in"], line["messages_out"]) == (len(messages), len(messages))
     assert line["client"].startswith("127.0.0.1:")
     assert line["duration_ms"] > 0
@@ -234,7 +234,7 @@ BAD_FRAMES = {
     "reserved opcode": (masked_frame(0x83, b""), 1002),
 }
 # The server decodes frames before the app sees anything (hypercorn's failing without a close
-# frame is mended in deploy/hypercorn.py). granian 2.8 (src/asgi/io.rs receive) turns any error
+# frame is mended in deploy/hypercorn_internals.py). granian 2.8 (src/asgi/io.rs receive) turns any error
 # reading a frame into the app's disconnect with 1005, as it does a peer's close frame without a
 # code, then ends the socket with a close frame without a code: nothing on the Python side can
 # tell the cause. A strict xfail, so that a fix upstream shows up here.

@@ -1,0 +1,127 @@
+"""Everything of hypercorn's that is not its public API, in one place: one carried patch.
+
+`WEBSOCKET_CLOSE_CODES`: hypercorn 0.18's WebSocket stream tells the app that every connected
+socket ended with 1006 (abnormal closure), even when the peer sent a close frame with its own
+code: it answers the frame and ends the stream, and every end then looks alike. And a frame
+wsproto cannot take (a text message that is not UTF-8: 1007; a protocol error: 1002) ends the
+connection without any close frame: wsproto reports it as a CloseConnection event with the code
+the connection must be failed with (RFC 6455 7.1.7) and leaves it open, and hypercorn only
+answers close frames a peer sent. `close_code_stream()` mends both; `install()` has hypercorn's
+HTTP/1.1 protocol build it, inside the tested range only.
+
+Nothing else: READY/RETIRING reports, the heartbeat and the stop of a supervised worker go
+through hypercorn's public `serve()` and an ASGI wrapper (deploy/hypercorn.py, deploy/reporting_app.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from deploy.carried import CarriedPatch
+
+MODULE = "deploy/hypercorn_internals.py"
+
+WEBSOCKET_CLOSE_CODES = CarriedPatch(
+    distribution="hypercorn",
+    tested=">=0.18,<0.19",
+    capability=(
+        "a WebSocket's close code reaching the app (the peer's, not 1006) and a bad frame failing"
+        " the connection with its close frame (1007 for invalid UTF-8, 1002 for a protocol error)"
+    ),
+    fallback=(
+        "hypercorn's own WebSocket stream runs: a peer's close reaches the app as 1006, and a bad"
+        " frame ends the connection without a close frame"
+    ),
+    upstream=(
+        "https://github.com/pgjones/hypercorn/issues/127 (a peer's close reaches the app as 1006);"
+        " none filed for the missing 1007/1002 close frame. Smallest change: in"
+        " WSStream._handle_events, pass a peer's CloseConnection code on to websocket.disconnect,"
+        " and answer a CloseConnection wsproto yields in state OPEN with a close frame of its code"
+    ),
+    module=MODULE,
+)
+
+CARRIED = (WEBSOCKET_CLOSE_CODES,)
+
+
+def install() -> bool:
+    """Have hypercorn's HTTP/1.1 protocol build the mended stream, inside the tested range only.
+
+    Called in every process that serves (a spawned worker inherits no patch); returns whether it applied.
+    """
+    if not WEBSOCKET_CLOSE_CODES.applies():
+        return False
+    from hypercorn.protocol import h11  # noqa: PLC0415 - private: imported once the patch applies
+
+    setattr(h11, "WSStream", close_code_stream())  # noqa: B010 - the name h11.py looks up per connection
+    return True
+
+
+@functools.cache
+def close_code_stream() -> type[Any]:
+    """hypercorn's WebSocket stream, telling the app the close code its connection ended with: its
+    peer's, or the one it was failed with on a frame wsproto could not take.
+
+    Built on first use: hypercorn's private modules are imported only where the patch applies,
+    so a release that moved them still starts.
+    """
+    from hypercorn.protocol.events import StreamClosed  # noqa: PLC0415
+    from hypercorn.protocol.ws_stream import (  # noqa: PLC0415
+        ASGIWebsocketState,
+        FrameTooLargeError,
+        WSStream,
+    )
+    from wsproto.connection import ConnectionState  # noqa: PLC0415
+    from wsproto.events import CloseConnection, Message, Ping  # noqa: PLC0415
+    from wsproto.frame_protocol import CloseReason  # noqa: PLC0415
+
+    class CloseCodeWSStream(WSStream):
+        ending_close_code: int | None = None
+
+        async def _send_wsproto_event(self, event: Any) -> None:
+            # hypercorn answers a peer's close frame with its response(), which carries the peer's code.
+            if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
+                self.ending_close_code = event.code
+            await super()._send_wsproto_event(event)
+
+        async def _handle_events(self) -> None:
+            # hypercorn's loop (hypercorn/protocol/ws_stream.py), plus the first branch: the events
+            # come from one generator that this loop must drain, so it cannot wrap hypercorn's.
+            for event in self.connection.events():
+                if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.OPEN:
+                    # No peer sent this close: wsproto failed a frame, and says with which code.
+                    await self._send_wsproto_event(CloseConnection(code=event.code))
+                    self.ending_close_code = event.code
+                    await self.send(StreamClosed(stream_id=self.stream_id))
+                    return
+                if isinstance(event, Message):
+                    try:
+                        self.buffer.extend(event)
+                    except FrameTooLargeError:
+                        await self._send_wsproto_event(CloseConnection(code=CloseReason.MESSAGE_TOO_BIG))
+                        break
+                    if event.message_finished and self.app_put is not None:  # set with the handshake
+                        await self.app_put(self.buffer.to_message())
+                        self.buffer.clear()
+                elif isinstance(event, Ping):
+                    await self._send_wsproto_event(event.response())
+                elif isinstance(event, CloseConnection):
+                    if self.connection.state == ConnectionState.REMOTE_CLOSING:
+                        await self._send_wsproto_event(event.response())
+                    await self.send(StreamClosed(stream_id=self.stream_id))
+
+        async def handle(self, event: Any) -> None:
+            if (
+                isinstance(event, StreamClosed)
+                and not self.closed
+                and self.app_put is not None
+                and self.ending_close_code is not None
+                and self.state == ASGIWebsocketState.CONNECTED
+            ):
+                self.closed = True
+                await self.app_put({"type": "websocket.disconnect", "code": self.ending_close_code})
+                return
+            await super().handle(event)
+
+    return CloseCodeWSStream
