@@ -7,7 +7,6 @@ process with status 2 and one readable message, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging.config
 import os
@@ -27,10 +26,6 @@ from service.settings import Settings, SettingsError, get_settings
 from service.versions import UnsupportedVersionError
 
 EXIT_USAGE = 2
-# The app's modules that hook into a library's internals, each checking its version range
-# at import. prometheus_internals imports nothing of prometheus-client, which must not be
-# loaded here: every process that imports it publishes metric series of its own.
-APP_HOOKS = ("service.prometheus_internals", "service.lean_routes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,8 +62,6 @@ def _launch(plan: LaunchPlan) -> int:
         # Until a server installs its own handlers, no operator signal may end the service;
         # servers that scale (gunicorn's arbiter, our supervisor) replace these.
         ignore_operator_signals(settings.server)
-        for module in APP_HOOKS:
-            importlib.import_module(module)  # their version checks, before any worker imports the app
         # One line per capability the installed releases do not guarantee; the service starts.
         warn_outside_tested(plan.profile.carried)
         if plan.drain_seconds and settings.drain_file is not None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
@@ -21,7 +19,6 @@ from service.api.health import ReadinessCheck
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
 from service.forwarded import TrustedProxies
-from service.lean_routes import make_lean
 from service.log_writer import flush_all as flush_log_lines
 from service.metrics import flush as flush_metrics
 from service.metrics import sample_process_periodically, worker_exited
@@ -45,10 +42,6 @@ class ServiceApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         settings = self.service_settings
-        # Here, on the first request or at start-up, so that routes added after
-        # create_app() get it too.
-        if settings.otlp_endpoint is None:
-            make_lean(self.router.routes)
         app: ASGIApp = LimitsMiddleware(
             super().build_middleware_stack(),
             max_body_size=settings.max_body_size,
@@ -98,32 +91,6 @@ class ServiceApp(FastAPI):
 # globally configured OpenTelemetry providers (about 4 µs of a ~40 µs `GET /`).
 TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
-# Every option of a route, as `APIRouter.add_api_route` takes it and `APIRoute` keeps it.
-_ROUTE_OPTIONS = tuple(
-    name
-    for name in inspect.signature(APIRouter.add_api_route).parameters
-    if name not in {"self", "path", "endpoint", "route_class_override"}
-)
-
-
-def include_flat(app: FastAPI, router: APIRouter) -> None:
-    """`app.include_router(router)`, with each route declared on the app itself.
-
-    FastAPI 0.16x keeps an included router as one route that resolves its own
-    routes again on every request: about 7 µs per `GET /` here, a fifth of it. A
-    route declared on the app is matched directly and, as with include_router,
-    built with the app's dependency overrides, defaults, tags and dependencies.
-    Anything but plain API routes (mounts, websockets, nested routers) is left
-    to include_router.
-    """
-    routes = [route for route in router.routes if isinstance(route, APIRoute)]
-    if len(routes) != len(router.routes):
-        app.include_router(router)
-        return
-    for route in routes:
-        options = {name: getattr(route, name) for name in _ROUTE_OPTIONS}
-        app.router.add_api_route(route.path, route.endpoint, route_class_override=type(route), **options)
-
 
 def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
     tracing = tracing_for(settings)
@@ -167,13 +134,9 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
-    include_flat(app, root.router)
-    include_flat(app, health.router)
-    include_flat(app, echo.router)
-    include_flat(app, realtime.router)
-    # On the app itself, like include_flat's routes: an included router is resolved again per request.
-    app.add_api_websocket_route(realtime.WS_PATH, realtime.websocket_echo)
+    for router in (root.router, health.router, echo.router, realtime.router):
+        app.include_router(router)
     if settings.metrics_enabled:
-        include_flat(app, metrics.router)
+        app.include_router(metrics.router)
     install_error_handlers(app)
     return app

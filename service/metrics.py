@@ -13,7 +13,6 @@ import contextlib
 import functools
 import os
 import threading
-from bisect import bisect_left
 from pathlib import Path
 
 from prometheus_client import (
@@ -27,19 +26,18 @@ from prometheus_client import (
 )
 from prometheus_client import generate_latest as _generate_latest
 
-from service.prometheus_internals import counter_value, gauge_value, histogram_parts
-
 LABELS = ("method", "route", "status")
 # Anything else a client sends as a method is counted as OTHER: labels must stay bounded.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "<unmatched>"
 
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REQUESTS = Counter("http_requests_total", "HTTP requests answered.", LABELS)
 DURATION = Histogram(
     "http_request_duration_seconds",
     "Time from request start to the end of the response.",
     LABELS,
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=DURATION_BUCKETS,
 )
 # The route is only known once routing ran, so requests still in flight are counted by method.
 IN_PROGRESS = Gauge(
@@ -73,55 +71,46 @@ def method_label(method: str) -> str:
 
 # Recording a request is five writes to mmap'd files (counter, histogram sum and
 # bucket, in-progress up and down), each behind prometheus-client's lock and pid
-# check; together a quarter of what the service adds to a bare FastAPI `GET /`.
-# Under load an event loop runs dozens of requests per iteration, so they are
+# check. Under load an event loop runs dozens of requests per iteration, so they are
 # added up in memory and written once per loop iteration (`flush`, scheduled with
 # call_soon by the first request of the iteration), and before every scrape and at
-# shutdown. Nothing is lost; another worker's scrape sees a request up to one loop
-# iteration later, and a request that starts and ends within one iteration never
-# shows as in progress there. The series are written through the values
-# prometheus-client's own methods write to; tests/unit/test_request_cost.py checks
-# the result is what those methods would have written.
+# shutdown, through prometheus-client's public methods: a counter's `inc(n)` once per
+# series, the histogram's `observe()` per request, the in-progress gauge's `inc()` by
+# its net change. Nothing is lost; another worker's scrape sees a request up to one
+# loop iteration later, and a request that starts and ends within one iteration never
+# shows as in progress there.
 class RequestSeries:
     """`http_requests_total` and `http_request_duration_seconds` of one method, route and status."""
 
-    __slots__ = ("bounds", "buckets", "count", "pending", "pending_buckets", "pending_sum", "sum")
+    __slots__ = ("count", "duration", "pending")
 
     def __init__(self, method: str, route: str, status: int) -> None:
         labels = (method, route, str(status))
-        self.count = counter_value(REQUESTS.labels(*labels))
-        self.sum, self.buckets, self.bounds = histogram_parts(DURATION.labels(*labels))
-        self.pending = 0
-        self.pending_sum = 0.0
-        self.pending_buckets: dict[int, int] = {}
+        self.count = REQUESTS.labels(*labels)
+        self.duration = DURATION.labels(*labels)
+        self.pending: list[float] = []
 
     def observe(self, seconds: float) -> None:
         """`REQUESTS.labels(...).inc()` and `DURATION.labels(...).observe(seconds)`, at the next flush."""
-        bucket = bisect_left(self.bounds, seconds)  # the first with seconds <= its bound
         with _lock:
             if not self.pending:
                 _changed(self)
-            self.pending += 1
-            self.pending_sum += seconds
-            self.pending_buckets[bucket] = self.pending_buckets.get(bucket, 0) + 1
+            self.pending.append(seconds)
 
     def write(self) -> None:
-        self.count.inc(self.pending)
-        self.sum.inc(self.pending_sum)
-        for bucket, count in self.pending_buckets.items():
-            self.buckets[bucket].inc(count)
-        self.pending = 0
-        self.pending_sum = 0.0
-        self.pending_buckets.clear()
+        self.count.inc(len(self.pending))
+        for seconds in self.pending:
+            self.duration.observe(seconds)
+        self.pending.clear()
 
 
 class InProgress:
     """`http_requests_in_progress` of one method: this worker's count, written when it has changed."""
 
-    __slots__ = ("changed", "now", "value", "written")
+    __slots__ = ("changed", "gauge", "now", "written")
 
     def __init__(self, method: str) -> None:
-        self.value = gauge_value(IN_PROGRESS.labels(method))
+        self.gauge = IN_PROGRESS.labels(method)
         self.now = 0
         self.written = 0
         self.changed = False
@@ -143,7 +132,7 @@ class InProgress:
     def write(self) -> None:
         self.changed = False
         if self.now != self.written:
-            self.value.inc(self.now - self.written)
+            self.gauge.inc(self.now - self.written)
             self.written = self.now
 
 

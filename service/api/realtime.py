@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from service.access_log import http_version
 from service.realtime import EVENT_STREAM, WEBSOCKET, RealtimeState
 
-router = APIRouter(tags=["realtime"])  # `/events`; `/ws` is declared by the app (WS_PATH, service/app.py)
+router = APIRouter(tags=["realtime"])
 WS_PATH = "/ws"
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps idle proxies from cutting a slow stream
@@ -73,6 +73,7 @@ async def refuse_upgrade(websocket: WebSocket, status: int, detail: str, retry_a
     await websocket.send_denial_response(JSONResponse({"detail": detail}, status, headers=headers))
 
 
+@router.websocket(WS_PATH)
 async def websocket_echo(websocket: WebSocket) -> None:
     """Echo every text message as text and every binary message as binary, until the client closes."""
     realtime = realtime_of(websocket.scope)
