@@ -65,10 +65,14 @@ WORKER_HEAD_DEADLINE = CarriedPatch(
     distribution="uvicorn-worker",
     tested=">=0.4,<0.5",
     capability="the request-head deadline in gunicorn's uvicorn workers (APP_REQUEST_HEAD_TIMEOUT)",
-    fallback="the workers' protocol gets no deadline: uvicorn's keep-alive timer only, as above",
+    fallback=(
+        "the workers' protocol gets no deadline: a silent or trickling request head keeps its "
+        "connection open (uvicorn's keep-alive timer runs only after a response)"
+    ),
     upstream=(
-        "none filed. Deleted by uvicorn's own request-head timeout option (see above), which "
-        "CONFIG_KWARGS would carry; today only UvicornWorker.config, built in its __init__, can"
+        "none filed. Deleted by a request-head timeout option of uvicorn's (Kludex/uvicorn#160), "
+        "which CONFIG_KWARGS would carry; today only UvicornWorker.config, built in its __init__, "
+        "reaches the protocol"
     ),
     module=MODULE,
     settings=("request_head_timeout",),
