@@ -1,8 +1,10 @@
-"""`python -m bench.inprocess`: microseconds per `GET /`, the app called directly (no server, no socket).
+"""`python -m bench.inprocess`: microseconds per request, the app called directly (no server, no socket).
 
-What the app itself costs, without the server's share: bare FastAPI, the service with its
-access line off, and the service at the production defaults (JSON logs, access line on,
-written to a file as a server's stdout would be). As under load, each event-loop iteration
+What the app itself costs, without the server's share, on `GET /` and `POST /echo` (a validated
+JSON body), with the same route code on every side: bare FastAPI, the service with each of its
+optional layers off, then the metrics on, then the access line too (the production defaults:
+JSON logs, written to a file as a server's stdout would be). The differences are the cost of
+each layer in microseconds per request. As under load, each event-loop iteration
 runs a batch of requests (`--batch`, 32 by default; 1 shows the cost at light load). The apps
 are measured in alternation, round after round, and the median round is reported, so one
 noisy moment on a shared machine cannot decide a figure.
@@ -12,17 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import logging.config
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
 
+from service.api import echo, root
 from service.app import create_app
 from service.logs import log_config
 from service.settings import Settings
@@ -43,21 +48,39 @@ SCOPE: dict[str, Any] = {
 }
 
 
+ECHO_BODY = json.dumps({"message": "x" * 2000}).encode()  # what make bench posts: ~2 KB
+ROUTES: dict[str, tuple[dict[str, Any], bytes]] = {
+    "GET /": (SCOPE, b""),
+    "POST /echo": (
+        {
+            **SCOPE,
+            "method": "POST",
+            "path": "/echo",
+            "raw_path": b"/echo",
+            "headers": [
+                *SCOPE["headers"],
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(ECHO_BODY)).encode()),
+            ],
+        },
+        ECHO_BODY,
+    ),
+}
+
+
 def _bare() -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/")
-    async def root() -> dict[str, str]:
-        return {"message": "Hello, ASGI with FastAPI!"}
-
+    app = FastAPI()  # the service's own routes, nothing around them
+    app.include_router(root.router)
+    app.include_router(echo.router)
     return app
 
 
-def _time_per_request(app: Any, batch: int, requests: int) -> float:
+def _time_per_request(app: Any, route: str, batch: int, requests: int) -> float:
     """Microseconds per request, `batch` requests run per loop iteration."""
+    scope, body = ROUTES[route]
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Any) -> None:
         return None
@@ -66,38 +89,62 @@ def _time_per_request(app: Any, batch: int, requests: int) -> float:
         iterations = max(1, requests // batch)
         started = time.perf_counter()
         for _ in range(iterations):
-            await asyncio.gather(*(app(dict(SCOPE), receive, send) for _ in range(batch)))
+            await asyncio.gather(*(app(dict(scope), receive, send) for _ in range(batch)))
             await asyncio.sleep(0)  # the iteration ends: what is scheduled once per iteration runs
         return (time.perf_counter() - started) / (iterations * batch) * 1e6
 
     return asyncio.run(run())
 
 
-def measure(rounds: int, batch: int, requests: int) -> dict[str, float]:
-    production = Settings(env="production", access_log=True)
-    quiet = Settings(env="production", access_log=False)
-    apps: dict[str, Callable[[], Any]] = {
-        "bare FastAPI": _bare,
-        "service, access log off": lambda: create_app(quiet),
-        "service, production defaults": lambda: create_app(production),
-    }
-    built = {name: factory() for name, factory in apps.items()}
-    samples: dict[str, list[float]] = {name: [] for name in built}
+# Each variant adds one layer to the one before it; the last is the production defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "service, access line and metrics off": {"access_log": False, "metrics_enabled": False},
+    "service, metrics on": {"access_log": False, "metrics_enabled": True},
+    "service, production defaults": {"access_log": True, "metrics_enabled": True},
+}
+BARE = "bare FastAPI"
+# What each step from one variant to the next adds: its name, for the table.
+LAYERS = {
+    "service, access line and metrics off": "the always-on edge (request id, forwarded headers, "
+    "security headers, limits, error handlers)",
+    "service, metrics on": "the metrics",
+    "service, production defaults": "the access line",
+}
+
+
+def measure(rounds: int, batch: int, requests: int) -> dict[str, dict[str, float]]:
+    """Median microseconds per request, by route and app."""
+    production = Settings(env="production", **VARIANTS["service, production defaults"])
+    built: dict[str, Any] = {BARE: _bare()}
+    for name, values in VARIANTS.items():
+        built[name] = create_app(Settings(env="production", **values))
+    samples: dict[str, dict[str, list[float]]] = {route: {name: [] for name in built} for route in ROUTES}
     with tempfile.TemporaryFile() as sink:
         saved = os.dup(1)
         os.dup2(sink.fileno(), 1)  # the lines land in a file, as a server's stdout would
         try:
             logging.config.dictConfig(log_config(production))
-            for app in built.values():
-                _time_per_request(app, batch, requests // 4)  # warm-up: caches, first-call paths
+            for route in ROUTES:
+                for app in built.values():
+                    _time_per_request(app, route, batch, requests // 4)  # warm-up: first-call paths
             for _ in range(rounds):
-                for name, app in built.items():
-                    samples[name].append(_time_per_request(app, batch, requests))
+                for route in ROUTES:
+                    for name, app in built.items():
+                        samples[route][name].append(_time_per_request(app, route, batch, requests))
         finally:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        route: {name: statistics.median(values) for name, values in by_app.items()}
+        for route, by_app in samples.items()
+    }
+
+
+def layer_costs(results: dict[str, float]) -> dict[str, float]:
+    """Microseconds per request each layer adds (the step from the variant before it)."""
+    names = [BARE, *VARIANTS]
+    return {LAYERS[name]: results[name] - results[before] for before, name in itertools.pairwise(names)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,9 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000, help="requests per app per round")
     args = parser.parse_args(argv)
     results = measure(args.rounds, args.batch, args.requests)
-    bare = results["bare FastAPI"]
-    for name, micros in results.items():
-        print(f"{name:<30} {micros:6.1f} µs/request  ({bare / micros:.2f} of bare's rate)")
+    for route, by_app in results.items():
+        bare = by_app[BARE]
+        print(f"{route}")
+        for name, micros in by_app.items():
+            print(f"  {name:<40} {micros:6.1f} µs/request  ({bare / micros:.2f} of bare's rate)")
+        for layer, micros in layer_costs(by_app).items():
+            print(f"  + {micros:5.1f} µs  {layer}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Gunicorn profile: gunicorn supervises, Uvicorn workers (the maintained `uvicorn-worker`) serve.
 
 What both gunicorn profiles share (options, arbiter, application) is deploy/gunicorn_app.py;
-here is the worker: uvicorn's, with our fast path, graceful timeout and head deadline.
+here is the worker: uvicorn's, with our fast path and graceful timeout through uvicorn-worker's
+public hook (`CONFIG_KWARGS`), and the head deadline deploy/uvicorn_internals.py carries.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from deploy.gunicorn_app import (
 )
 from deploy.profile import Native
 from deploy.uvicorn import websocket_options
-from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
+from deploy.uvicorn_internals import (
+    CONFIG_ATTRIBUTE,
+    GUNICORN_PATCHES,
+    give_worker_head_deadline,
+    http_protocol,
+)
 from service.settings import Settings
-from service.versions import require
-
-require("uvicorn-worker", ">=0.4,<0.5", "deploy/gunicorn.py (UvicornWorker.config)")
 
 WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
 # The worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by
@@ -47,7 +50,7 @@ def worker_overrides(settings: Settings) -> dict[str, Any]:
     """What each Uvicorn worker runs with, beyond what uvicorn-worker maps from gunicorn."""
     return {
         "loop": "uvloop",
-        "http": HeadTimeoutHttpToolsProtocol,  # httptools, plus a request-head deadline
+        "http": http_protocol(),  # httptools, plus a request-head deadline where tested
         "lifespan": "on",
         **websocket_options(settings),
         "proxy_headers": False,  # applied by the app, see service/app.py
@@ -58,12 +61,18 @@ def worker_overrides(settings: Settings) -> dict[str, Any]:
 
 
 class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
-    """Uvicorn worker with our explicit fast path and graceful timeout."""
+    """Uvicorn worker with our explicit fast path, graceful timeout and head deadline."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for key, value in self.app.worker_overrides.items():
-            setattr(self.config, key, value)
+        give_worker_head_deadline(self.config, self.app.worker_overrides[CONFIG_ATTRIBUTE])
+
+    @property
+    def CONFIG_KWARGS(self) -> dict[str, Any]:  # noqa: N802 - uvicorn-worker's name for it
+        """uvicorn-worker's hook for a subclass's Config options, read once gunicorn set `self.app`."""
+        overrides = dict(self.app.worker_overrides)
+        overrides.pop(CONFIG_ATTRIBUTE)  # no option of uvicorn's: handed over by __init__
+        return {**UvicornWorker.CONFIG_KWARGS, **overrides}
 
 
 def application(settings: Settings) -> GunicornApplication:
@@ -80,11 +89,12 @@ PROFILE = gunicorn_profile(
         "ws_ping_interval": Native("uvicorn_worker.ws_ping_interval"),
         "ws_ping_timeout": Native("uvicorn_worker.ws_ping_timeout"),
         "request_head_timeout": Native(
-            f"uvicorn_worker.{CONFIG_ATTRIBUTE}", "read by deploy/uvicorn_protocol.py"
+            f"uvicorn_worker.{CONFIG_ATTRIBUTE}", "read by deploy/uvicorn_internals.py's protocol"
         ),
         "graceful_timeout": Native(
             "uvicorn_worker.timeout_graceful_shutdown",
             f"the arbiter's own graceful_timeout is {KILL_BACKSTOP_SECONDS} s longer, a SIGKILL backstop",
         ),
     },
+    carried=GUNICORN_PATCHES,
 )

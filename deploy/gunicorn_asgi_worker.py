@@ -4,7 +4,7 @@ gunicorn 27's ASGI worker arms no timer before a connection's first request: a
 connection that never sends one, or trickles its request head one byte at a
 time, stays open for ever (a slowloris). This worker's protocol gives every
 request head `request_head_timeout` seconds, from connection or from the end of
-the previous response, whatever arrives meanwhile: what deploy/uvicorn_protocol.py
+the previous response, whatever arrives meanwhile: what deploy/uvicorn_internals.py
 does for uvicorn. Used by the gunicorn-asgi profile (deploy/gunicorn_asgi.py).
 
 The hooks are gunicorn's (27.0.1) protocol methods: connection_made, the parser's

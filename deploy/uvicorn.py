@@ -12,13 +12,17 @@ together leave the socket without a worker for about a second.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 import logging
 import random
 import socket
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
+import uvloop
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
 from deploy.profile import INERT_PROXY_LIST, Native, Profile
@@ -33,17 +37,15 @@ from deploy.supervisor import (
     needs_supervisor,
     supervisor_options,
 )
-from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
+from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, UVICORN_PATCHES, http_protocol
 from service.logs import log_config
 from service.settings import Settings
-from service.versions import require
-
-require("uvicorn", ">=0.54,<0.55", "deploy/uvicorn.py (Server.on_tick, server_state, limit_max_requests)")
 
 logger = logging.getLogger("uvicorn.error")
 # A new worker reports READY once it accepts; an old one it replaces stops then, or
 # after this long without the report (a worker that failed to boot stops the server).
 WORKER_BOOT_BOUND_SECONDS = 30.0
+BEAT_SECONDS = 0.1  # a supervised worker's heartbeat, and how soon it sees a stop or its limit
 # What a worker imports of uvicorn, imported once by the supervisor's fork server.
 WORKER_LIBRARIES = (
     *APP_LIBRARIES,
@@ -60,8 +62,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "workers": settings.workers,
-        "loop": "uvloop",
-        "http": HeadTimeoutHttpToolsProtocol,  # httptools, plus a request-head deadline
+        "loop": "uvloop",  # also what a supervised worker's loop is (uvloop.new_event_loop)
+        "http": http_protocol(),  # httptools, plus a request-head deadline where tested
         "lifespan": "on",
         "log_level": settings.log_level,
         "log_config": log_config(settings),
@@ -104,7 +106,7 @@ def build_config(settings: Settings) -> uvicorn.Config:
     head_timeout = native.pop(CONFIG_ATTRIBUTE)
     native.pop(SUPERVISOR_KEY)
     config = uvicorn.Config(**native)
-    setattr(config, CONFIG_ATTRIBUTE, head_timeout)  # read by the protocol
+    setattr(config, CONFIG_ATTRIBUTE, head_timeout)  # read by deploy/uvicorn_internals.py's protocol
     return config
 
 
@@ -131,45 +133,79 @@ def run(settings: Settings) -> int:
 
 def _worker(link: WorkerLink, *, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
     config.configure_logging()  # a spawned process starts with logging unconfigured
-    with contextlib.suppress(KeyboardInterrupt):
-        SupervisedServer(config, link).run(sockets=sockets)
+    limit, jitter = config.limit_max_requests, config.limit_max_requests_jitter
+    recycle_after = None if limit is None else limit + random.randint(0, jitter)  # noqa: S311 - not secret
+    # The supervisor recycles the worker once its replacement serves; uvicorn would just exit.
+    config.limit_max_requests = None
+    requests = RequestCount(imported_app(config.app))
+    config.app = requests
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve_supervised(server, link, sockets, requests, recycle_after))
 
 
-class SupervisedServer(uvicorn.Server):
-    """A uvicorn worker that reports READY, announces recycling and stops when told.
+async def _serve_supervised(
+    server: uvicorn.Server,
+    link: WorkerLink,
+    sockets: list[socket.socket],
+    requests: RequestCount,
+    recycle_after: int | None,
+) -> None:
+    """uvicorn's server, and beside it on the same loop the worker's side of deploy/supervisor.py."""
+    watch = asyncio.ensure_future(_report_to_supervisor(server, link, requests, recycle_after))
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        watch.cancel()
 
-    At its request limit it keeps serving and says RETIRING; the supervisor stops it
+
+async def _report_to_supervisor(
+    server: uvicorn.Server, link: WorkerLink, requests: RequestCount, recycle_after: int | None
+) -> None:
+    """Beat, report READY once serving and RETIRING at the request limit, and stop when told.
+
+    At its request limit the worker keeps serving and says RETIRING; the supervisor stops it
     once the replacement is ready, so the socket always has a worker accepting.
     """
-
-    limit_max_requests = None  # replaces uvicorn's own exit at the limit (see on_tick)
-
-    def __init__(self, config: uvicorn.Config, link: WorkerLink) -> None:
-        super().__init__(config)
-        self.link = link
-        self.retiring = False
-        limit, jitter = config.limit_max_requests, config.limit_max_requests_jitter
-        self.recycle_after = None if limit is None else limit + random.randint(0, jitter)  # noqa: S311 - not secret
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self.link.report(READY)
-
-    async def on_tick(self, counter: int) -> bool:
-        self.link.beat()  # uvicorn's main loop ticks every 0.1 s: the event loop is alive
-        if self.link.stop_requested():
-            self.should_exit = True
+    ready = retiring = stopping = False
+    while True:
+        link.beat()  # this loop runs every 0.1 s: the event loop is alive
+        if not ready and server.started:
+            ready = True
+            link.report(READY)
+        if not stopping and link.stop_requested():
+            stopping = True
+            server.should_exit = True
             stop_long_lived_connections()  # no signal reaches a supervised worker (service/realtime.py)
-        elif (
-            not self.retiring
-            and self.recycle_after is not None
-            and self.server_state.total_requests >= self.recycle_after
-        ):
-            self.retiring = True
-            logger.info("Maximum request limit of %d reached; waiting for a replacement.", self.recycle_after)
-            self.link.report(RETIRING)
-        return await super().on_tick(counter)
+        elif not retiring and recycle_after is not None and requests.total >= recycle_after:
+            retiring = True
+            logger.info("Maximum request limit of %d reached; waiting for a replacement.", recycle_after)
+            link.report(RETIRING)
+        await asyncio.sleep(BEAT_SECONDS)
+
+
+class RequestCount:
+    """The app, counting the requests and WebSockets it is handed (ASGI, no server internals)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.total = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            self.total += 1
+        await self.app(scope, receive, send)
+
+
+def imported_app(app: object) -> ASGIApp:
+    """The app an import string `module:attribute` names (APP_ASGI_APP, checked by the launcher)."""
+    if not isinstance(app, str):
+        return cast(ASGIApp, app)
+    module, _, attributes = app.partition(":")
+    app = importlib.import_module(module)
+    for attribute in attributes.split("."):
+        app = getattr(app, attribute)
+    return cast(ASGIApp, app)
 
 
 def stop_long_lived_connections() -> None:
@@ -190,7 +226,9 @@ PROFILE = Profile(
         "log_level": Native("log_level"),
         "log_format": Native("log_config", "service/logs.py's one dictConfig"),
         "keepalive_timeout": Native("timeout_keep_alive"),
-        "request_head_timeout": Native(CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_protocol.py"),
+        "request_head_timeout": Native(
+            CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_internals.py's protocol"
+        ),
         "graceful_timeout": Native("timeout_graceful_shutdown"),
         "max_requests": Native("limit_max_requests", "the supervisor starts the replacement first"),
         **SUPERVISED_SETTINGS,
@@ -202,4 +240,5 @@ PROFILE = Profile(
     },
     build=native_config,
     serve=run,
+    carried=UVICORN_PATCHES,
 )

@@ -18,7 +18,7 @@ from deploy import uvicorn as uvicorn_adapter
 from deploy.gunicorn_asgi_worker import HeadTimeoutASGIWorker
 from deploy.profile import Refused, UnsupportedSettingError, lookup
 from deploy.profiles import PROFILES, load_profile
-from deploy.uvicorn_protocol import HeadTimeoutHttpToolsProtocol
+from deploy.uvicorn_internals import HeadTimeoutHttpToolsProtocol
 from service.logs import log_config
 from service.settings import Settings, env_name
 

@@ -1,30 +1,21 @@
 """The request-head timer both protocols share (deploy/head_deadline.py), on a real event loop.
 
-tests/unit/test_gunicorn_asgi_worker.py checks it through gunicorn's ASGI protocol; the last
-tests here check it through the uvicorn protocol over 127.0.0.1, which has no unit test of its
-own otherwise (tests/resilience/test_limits.py checks both through real server processes).
+tests/unit/test_gunicorn_asgi_worker.py checks it through gunicorn's ASGI protocol and
+tests/unit/test_uvicorn_internals.py through uvicorn's (tests/resilience/test_limits.py checks
+both through real server processes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import pytest
-from uvicorn import Config
-from uvicorn.server import ServerState
 
 from deploy.head_deadline import HeadDeadline
-from deploy.uvicorn_protocol import CONFIG_ATTRIBUTE, HeadTimeoutHttpToolsProtocol
 from devkit.connections import (
     DEADLINE,
     LATE,
-    REQUEST,
-    connected,
-    read_response,
-    seconds_until_closed,
 )
 
 
@@ -96,36 +87,3 @@ async def test_no_timeout_means_no_deadline(no_timeout: float | None) -> None:
     assert not deadline.armed
     await asyncio.sleep(0.05)
     assert expiries.at == []
-
-
-async def _answer(
-    scope: MutableMapping[str, Any],
-    receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-    send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": b"ok"})
-
-
-def uvicorn_protocol() -> HeadTimeoutHttpToolsProtocol:
-    config = Config(_answer, lifespan="off", log_config=None, timeout_keep_alive=30)  # only ours closes
-    setattr(config, CONFIG_ATTRIBUTE, DEADLINE)
-    return HeadTimeoutHttpToolsProtocol(config, ServerState(), {})
-
-
-@pytest.mark.anyio
-async def test_uvicorn_protocol_closes_a_silent_connection_at_the_deadline() -> None:
-    async with connected(uvicorn_protocol) as (reader, _):
-        closed = await seconds_until_closed(reader, time.monotonic())
-    assert DEADLINE - 0.05 <= closed < DEADLINE + LATE
-
-
-@pytest.mark.anyio
-async def test_uvicorn_protocol_restarts_the_deadline_after_each_response() -> None:
-    async with connected(uvicorn_protocol) as (reader, writer):
-        for _ in range(3):  # each within the deadline, together beyond it
-            await asyncio.sleep(DEADLINE * 0.6)
-            writer.write(REQUEST % b"")
-            assert await read_response(reader) == b"ok"
-        closed = await seconds_until_closed(reader, time.monotonic())
-    assert DEADLINE - 0.05 <= closed < DEADLINE + LATE
