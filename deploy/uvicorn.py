@@ -45,6 +45,9 @@ logger = logging.getLogger("uvicorn.error")
 # A new worker reports READY once it accepts; an old one it replaces stops then, or
 # after this long without the report (a worker that failed to boot stops the server).
 WORKER_BOOT_BOUND_SECONDS = 30.0
+# From a stopping worker's last accept to its shutdown: a connection accepted just before
+# delivers its first request meanwhile (see _stop_accepting_then_settle).
+ACCEPTED_SETTLE_SECONDS = 0.2
 BEAT_SECONDS = 0.1  # a supervised worker's heartbeat, and how soon it sees a stop or its limit
 # What a worker imports of uvicorn, imported once by the supervisor's fork server.
 WORKER_LIBRARIES = (
@@ -175,13 +178,27 @@ async def _report_to_supervisor(
             link.report(READY)
         if not stopping and link.stop_requested():
             stopping = True
-            server.should_exit = True
             stop_long_lived_connections()  # no signal reaches a supervised worker (service/realtime.py)
+            await _stop_accepting_then_settle(server)
+            server.should_exit = True
         elif not retiring and recycle_after is not None and requests.total >= recycle_after:
             retiring = True
             logger.info("Maximum request limit of %d reached; waiting for a replacement.", recycle_after)
             link.report(RETIRING)
         await asyncio.sleep(BEAT_SECONDS)
+
+
+async def _stop_accepting_then_settle(server: uvicorn.Server) -> None:
+    """Stop taking connections, and give the ones just taken time to send their first request.
+
+    uvicorn's shutdown closes every connection with no request in progress at once. One the
+    worker accepted an instant before, whose request is still on its way, would be closed
+    unanswered: a request lost while a worker is recycled (the others accept new connections
+    meanwhile). Here such a request arrives and is answered before the shutdown begins.
+    """
+    for listener in server.servers:
+        listener.close()
+    await asyncio.sleep(ACCEPTED_SETTLE_SECONDS)
 
 
 class RequestCount:
