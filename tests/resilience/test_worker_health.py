@@ -236,49 +236,116 @@ class FreshProbe:
         return self.outcomes
 
 
+class PinnedClients:
+    """Keep-alive clients, each on a connection of its own, grouped by the worker that serves it.
+
+    A connection stays with the worker that accepted it. Clients on a healthy worker show whether
+    the service goes on serving while another worker hangs, whatever share of new connections
+    the hung one still accepts (granian's hung worker keeps accepting in Rust: about half).
+    """
+
+    def __init__(self, base_url: str, workers: set[int], per_worker: int = 2, attempts: int = 60) -> None:
+        self.by_worker: dict[int, list[httpx.Client]] = {pid: [] for pid in workers}
+        self.spare: list[httpx.Client] = []
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        for _ in range(attempts):
+            if all(len(clients) >= per_worker for clients in self.by_worker.values()):
+                break
+            client = httpx.Client(base_url=base_url, limits=limits, timeout=10)
+            pid = int(client.get("/pid").json()["pid"])
+            self.by_worker.get(pid, self.spare).append(client)
+        missing = [pid for pid, clients in self.by_worker.items() if len(clients) < per_worker]
+        assert not missing, f"{attempts} new connections never reached worker(s) {missing}"
+        self.outcomes: list[tuple[float, float, str | None]] = []  # started, ended, error
+        self.stopped = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def keep_asking(self, workers: list[int], pause: float = 0.05, max_seconds: float = 30.0) -> None:
+        """Each client of these workers sends GET /pid on its connection until stopped (bounded)."""
+        deadline = time.monotonic() + max_seconds
+
+        def ask(client: httpx.Client) -> None:
+            for _ in range(2000):
+                if self.stopped.is_set() or time.monotonic() > deadline:
+                    return
+                started, error = time.monotonic(), None
+                try:
+                    status = client.get("/pid").status_code
+                    error = None if status < 500 else f"HTTP {status}"
+                except httpx.HTTPError as exc:
+                    error = type(exc).__name__
+                self.outcomes.append((started, time.monotonic(), error))
+                time.sleep(pause)
+
+        for pid in workers:
+            for client in self.by_worker[pid]:
+                self.threads.append(threading.Thread(target=ask, args=(client,), daemon=True))
+                self.threads[-1].start()
+
+    def close(self) -> list[tuple[float, float, str | None]]:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        for client in [*self.spare, *(c for clients in self.by_worker.values() for c in clients)]:
+            client.close()
+        return self.outcomes
+
+
 def _fault_episode(server: ServerProcess, fault: str) -> dict[str, object]:
     """Hang one worker (`stop`: SIGSTOP; `block`: a synchronous sleep in its loop); time its replacement."""
     before = wait_workers(server, WORKERS)
     server.remember_family()
     workers = [server.seen[pid] for pid in before if pid in server.seen]
+    # The longest-serving worker hangs: on granian a worker respawned seconds ago and crashing
+    # again would be taken for a crash loop.
+    victim = min(workers, key=lambda p: p.create_time())
+    pinned = PinnedClients(server.base_url, before)
+    healthy = [pid for pid in before if pid != victim.pid]
     probe = FreshProbe(server.base_url, clients=PROBE_CLIENTS)
     try:
+        pinned.keep_asking(healthy)
         time.sleep(0.3)
         hung_at = time.monotonic()
         if fault == "stop":
-            # The longest-serving worker: on granian, a worker respawned seconds ago and crashing
-            # again would be taken for a crash loop (the whole server stops).
-            victim = min(workers, key=lambda p: p.create_time())
             victim.suspend()  # SIGSTOP
         else:
-            threading.Thread(
-                target=lambda: _status(server, "/block?seconds=60"), daemon=True
-            ).start()  # its connection breaks when the worker is killed
+            blocker = pinned.by_worker[victim.pid][0]  # a connection the victim serves
+
+            def block() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # it breaks when the worker is killed
+                    blocker.get("/block?seconds=60")
+
+            threading.Thread(target=block, daemon=True).start()
         killed = wait_for(lambda: len(_alive(workers)) < len(before), KILLED_BOUND + 5, interval=0.05)
         killed_at = time.monotonic()
         replaced = wait_for(lambda: _replaced(server, before), REPLACED_BOUND, interval=0.05)
         time.sleep(0.3)
     finally:
         outcomes = probe.stop()
-    answered_while_hung = [o for o in outcomes if o[2] is None and hung_at < o[0] and o[1] < killed_at]
+        on_healthy = pinned.close()
+    answered_while_hung = [o for o in on_healthy if o[2] is None and hung_at < o[0] and o[1] < killed_at]
+    healthy_failed = [o for o in on_healthy if o[2] is not None]
     failed = [o for o in outcomes if o[2] is not None]
     figures: dict[str, object] = {
-        "victim": "the longest-serving worker" if fault == "stop" else "whichever got /block",
+        "victim": "the longest-serving worker",
         "killed_s": None if killed is None else round(killed, 3),
         "replaced_after_kill_s": None if replaced is None else round(replaced, 3),
         "answered_while_hung": len(answered_while_hung),
-        "requests": len(outcomes),
-        "failed": len(failed),
-        "errors": sorted({o[2] for o in failed if o[2]}),
+        "healthy_worker_failed": len(healthy_failed),
+        "new_connections": len(outcomes),
+        "new_connections_failed": len(failed),
+        "errors": sorted({o[2] for o in [*failed, *healthy_failed] if o[2]}),
         "launcher_exit": server.process.poll(),
     }
     assert server.process.poll() is None, f"{fault}: the server stopped\n{server.log()[-3000:]}"
     assert killed is not None, f"{fault}: {figures}\n{server.log()[-3000:]}"
     assert killed <= KILLED_BOUND, f"{fault}: {figures}\n{server.log()[-3000:]}"
     assert replaced is not None, f"{fault}: {figures}\n{server.log()[-3000:]}"
+    # The healthy worker served throughout: every request on its connections was answered.
     assert answered_while_hung, f"{fault}: nothing answered while a worker hung: {figures}"
-    # Only connections the hung worker took may fail: at most one per probe client, which waits on
-    # it until the worker is killed.
+    assert not healthy_failed, figures
+    # New connections: only those the hung worker took may fail, at most one per probe client,
+    # which waits on it until the worker is killed.
     assert len(failed) <= PROBE_CLIENTS, figures
     return figures
 
