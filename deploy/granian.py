@@ -7,10 +7,12 @@ APP_MAX_REQUESTS are refused rather than silently ignored.
 Granian has no worker heartbeat: APP_WORKER_TIMEOUT is deploy/heartbeat_files.py's,
 a watcher thread in granian's main process reading beats each worker's loop writes.
 
-Granian's own server runs with a few of its private steps replaced, all in
-deploy/granian_internals.py: memory recycling by deploy/memory_limit.py's rule, a
-replacement that serves before the worker it replaces stops, and at SIGTERM a 1012
-close frame for every open WebSocket.
+Granian's own server runs with a few of its private steps replaced, each a carried patch
+of deploy/granian_internals.py tested on granian 2.8: memory recycling by
+deploy/memory_limit.py's rule, a replacement that serves before the worker it replaces
+stops, a killed worker replaced however often, and at SIGTERM a 1012 close frame for every
+open WebSocket. On another release the launcher warns once per patch and granian's own
+behaviour stands.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from deploy.common import SHM_DIR
-from deploy.granian_internals import RecyclingServer, load_in_worker
+from deploy.granian_internals import PATCHES, REPLACEMENT_SERVES_FIRST, granian_server, load_in_worker
 from deploy.heartbeat_files import HeartbeatWatch
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Profile, Refused
 from service.logs import log_config
@@ -36,6 +38,8 @@ from service.settings import Settings
 RSS_SAMPLE_SECONDS = 0.5
 # The longest a replacement is waited for before the worker it replaces stops anyway.
 RESPAWN_BOUND_SECONDS = 30.0
+# Without REPLACEMENT_SERVES_FIRST, how long granian waits before it stops the worker replaced: its default.
+GRANIAN_RESPAWN_SECONDS = 3.5
 # Ours, not granian's: taken out of the native config before it reaches granian's Server.
 WATCHDOG = "worker_timeout"
 # Share of APP_GRACEFUL_TIMEOUT the sessions get to end before granian's own stop begins; the rest
@@ -65,10 +69,12 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "workers_kill_timeout": settings.graceful_timeout,
         "respawn_failed_workers": True,
         "workers_max_rss": settings.max_worker_memory or None,  # MiB, as granian counts
-        "rss_sample_interval": RSS_SAMPLE_SECONDS,  # RecyclingServer's rule, deploy/memory_limit.py
+        "rss_sample_interval": RSS_SAMPLE_SECONDS,  # MEMORY_LEAD's rule, or granian's own
         "rss_samples": 1,
-        # RecyclingServer: the longest the worker being replaced waits for its replacement to serve.
-        "respawn_interval": RESPAWN_BOUND_SECONDS,
+        # With REPLACEMENT_SERVES_FIRST: the longest the worker being replaced waits for its replacement.
+        "respawn_interval": (
+            RESPAWN_BOUND_SECONDS if REPLACEMENT_SERVES_FIRST.applies() else GRANIAN_RESPAWN_SECONDS
+        ),
         "url_path_prefix": None,  # root path is applied by the app, see service/app.py
         "reload": False,
         "env_files": None,
@@ -81,7 +87,7 @@ def run(settings: Settings) -> int:
     worker_timeout = native.pop(WATCHDOG)
     # Where workers leave their ready marks and, when hung workers are watched, their beats.
     marks = Path(tempfile.mkdtemp(prefix="asgi-deploy-workers-", dir=SHM_DIR if SHM_DIR.is_dir() else None))
-    server = RecyclingServer(marks, **native)
+    server = granian_server(marks, **native)
     if worker_timeout:
         HeartbeatWatch(marks, worker_timeout).start()
     sessions_bound = settings.graceful_timeout * SESSIONS_SHARE_OF_GRACEFUL
@@ -128,4 +134,5 @@ PROFILE = Profile(
     },
     build=native_config,
     serve=run,
+    carried=PATCHES,
 )

@@ -1,30 +1,39 @@
-"""Everything of granian's that is not its public API, in one place (granian 2.8).
+"""Everything of granian's that is not its public API, in one place: five carried patches.
 
-The granian profile (deploy/granian.py) runs granian's own server with:
+The granian profile (deploy/granian.py) runs granian's own server (`granian.server.MPServer`,
+embedded through its public `serve(target_loader=...)`). Each patch below declares the
+granian releases it was tested on (deploy/carried.py) and asks `applies()` before it touches
+anything private; outside that range granian's own behaviour stands and the launcher warns.
 
-- `RecyclingServer`, in granian's main process: replacing a live worker (APP_MAX_WORKER_MEMORY,
-  SIGHUP) stops the old one once its replacement serves (the replacement marks the end of its
-  lifespan start-up), not after granian's fixed delay; and memory is checked every 0.5 s with
-  deploy/memory_limit.py's rule, so a growing worker is replaced before it passes the limit.
-- `load_in_worker`, granian's target loader, in each worker before it serves: the worker dies
-  with the main process (deploy/lifecycle.py `die_with_parent`), its loop beats when hung
-  workers are watched (deploy/heartbeat_files.py), it marks when it is ready, and at SIGTERM
-  every open WebSocket gets the app's 1012 close frame. That takes two mends (without them
-  53-100 of 100 did; granian 2.8's Rust source):
-  - its `websocket.close` waits for the socket's read half, which a pending `receive` holds
-    until the peer sends something (src/asgi/io.rs): `CloseWhileReading` cancels that read
-    first, so a close from another task (the stop's) goes out at once;
-  - once a worker's stop begins it closes its runtime at once, cancelling every WebSocket
-    session and dropping its socket (src/serve.rs `wrk.rt.close()` right after the listener
-    stops; src/asgi/http.rs runs each session under `spawn_cancellable`), while the app is
-    told by the same SIGTERM: `hold_stop_for_sessions` puts the worker's own stop handler on
-    its loop, which has the app end every session first and begins granian's stop once all
-    have ended, or after half of APP_GRACEFUL_TIMEOUT.
+In granian's main process, `RecyclingServer` replaces three private steps:
+- `REPLACEMENT_SERVES_FIRST`: replacing a live worker (APP_MAX_WORKER_MEMORY, SIGHUP) stops
+  the old one once its replacement serves (it marks the end of its lifespan start-up), not
+  after granian's fixed `respawn_interval`.
+- `MEMORY_LEAD`: memory is checked every 0.5 s with deploy/memory_limit.py's rule, so a
+  growing worker is replaced before it passes the limit, not once it is over it.
+- `CRASHES_REPLACED`: a worker killed or crashing once it served is replaced however often;
+  granian's crash-loop rule (a worker index dying within 5.5 s of its respawn stops the whole
+  server) is kept for the only case it is right for: a worker that fails before it serves.
+
+In each worker, `load_in_worker` (granian's public `target_loader`) makes it die with the main
+process, beat when hung workers are watched (deploy/heartbeat_files.py) and mark when it is
+ready; those parts are public. At SIGTERM every open WebSocket gets the app's 1012 close
+frame, which takes two patches (without them 53-100 of 100 did; granian 2.8's Rust source):
+- `CLOSE_WHILE_READING`: its `websocket.close` waits for the socket's read half, which a
+  pending `receive` holds until the peer sends something (src/asgi/io.rs): the pending read is
+  cancelled first, so a close from another task (the stop's) goes out at once;
+- `STOP_AFTER_SESSIONS`: once a worker's stop begins it closes its runtime at once, cancelling
+  every WebSocket session and dropping its socket (src/serve.rs `wrk.rt.close()` right after
+  the listener stops; src/asgi/http.rs runs each session under `spawn_cancellable`), while the
+  app is told by the same SIGTERM: the worker's own stop handler, put on its loop, has the app
+  end every session first and begins granian's stop once all have ended, or after half of
+  APP_GRACEFUL_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -34,21 +43,85 @@ from pathlib import Path
 from typing import Any, cast
 
 import granian._signals
-from granian._internal import load_target
-from granian.server.mp import MPServer
+from granian.server import MPServer
 
+from deploy.carried import CarriedPatch
 from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope, Send
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
-from service.versions import require
 
-require(
-    "granian",
-    ">=2.8,<2.9",
-    "deploy/granian_internals.py (granian._internal.load_target, the server's target_loader,"
-    " MPServer._respawn_workers and _handle_rss_signal, granian._signals.set_loop_signals and its"
-    " WorkerSignal, a WebSocket receive that can be cancelled and a close that waits for it)",
+GRANIAN_2_8 = ">=2.8,<2.9"  # 2.8.7 (the lock) and 2.8.9 (the newest) checked
+MODULE = "deploy/granian_internals.py"
+
+REPLACEMENT_SERVES_FIRST = CarriedPatch(
+    distribution="granian",
+    tested=GRANIAN_2_8,
+    capability=(
+        "a worker being replaced (APP_MAX_WORKER_MEMORY, SIGHUP) stopping only once its replacement serves"
+    ),
+    fallback="granian stops it 3.5 s (its respawn_interval) after starting the replacement, serving or not",
+    upstream=(
+        "https://github.com/emmett-framework/granian/issues/921 (closed: tune --respawn-interval);"
+        " deleted once MPServer._respawn_workers stops the old worker when the new one reports it"
+        " serves, bounded by respawn_interval"
+    ),
+    module=MODULE,
 )
+MEMORY_LEAD = CarriedPatch(
+    distribution="granian",
+    tested=GRANIAN_2_8,
+    capability="replacing a growing worker early enough that it never passes APP_MAX_WORKER_MEMORY",
+    fallback="granian's own check (workers_max_rss, every 0.5 s) replaces a worker once it is over the limit",
+    upstream=(
+        "none filed; deleted once MPServer's RSS check takes a lead (respawn when RSS plus its growth"
+        " over one boot reaches workers_max_rss) or a public hook choosing the workers to respawn"
+    ),
+    module=MODULE,
+)
+CRASHES_REPLACED = CarriedPatch(
+    distribution="granian",
+    tested=GRANIAN_2_8,
+    capability=(
+        "replacing a worker killed or crashing once it served however often (only a worker failing"
+        " before it serves stops the server)"
+    ),
+    fallback=(
+        "granian's crash-loop rule: a worker index dying again within 5.5 s of its respawn stops"
+        " the whole server"
+    ),
+    upstream=(
+        "none filed; deleted once MPServer._serve_loop counts towards its crash loop only workers"
+        " that exit before they start serving (or makes the 5.5 s window an option)"
+    ),
+    module=MODULE,
+)
+CLOSE_WHILE_READING = CarriedPatch(
+    distribution="granian",
+    tested=GRANIAN_2_8,
+    capability="a WebSocket close sent while the session's receive is pending (the 1012 at SIGTERM)",
+    fallback="the close waits until the peer sends something (src/asgi/io.rs)",
+    upstream=(
+        "none filed; deleted once src/asgi/io.rs sends the close frame without awaiting the ws_rx"
+        " lock a pending receive holds"
+    ),
+    module=MODULE,
+)
+STOP_AFTER_SESSIONS = CarriedPatch(
+    distribution="granian",
+    tested=GRANIAN_2_8,
+    capability="ending every WebSocket (1012) and event stream at SIGTERM before granian's stop cuts them",
+    fallback=(
+        "granian's stop closes the worker's runtime at once, cutting open sessions, most without a close"
+    ),
+    upstream=(
+        "https://github.com/emmett-framework/granian/issues/796 (open); deleted once a worker's stop"
+        " lets the app end its sessions (runs the lifespan shutdown, or a stop notice, before closing"
+        " its runtime), bounded by workers_kill_timeout"
+    ),
+    module=MODULE,
+)
+PATCHES = (REPLACEMENT_SERVES_FIRST, MEMORY_LEAD, CRASHES_REPLACED, CLOSE_WHILE_READING, STOP_AFTER_SESSIONS)
+SERVER_PATCHES = (REPLACEMENT_SERVES_FIRST, MEMORY_LEAD, CRASHES_REPLACED)
 
 logger = logging.getLogger("deploy.granian")
 
@@ -58,13 +131,36 @@ ACCEPTING_SETTLE_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
 
 
+def granian_server(marks: Path, **options: Any) -> MPServer:
+    """granian's multi-process server, with RecyclingServer's patches where they apply."""
+    if any(patch.applies() for patch in SERVER_PATCHES):
+        return RecyclingServer(marks, **options)
+    return MPServer(**options)
+
+
 def load_in_worker(parent_pid: int, marks: Path, beat: bool, sessions_bound: float, target: str) -> Any:
-    """Runs in each spawned worker before it serves: die with the main process, hold its stop
-    until the long-lived sessions have ended, load the app, mark when it is about to serve and,
-    when hung workers are watched, make its loop beat."""
+    """granian's `target_loader`, run in each spawned worker before it serves: die with the main
+    process, hold its stop until the long-lived sessions have ended, load the app."""
     die_with_parent(parent_pid)
-    hold_stop_for_sessions(sessions_bound)
-    app: ASGIApp = CloseWhileReading(cast(ASGIApp, load_target(target)))
+    if STOP_AFTER_SESSIONS.applies():
+        hold_stop_for_sessions(sessions_bound)
+    return worker_app(import_target(target), marks, beat)
+
+
+def import_target(target: str) -> ASGIApp:
+    """The app named `module:attribute` (granian's own loader is private)."""
+    module, _, attribute = target.partition(":")
+    app: Any = importlib.import_module(module)
+    for name in (attribute or "app").split("."):
+        app = getattr(app, name)
+    return cast(ASGIApp, app)
+
+
+def worker_app(app: ASGIApp, marks: Path, beat: bool) -> ASGIApp:
+    """The app as a worker serves it: it marks when it is about to serve and, when hung workers
+    are watched, makes its loop beat."""
+    if CLOSE_WHILE_READING.applies():
+        app = CloseWhileReading(app)
     if beat:
         app = BeatingApp(app, marks)
     return MarkingReadyApp(app, marks)
@@ -94,25 +190,44 @@ class MarkingReadyApp:
 
 
 class RecyclingServer(MPServer):
-    """granian's server, replacing a live worker only once its replacement serves, and by memory
-    with deploy/memory_limit.py's rule. Both methods replace granian 2.8's private ones."""
+    """granian's server with three of granian 2.8's private steps replaced, each where its patch
+    applies: `_respawn_workers` (REPLACEMENT_SERVES_FIRST), `_handle_rss_signal` (MEMORY_LEAD)
+    and the `respawned_wrks` its main loop tells a crash loop by (CRASHES_REPLACED)."""
 
     def __init__(self, marks: Path, **options: Any) -> None:
         super().__init__(**options)
         self.marks = marks
         self.boot_times = BootTimes()
         self.memory = MemoryWatch((options.get("workers_max_rss") or 0) * MIB)
+        if CRASHES_REPLACED.applies():
+            # granian uses it as a dict only through `[idx] =`, `.get` and `.clear`.
+            self.respawned_wrks = cast(Any, BootFailures(self.failed_to_boot))
+
+    def failed_to_boot(self, idx: int) -> bool:
+        """Whether the worker that just died at `idx` exited with an error before it served."""
+        worker: Any = self.wrks[idx]  # granian's WorkerProcess, untyped
+        code = worker.inner.exitcode
+        if code is None or code <= 0 or ready_mark(self.marks, worker._id()).exists():
+            return False  # alive, stopped cleanly, killed by a signal, or it had served
+        logger.error("worker-%d failed to boot (exit %s); stopping", idx + 1, code)
+        return True
 
     def _respawn_workers(
         self, workers: list[int], spawn_target: Any, target_loader: Any, delay: float = 0
     ) -> None:
-        if not delay:  # a crashed worker: nothing left to overlap with
+        if not delay:  # a dead worker: nothing to overlap with
+            dead: list[Any] = [self.wrks[idx] for idx in workers]
+            super()._respawn_workers(workers, spawn_target, target_loader, delay)
+            for worker in dead:
+                ready_mark(self.marks, worker._id()).unlink(missing_ok=True)
+            return
+        if not REPLACEMENT_SERVES_FIRST.applies():
             super()._respawn_workers(workers, spawn_target, target_loader, delay)
             return
         for idx in workers:
             self.respawned_wrks[idx] = time.monotonic()
             logger.info("Respawning worker-%d", idx + 1)
-            old: Any = self.wrks.pop(idx)  # granian's WorkerProcess, untyped
+            old: Any = self.wrks.pop(idx)
             started = time.monotonic()
             new: Any = self._spawn_worker(idx=idx, target=spawn_target, callback_loader=target_loader)
             new.start()
@@ -139,6 +254,9 @@ class RecyclingServer(MPServer):
         return False
 
     def _handle_rss_signal(self, spawn_target: Any, target_loader: Any) -> None:
+        if not MEMORY_LEAD.applies():
+            super()._handle_rss_signal(spawn_target, target_loader)  # type: ignore[no-untyped-call]
+            return
         lead = self.boot_times.estimate() + ACCEPTING_SETTLE_SECONDS + self.rss_sample_interval
         workers: list[Any] = self.wrks
         live = {worker._id(): worker for worker in workers}
@@ -149,6 +267,27 @@ class RecyclingServer(MPServer):
         if to_restart:
             self._respawn_workers(to_restart, spawn_target, target_loader, delay=self.respawn_interval)
             self._metrics.incr_respawn_rss(len(to_restart))
+
+
+class BootFailures:
+    """Stands in for granian 2.8's `respawned_wrks` (worker index -> when it was respawned), which
+    its main loop reads for one thing: a dead worker's index counts as a crash loop, and stops the
+    server, when `now - respawned_wrks.get(idx, 0) <= 5.5`. This one answers "now" for a worker
+    that failed to boot and "never" for any other death, whatever granian recorded."""
+
+    NEVER = float("-inf")
+
+    def __init__(self, failed_to_boot: Callable[[int], bool]) -> None:
+        self.failed_to_boot = failed_to_boot
+
+    def __setitem__(self, idx: int, respawned_at: float) -> None:
+        """granian records each respawn: when it happened is not what tells a crash loop."""
+
+    def get(self, idx: int, default: float = 0.0) -> float:
+        return time.monotonic() if self.failed_to_boot(idx) else self.NEVER
+
+    def clear(self) -> None:
+        """Nothing recorded, nothing to forget."""
 
 
 class CloseWhileReading:
