@@ -14,7 +14,7 @@ from types import FrameType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TimeElapsedColumn
 
-from bench import machine, report, tables
+from bench import inprocess, machine, report, tables
 from bench.chart import write_chart
 from bench.load import LoadGenerator, Wrk
 from bench.pyload import PythonLoad
@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     estimate = plan.seconds + plan.servers * 1.5
     console.print(
         f"bench: {len(profiles)} profiles x {len(plan.worker_counts)} worker counts x {len(plan.apps)} apps"
-        f" x up to {len(plan.workloads)} workloads = {plan.points} points, GET / in {plan.rounds} rounds,"
+        f" x up to {len(plan.workloads)} workloads = {plan.points} points, GET / and POST /echo in"
+        f" {plan.rounds} rounds,"
         f" load generator: [bold]{generator.name}[/] (about {estimate / 60:.1f} min)"
     )
     # Ctrl-C and SIGTERM both unwind through the `finally` that stops every server by PID
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
+    console.print("bench: the cost of each layer of the service, in-process (about 30 s)")
+    layers = inprocess.layer_table(inprocess.measure(rounds=5, batch=32, requests=6000))
     with Progress(
         SpinnerColumn(),
         "{task.description}",
@@ -65,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan=plan,
         results=results,
         seconds=time.monotonic() - started,
+        layers=layers,
     )
     tables.print_tables(console, doc)
     report.write_json(doc, args.json)

@@ -11,25 +11,31 @@ from bench.runner import Plan, Results
 
 
 def ratios(results: Results) -> list[dict[str, Any]]:
-    """Per (profile, workers), requests/s on GET /: the service at the production defaults (access
-    line on) and with the access line off, each over bare FastAPI; the service over raw ASGI."""
-    rps = {(p.profile, p.workers, p.app): p.rps for p in results.points if p.workload == "get"}
+    """Per (profile, workers), requests/s on GET / and POST /echo: the service at the production
+    defaults (access line on) and with the access line off, each over bare FastAPI (the same
+    route code); the service over raw ASGI on GET /."""
+    rps = {(p.profile, p.workers, p.app, p.workload): p.rps for p in results.points}
+
+    def over(group: tuple[str, int], app: str, other: str, workload: str) -> float | None:
+        mine, theirs = rps.get((*group, app, workload)), rps.get((*group, other, workload))
+        return mine / theirs if mine and theirs else None
+
     rows = []
-    for profile, workers in dict.fromkeys((p, w) for p, w, _ in rps):
-        service, quiet, bare, raw = (
-            rps.get((profile, workers, app)) for app in ("service", "service-quiet", "bare", "raw")
-        )
+    for profile, workers in dict.fromkeys((p, w) for p, w, _, _ in rps):
+        group = (profile, workers)
         rows.append(
             {
                 "profile": profile,
                 "workers": workers,
-                "service_rps": service,
-                "service_quiet_rps": quiet,
-                "bare_rps": bare,
-                "raw_rps": raw,
-                "service_over_bare": service / bare if service and bare else None,
-                "service_quiet_over_bare": quiet / bare if quiet and bare else None,
-                "service_over_raw": service / raw if service and raw else None,
+                "service_rps": rps.get((*group, "service", "get")),
+                "service_quiet_rps": rps.get((*group, "service-quiet", "get")),
+                "bare_rps": rps.get((*group, "bare", "get")),
+                "raw_rps": rps.get((*group, "raw", "get")),
+                "service_over_bare": over(group, "service", "bare", "get"),
+                "service_quiet_over_bare": over(group, "service-quiet", "bare", "get"),
+                "service_over_raw": over(group, "service", "raw", "get"),
+                "echo_service_over_bare": over(group, "service", "bare", "echo"),
+                "echo_service_quiet_over_bare": over(group, "service-quiet", "bare", "echo"),
             }
         )
     return rows
@@ -43,6 +49,7 @@ def document(
     plan: Plan,
     results: Results,
     seconds: float,
+    layers: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     return {
         "machine": machine,
@@ -64,6 +71,7 @@ def document(
         "points": [asdict(p) for p in results.points],
         "servers": [{**asdict(s), "growth_mb": s.growth_mb} for s in results.servers],
         "ratios": ratios(results),
+        "layers_us": layers or {},
     }
 
 

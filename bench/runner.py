@@ -1,9 +1,9 @@
 """The benchmark matrix: profile x workers x app x workload; one server process per profile, workers, app.
 
-The ratios on `GET /` decide whether the service keeps up with bare FastAPI, so that point is
-measured in rounds: the servers of one (profile, workers) run side by side, each round measures
-every app once, one after the other, and each app's point is its median round. A burst of noise
-on a shared machine then lands on one round of one app, not on a whole ratio.
+The ratios on `GET /` and `POST /echo` decide whether the service keeps up with bare FastAPI,
+so those points are measured in rounds: the servers of one (profile, workers) run side by side,
+each round measures every app once, one after the other, and each app's point is its median
+round. A burst of noise on a shared machine then lands on one round of one app, not on a ratio.
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ APPS: dict[str, App] = {
         "bench.apps:service",
         "/readyz",
         settings={"APP_ACCESS_LOG": "false"},
-        workloads=frozenset({"get"}),
+        workloads=frozenset({"get", "echo"}),
         label="service, access log off",
     ),
     "bare": App("bare", "bench.apps:bare_fastapi", "/"),  # no /readyz: the first 200 on GET /
     "raw": App("raw", "bench.apps:raw_asgi", "/"),
 }
-# The workload measured in rounds, alternating the apps (see the module docstring).
-ROUNDS_WORKLOAD = "get"
+# The workloads measured in rounds, alternating the apps (see the module docstring).
+ROUNDS_WORKLOADS = ("get", "echo")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Plan:
         total = 0.0
         for app in self.apps:
             for workload in self.app_workloads(app):
-                if workload.key == ROUNDS_WORKLOAD and self.rounds > 1:
+                if workload.key in ROUNDS_WORKLOADS and self.rounds > 1:
                     total += self.warmup + self.rounds * (self.round_duration or self.duration)
                 else:
                     total += self.warmup + self.duration
@@ -227,29 +227,31 @@ def _measure_rounds(
     servers: dict[str, Server],
     points: dict[str, list[Point]],
 ) -> None:
-    """Round after round, each app once on the rounds workload; each point keeps its median round."""
-    workload = next((w for w in plan.workloads if w.key == ROUNDS_WORKLOAD), None)
-    if workload is None or plan.rounds < 2:
+    """Round after round, each app once on each rounds workload; each point keeps its median round."""
+    if plan.rounds < 2:
         return
-    in_rounds = {key: point for key in servers for point in points[key] if point.workload == ROUNDS_WORKLOAD}
-    samples: dict[str, list[Point]] = {key: [] for key in in_rounds}
     measured = replace(plan, duration=plan.round_duration or plan.duration)
-    for number in range(plan.rounds):
+    for workload in (w for w in plan.workloads if w.key in ROUNDS_WORKLOADS):
+        in_rounds = {key: point for key in servers for point in points[key] if point.workload == workload.key}
+        samples: dict[str, list[Point]] = {key: [] for key in in_rounds}
+        for number in range(plan.rounds):
+            for key, point in in_rounds.items():
+                progress(
+                    f"{point.profile} x{point.workers} {key}: {workload.label} round {number + 1}", False
+                )
+                sample = Point(point.profile, point.workers, key, workload.key)
+                # Each app is warmed up before its first round only.
+                _measure(
+                    measured if number == 0 else replace(measured, warmup=0.0),
+                    generator,
+                    servers[key],
+                    workload,
+                    sample,
+                )
+                samples[key].append(sample)
         for key, point in in_rounds.items():
-            progress(f"{point.profile} x{point.workers} {key}: {workload.label} round {number + 1}", False)
-            sample = Point(point.profile, point.workers, key, workload.key)
-            # Each app is warmed up before its first round only.
-            _measure(
-                measured if number == 0 else replace(measured, warmup=0.0),
-                generator,
-                servers[key],
-                workload,
-                sample,
-            )
-            samples[key].append(sample)
-    for key, point in in_rounds.items():
-        _keep_median(point, samples[key])
-        progress(f"{point.profile} x{point.workers} {key}: {workload.label}", True)
+            _keep_median(point, samples[key])
+            progress(f"{point.profile} x{point.workers} {key}: {workload.label}", True)
 
 
 def _note_memory_after(server: Server, run: ServerRun) -> None:
@@ -314,7 +316,7 @@ def default_plan(
             profiles=profiles,
             worker_counts=[1],
             apps=list(APPS.values()),
-            workloads=[WORKLOADS["get"]],
+            workloads=[WORKLOADS["get"], WORKLOADS["echo"]],
             duration=duration or 3.0,
             warmup=1.0,
             connections=connections,

@@ -48,9 +48,11 @@ def server_rows(doc: dict[str, Any]) -> Rows:
         "serving procs",
         "RSS/worker MB",
         "RSS growth MB",
-        "svc/bare",
+        "GET / svc/bare",
         "svc quiet/bare",
         "svc/raw",
+        "POST /echo svc/bare",
+        "svc quiet/bare",
     ]
     ratio = {(r["profile"], r["workers"]): r for r in doc["ratios"]}
     rows = []
@@ -69,8 +71,20 @@ def server_rows(doc: dict[str, Any]) -> Rows:
                 _num(r.get("service_over_bare"), 2),
                 _num(r.get("service_quiet_over_bare"), 2),
                 _num(r.get("service_over_raw"), 2),
+                _num(r.get("echo_service_over_bare"), 2),
+                _num(r.get("echo_service_quiet_over_bare"), 2),
             ]
         )
+    return header, rows
+
+
+def layer_rows(doc: dict[str, Any]) -> Rows:
+    """The in-process cost of each layer (bench/inprocess.py), per route."""
+    layers = doc.get("layers_us") or {}
+    routes = list(layers)
+    names = list(dict.fromkeys(name for by_layer in layers.values() for name in by_layer))
+    header = ["layer", *routes]
+    rows = [[name, *(_num(layers[route].get(name), 1) for route in routes)] for name in names]
     return header, rows
 
 
@@ -100,10 +114,11 @@ def print_tables(console: Console, doc: dict[str, Any]) -> None:
             throughput_rows(doc),
         ),
         (
-            "Service app per profile (ratios: requests/s on GET /; svc: production defaults,"
+            "Service app per profile (ratios of requests/s, same route code; svc: production defaults,"
             " svc quiet: access log off)",
             server_rows(doc),
         ),
+        ("What each layer of the service costs, µs per request (in-process)", layer_rows(doc)),
     ):
         table = Table(title=title, title_justify="left")
         for index, name in enumerate(header):
@@ -175,12 +190,25 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
     parts += [
         "## Service app per profile",
         "",
-        "Ratios of requests/s on `GET /`: `svc/bare` is the service at the production defaults"
-        " (access line on) over bare FastAPI, `svc quiet/bare` the service with the access log off.",
+        "Ratios of requests/s on `GET /` and `POST /echo` (the same route code in both apps):"
+        " `svc/bare` is the service at the production defaults (access line on) over bare FastAPI,"
+        " `svc quiet/bare` the service with the access log off.",
         "",
         markdown_table(*server_rows(doc)),
         "",
     ]
+    if doc.get("layers_us"):
+        parts += [
+            "## What each layer costs",
+            "",
+            "Microseconds per request, the app called in-process (bench/inprocess.py: no server, 32"
+            " requests per event-loop iteration, apps alternated, median round), measured at the start"
+            " of this run. `bare FastAPI` is the whole app; each row below it is what one layer of the"
+            " service adds.",
+            "",
+            markdown_table(*layer_rows(doc)),
+            "",
+        ]
     parts += ["## Throughput", "", markdown_table(*throughput_rows(doc)), ""]
     uneven = uneven_lines(doc) or ["none"]
     parts += ["## Uneven points", "", *(f"- {line}" for line in uneven), ""]
