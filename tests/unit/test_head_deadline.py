@@ -1,6 +1,6 @@
 """The request-head timer both protocols share (deploy/head_deadline.py), on a real event loop.
 
-tests/unit/test_gunicorn_asgi_worker.py checks it through gunicorn's ASGI protocol; the last
+tests/unit/test_gunicorn_internals.py checks it through gunicorn's ASGI protocol; the last
 tests here check it through the uvicorn protocol over 127.0.0.1, which has no unit test of its
 own otherwise (tests/resilience/test_limits.py checks both through real server processes).
 """
