@@ -49,9 +49,10 @@ HEAD_DEADLINE = CarriedPatch(
         "trickling connection stays open"
     ),
     upstream=(
-        "none filed (https://github.com/benoitc/gunicorn/pull/3735 enforces `keepalive` between "
-        "requests only); the change that deletes it: the ASGI worker times the request head, from "
-        "connection or from the previous response, as its `timeout`-like setting for other workers"
+        "none filed (https://github.com/benoitc/gunicorn/pull/3735, open, enforces `keepalive` "
+        "between requests only, not before the first); the change that deletes it: a setting of the "
+        "ASGI worker that closes a connection whose request head is not complete within it, counted "
+        "from connection and from the end of the previous response"
     ),
     module=MODULE,
     settings=("request_head_timeout",),
