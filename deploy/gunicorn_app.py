@@ -24,7 +24,7 @@ from gunicorn.app.base import BaseApplication
 
 from deploy.carried import CarriedPatch
 from deploy.common import SHM_DIR, bind_address
-from deploy.gunicorn_hooks import child_exit, post_fork, post_worker_init, when_ready
+from deploy.gunicorn_hooks import MEMORY_CHECK_SECONDS, child_exit, post_fork, post_worker_init, when_ready
 from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import INERT_PROXY_LIST, Native, Profile, Support
 from service.logs import log_config
@@ -130,7 +130,8 @@ GUNICORN_SETTINGS: dict[str, Support] = {
     "forwarded_allow_ips": Native("gunicorn.forwarded_allow_ips", INERT_PROXY_LIST),
     "worker_timeout": Native("gunicorn.timeout", "gunicorn's heartbeat: SIGABRT, then SIGKILL"),
     "max_worker_memory": Native(
-        "worker_memory.max_mib", "each worker checks itself every 0.5 s and stops gracefully (SIGTERM)"
+        "worker_memory.max_mib",
+        f"each worker checks itself every {MEMORY_CHECK_SECONDS:g} s and stops gracefully, with SIGTERM",
     ),
 }
 

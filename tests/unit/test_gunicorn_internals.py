@@ -357,3 +357,22 @@ def test_a_worker_well_under_its_memory_limit_keeps_serving() -> None:
     size = resident_bytes(os.getpid())
     assert size is not None
     assert _retirements(size * 4, seconds=0.5) == []
+
+
+RETIRE_PROBE = textwrap.dedent(
+    """
+    import logging, time
+    from types import SimpleNamespace
+    from deploy.gunicorn_hooks import post_worker_init
+    worker = SimpleNamespace(app=SimpleNamespace(max_worker_memory=1), log=logging.getLogger(), pid=0)
+    post_worker_init(worker)  # every worker is over 1 MiB
+    time.sleep(10)
+    """
+)
+
+
+def test_post_worker_init_stops_a_worker_over_the_limit_with_gunicorns_graceful_signal() -> None:
+    started = time.monotonic()
+    probe = subprocess.run([sys.executable, "-c", RETIRE_PROBE], capture_output=True, timeout=30, check=False)
+    assert probe.returncode == -signal.SIGTERM
+    assert time.monotonic() - started < 8
