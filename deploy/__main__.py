@@ -23,7 +23,6 @@ from deploy.profiles import PROFILES, load_profile
 from service import tracing
 from service.logs import log_config
 from service.settings import Settings, SettingsError, get_settings
-from service.versions import UnsupportedVersionError
 
 EXIT_USAGE = 2
 
@@ -46,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return reload.run(name, settings)
         check_address(settings)
         return _launch(resolve(name, settings))
-    except (SettingsError, UnsupportedSettingError, UnsupportedVersionError) as error:
+    except (SettingsError, UnsupportedSettingError) as error:
         print(f"asgi-deploy: {error}", file=sys.stderr)
         return EXIT_USAGE
 

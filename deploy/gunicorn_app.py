@@ -1,9 +1,12 @@
-"""What both gunicorn profiles share: the options, the arbiter and the application object.
+"""What both gunicorn profiles share: the options, the server hooks and the application object.
 
 The gunicorn profile (uvicorn workers, deploy/gunicorn.py) and the gunicorn-asgi
 profile (gunicorn's own ASGI worker, deploy/gunicorn_asgi.py) differ in the worker
 only. This module imports neither worker, so a gunicorn-asgi process never loads
 uvicorn and click (about 3 MB of RSS in each worker).
+
+The hooks are gunicorn's public server hooks (deploy/gunicorn_hooks.py); what needs
+gunicorn's internals is in deploy/gunicorn_internals.py, used only within its tested range.
 
 Every gunicorn setting that matters is set explicitly, so gunicorn's own
 environment fallbacks (`WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS`,
@@ -13,30 +16,22 @@ environment fallbacks (`WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS`,
 from __future__ import annotations
 
 import pkgutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.arbiter import Arbiter
 
 from deploy.carried import CarriedPatch
 from deploy.common import SHM_DIR, bind_address
-from deploy.lifecycle import die_with_parent, is_stopped
-from deploy.memory_limit import MIB, MemoryWatch
+from deploy.gunicorn_hooks import MEMORY_CHECK_SECONDS, child_exit, post_fork, post_worker_init, when_ready
+from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import INERT_PROXY_LIST, Native, Profile, Support
 from service.logs import log_config
 from service.settings import Settings
-from service.versions import require
-
-# The arbiter's loop sleeps at most this long between turns (gunicorn's Arbiter.sleep).
-ARBITER_TURN_SECONDS = 1.0
-
-require("gunicorn", ">=27,<28", "deploy/gunicorn_app.py (Arbiter.handle_int)")
 
 
-def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:
+def gunicorn_options(settings: Settings, worker_class: str | type[Any]) -> dict[str, Any]:
     return {
         "bind": [bind_address(settings.host, settings.port)],
         "workers": settings.workers,
@@ -57,59 +52,15 @@ def gunicorn_options(settings: Settings, worker_class: str) -> dict[str, Any]:
         "preload_app": False,
         "reuse_port": False,
         "control_socket_disable": True,  # it would write under $HOME: read-only in the image
-        "child_exit": child_exit,
+        # gunicorn's public server hooks (deploy/gunicorn_hooks.py)
+        "when_ready": when_ready,
         "post_fork": post_fork,
+        "post_worker_init": post_worker_init,
+        "child_exit": child_exit,
         # gunicorn's heartbeat: a worker whose loop has not notified the arbiter for this long
         # is killed (SIGABRT, then SIGKILL) and replaced; 0 turns it off, as APP_WORKER_TIMEOUT.
         "timeout": settings.worker_timeout,
     }
-
-
-def post_fork(server: Any, worker: Any) -> None:
-    """Each worker dies with the arbiter: no orphan keeps serving (and the port) after a SIGKILL."""
-    die_with_parent(worker.ppid)
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live metric gauges, so in-progress counts stay true after a crash."""
-    from service.metrics import worker_exited  # noqa: PLC0415 - only once the metrics dir is exported
-
-    worker_exited(worker.pid, server.app.metrics_dir)
-
-
-class ServiceArbiter(Arbiter):  # type: ignore[misc]
-    """gunicorn's arbiter, plus: SIGINT drains like SIGTERM (gunicorn's own SIGINT is a quick,
-    request-dropping stop), and a worker over APP_MAX_WORKER_MEMORY is recycled.
-
-    Memory recycling is gunicorn's own request-limit recycling, triggered by size: the worker
-    gets SIGTERM (stops accepting, finishes what it has, exits) and the arbiter replaces it,
-    while the other workers serve. Checked on every turn of the arbiter's loop (about 1 s),
-    with deploy/memory_limit.py's rule: a worker that would pass the limit before the next
-    turn goes at this one.
-    """
-
-    def __init__(self, app: GunicornApplication) -> None:
-        super().__init__(app)
-        self.memory = MemoryWatch(app.max_worker_memory * MIB)
-        self.recycling: set[int] = set()
-
-    def handle_int(self) -> None:
-        self.handle_term()
-
-    def murder_workers(self) -> None:
-        super().murder_workers()
-        for pid, worker in list(self.WORKERS.items()):
-            # gunicorn's first blow is SIGABRT, which a stopped worker leaves pending; its
-            # SIGKILL follows one loop later. A stopped worker gets it at once.
-            if worker.aborted and is_stopped(pid):
-                self.kill_worker(pid, signal.SIGKILL)
-        if not self.memory.limit_bytes:
-            return
-        self.recycling &= set(self.WORKERS)
-        for pid, why in self.memory.to_retire(set(self.WORKERS) - self.recycling, ARBITER_TURN_SECONDS):
-            self.log.info("worker %s %s; replacing it", pid, why)
-            self.recycling.add(pid)
-            self.kill_worker(pid, signal.SIGTERM)
 
 
 class GunicornApplication(BaseApplication):  # type: ignore[misc]
@@ -140,7 +91,7 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         return pkgutil.resolve_name(self.app_import)
 
     def run(self) -> None:
-        ServiceArbiter(self).run()
+        arbiter_class()(self).run()  # gunicorn's arbiter, or ours (deploy/gunicorn_internals.py)
 
 
 def gunicorn_native_config(
@@ -151,7 +102,7 @@ def gunicorn_native_config(
         "app": settings.asgi_app,  # resolved by GunicornApplication.load in each worker
         "gunicorn": options,
         worker_key: worker,
-        "arbiter": {"max_worker_memory": settings.max_worker_memory},  # MiB, read by ServiceArbiter
+        "worker_memory": {"max_mib": settings.max_worker_memory},  # read by each worker's memory watch
     }
 
 
@@ -161,7 +112,7 @@ def application_from(native: dict[str, Any], worker_key: str, settings: Settings
         options=native["gunicorn"],
         worker_overrides=native[worker_key],
         metrics_dir=settings.metrics_dir,
-        max_worker_memory=native["arbiter"]["max_worker_memory"],
+        max_worker_memory=native["worker_memory"]["max_mib"],
     )
 
 
@@ -179,7 +130,8 @@ GUNICORN_SETTINGS: dict[str, Support] = {
     "forwarded_allow_ips": Native("gunicorn.forwarded_allow_ips", INERT_PROXY_LIST),
     "worker_timeout": Native("gunicorn.timeout", "gunicorn's heartbeat: SIGABRT, then SIGKILL"),
     "max_worker_memory": Native(
-        "arbiter.max_worker_memory", "checked each turn of the arbiter's loop; SIGTERM recycles"
+        "worker_memory.max_mib",
+        f"each worker checks itself every {MEMORY_CHECK_SECONDS:g} s and stops gracefully, with SIGTERM",
     ),
 }
 
@@ -205,5 +157,5 @@ def gunicorn_profile(
         settings={**GUNICORN_SETTINGS, **worker_settings},
         build=build,
         serve=serve,
-        carried=carried,
+        carried=(STOPPED_WORKER_KILL, *carried),
     )

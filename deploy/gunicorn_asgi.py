@@ -1,9 +1,10 @@
 """Gunicorn with its own built-in ASGI worker (`-k asgi`, gunicorn >= 24): no uvicorn in the request path.
 
 Everything but the worker is what both gunicorn profiles share (deploy/gunicorn_app.py).
-The worker is gunicorn's, subclassed (deploy/gunicorn_asgi_worker.py) for the one thing it
-lacks: a request-head deadline, so silent or trickling connections are closed
-after APP_REQUEST_HEAD_TIMEOUT seconds as on the other profiles.
+The worker is gunicorn's, subclassed (deploy/gunicorn_internals.py `head_timeout_worker`) for
+the one thing it lacks: a request-head deadline, so silent or trickling connections are closed
+after APP_REQUEST_HEAD_TIMEOUT seconds as on the other profiles. Outside that patch's tested
+gunicorn releases, the worker is gunicorn's own `asgi`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from deploy.gunicorn_app import (
     gunicorn_options,
     gunicorn_profile,
 )
-from deploy.gunicorn_asgi_worker import WORKER_SETTING
+from deploy.gunicorn_internals import HEAD_DEADLINE, WORKER_SETTING, head_timeout_worker
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Refused
 from service.settings import Settings
 
-WORKER_CLASS = "deploy.gunicorn_asgi_worker.HeadTimeoutASGIWorker"
 WORKER_KEY = "asgi_worker"  # the worker's part of the native config
 
 
@@ -31,8 +31,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
 
 def options(settings: Settings) -> dict[str, Any]:
     return {
-        # gunicorn's `asgi` worker, plus a request-head deadline
-        **gunicorn_options(settings, WORKER_CLASS),
+        # gunicorn's `asgi` worker, plus a request-head deadline where that patch applies
+        **gunicorn_options(settings, head_timeout_worker() if HEAD_DEADLINE.applies() else "asgi"),
         "asgi_loop": "uvloop",
         "asgi_lifespan": "on",
         "root_path": "",  # applied by the app, see service/app.py
@@ -43,7 +43,7 @@ def options(settings: Settings) -> dict[str, Any]:
 
 
 def worker_overrides(settings: Settings) -> dict[str, Any]:
-    """What each worker runs with beyond gunicorn's own settings (read by HeadTimeoutASGIWorker)."""
+    """What each worker runs with beyond gunicorn's own settings (read by head_timeout_worker())."""
     return {WORKER_SETTING: settings.request_head_timeout}
 
 
@@ -61,8 +61,9 @@ PROFILE = gunicorn_profile(
         "ws_ping_interval": Refused(f"gunicorn-asgi {NO_PINGS}"),
         "ws_ping_timeout": Refused(f"gunicorn-asgi {NO_PING_TIMEOUT}"),
         "request_head_timeout": Native(
-            f"asgi_worker.{WORKER_SETTING}", "read by deploy/gunicorn_asgi_worker.py's protocol"
+            f"asgi_worker.{WORKER_SETTING}", "read by deploy/gunicorn_internals.py's protocol"
         ),
         "graceful_timeout": Native("gunicorn.graceful_timeout", "the ASGI worker drains this long itself"),
     },
+    carried=(HEAD_DEADLINE,),
 )

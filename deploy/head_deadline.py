@@ -1,6 +1,6 @@
 """A connection's deadline for its next request head, shared by our two protocols.
 
-deploy/uvicorn_internals.py and deploy/gunicorn_asgi_worker.py close a connection
+deploy/uvicorn_internals.py and deploy/gunicorn_internals.py close a connection
 whose request head is not complete in time (a slowloris defence), each at its own
 server's hook points. The timer is the same for both and lives here; what differs,
 whether the connection may be closed when it fires, stays in each protocol's

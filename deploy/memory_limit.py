@@ -1,5 +1,6 @@
-"""APP_MAX_WORKER_MEMORY's one rule, for every main process that recycles workers by memory itself
-(deploy/supervisor.py for uvicorn and hypercorn, deploy/granian_internals.py in granian's main process).
+"""APP_MAX_WORKER_MEMORY's one rule, wherever workers are recycled by memory (deploy/supervisor.py
+for uvicorn and hypercorn, deploy/granian_internals.py in granian's main process, and each gunicorn
+worker for itself, deploy/gunicorn_hooks.py).
 
 A worker retired for memory serves on until its replacement serves (no gap), and keeps
 growing meanwhile: retired only once past the limit, it would pass it by that boot's growth.

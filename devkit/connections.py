@@ -1,7 +1,7 @@
 """One client connection over 127.0.0.1 to an asyncio protocol under test, and reading from it.
 
 Shared by the protocol tests of the request-head deadline (tests/unit/test_head_deadline.py,
-tests/unit/test_gunicorn_asgi_worker.py).
+tests/unit/test_gunicorn_internals.py).
 """
 
 from __future__ import annotations

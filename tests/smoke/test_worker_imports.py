@@ -11,7 +11,7 @@ import pytest
 WORKER_IMPORTS = {
     "hypercorn": "deploy.hypercorn",
     "granian": "deploy.granian",
-    "gunicorn-asgi": "deploy.gunicorn_asgi, deploy.gunicorn_asgi_worker",
+    "gunicorn-asgi": "deploy.gunicorn_asgi, deploy.gunicorn_internals",
 }
 
 

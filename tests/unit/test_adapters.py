@@ -15,7 +15,7 @@ from deploy import gunicorn as gunicorn_adapter
 from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
-from deploy.gunicorn_asgi_worker import HeadTimeoutASGIWorker
+from deploy.gunicorn_internals import head_timeout_worker
 from deploy.profile import Refused, UnsupportedSettingError, lookup
 from deploy.profiles import PROFILES, load_profile
 from deploy.uvicorn_internals import HeadTimeoutHttpToolsProtocol
@@ -116,8 +116,8 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
     "max_worker_memory": {
         "uvicorn": ("supervisor.max_memory_mib", 300),
         "hypercorn": ("supervisor.max_memory_mib", 300),
-        "gunicorn": ("arbiter.max_worker_memory", 300),
-        "gunicorn-asgi": ("arbiter.max_worker_memory", 300),
+        "gunicorn": ("worker_memory.max_mib", 300),
+        "gunicorn-asgi": ("worker_memory.max_mib", 300),
         "granian": ("workers_max_rss", 300),
     },
     "max_requests_jitter": {
@@ -183,7 +183,7 @@ def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
     assert (native["asgi_loop"], native["asgi_lifespan"]) == ("uvloop", "on")
     application = gunicorn_asgi_adapter.application(settings)
     worker_class = application.cfg.worker_class
-    assert worker_class is HeadTimeoutASGIWorker
+    assert worker_class is head_timeout_worker()
     assert issubclass(worker_class, ASGIWorker)
     worker = worker_class(0, 0, [], application, 30, application.cfg, None)
     worker.tmp.close()

@@ -1,6 +1,6 @@
 """The request-head timer both protocols share (deploy/head_deadline.py), on a real event loop.
 
-tests/unit/test_gunicorn_asgi_worker.py checks it through gunicorn's ASGI protocol and
+tests/unit/test_gunicorn_internals.py checks it through gunicorn's ASGI protocol and
 tests/unit/test_uvicorn_internals.py through uvicorn's (tests/resilience/test_limits.py checks
 both through real server processes).
 """
