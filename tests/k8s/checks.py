@@ -660,7 +660,7 @@ def check_prometheus_rules(objs: list[Obj], rule_groups: list[Obj], runbook_anch
             problems.append(f"{where}: apiVersion {rule.get('apiVersion')!r}, expected {SERVICE_MONITOR_API}")
         if _namespace(rule) not in namespaces:
             problems.append(
-                f"{where}: namespace {_namespace(rule)!r} is not the Service's {sorted(namespaces)}"
+                f"{where}: namespace {_namespace(rule)!r} is not the Service's {sorted(map(str, namespaces))}"
             )
         groups = rule.get("spec", {}).get("groups")
         if groups != rule_groups:
