@@ -137,12 +137,15 @@ def recording_rules(p: Parameters) -> list[dict[str, str]]:
             "expr": f"sum by ({SERVICE}) (rate({requests}[5m]))",
         }
     ]
+    # A service that never answered a 5xx has no 5xx series at all: `or 0 * ...` records 0 then,
+    # not nothing (a dashboard would show "no data", and 0 is the truth).
     for window in WINDOWS:
         rules.append(
             {
                 "record": f"asgi_deploy:http_requests_errors:ratio_rate{window}",
                 "expr": (
-                    f"sum by ({SERVICE}) (rate({errors}[{window}]))\n"
+                    f"(\n  sum by ({SERVICE}) (rate({errors}[{window}]))\n"
+                    f"  or 0 * sum by ({SERVICE}) (rate({requests}[{window}]))\n)\n"
                     f"/ sum by ({SERVICE}) (rate({requests}[{window}]))"
                 ),
             }
@@ -157,14 +160,18 @@ def recording_rules(p: Parameters) -> list[dict[str, str]]:
                 ),
             }
         )
+    # A worker is a pid with resident memory. `> 0` leaves out the main process, which publishes
+    # the per-worker series as 0 once it has handled a worker's exit (uvicorn, hypercorn, gunicorn).
     workers = _sel(p, "process_worker_resident_memory_bytes")
+    abnormal = _sel(p, "realtime_sessions_ended_total", _ABNORMAL)
+    websocket = _sel(p, "realtime_sessions_ended_total", _WEBSOCKET)
     rules += [
         {
             # The concurrency limit is per worker: a pod takes workers x APP_MAX_CONCURRENCY at once.
             "record": "asgi_deploy_instance:http_requests_in_progress:ratio_capacity",
             "expr": (
                 f"sum by ({POD}) ({_sel(p, 'http_requests_in_progress')})\n"
-                f"/ ({p.max_concurrency} * count by ({POD}) ({workers}))"
+                f"/ ({p.max_concurrency} * count by ({POD}) ({workers} > 0))"
             ),
         },
         {
@@ -174,17 +181,17 @@ def recording_rules(p: Parameters) -> list[dict[str, str]]:
             # pods already running 15 minutes ago count: a new pod's first workers are no restart.
             "record": "asgi_deploy_instance:worker_starts:count15m",
             "expr": (
-                f"count by ({POD}) ({workers} unless on ({POD}, pid) {workers} offset 15m)\n"
-                f"and on ({POD}) count by ({POD}) ({workers} offset 15m)\n"
-                f"or on ({POD}) 0 * count by ({POD}) ({workers} offset 15m)"
+                f"count by ({POD}) ({workers} > 0 unless on ({POD}, pid) {workers} offset 15m > 0)\n"
+                f"and on ({POD}) count by ({POD}) ({workers} offset 15m > 0)\n"
+                f"or on ({POD}) 0 * count by ({POD}) ({workers} offset 15m > 0)"
             ),
         },
         {
             "record": "asgi_deploy:websocket_sessions_abnormal:ratio_rate10m",
             "expr": (
-                f"sum by ({SERVICE}) (rate({_sel(p, 'realtime_sessions_ended_total', _ABNORMAL)}[10m]))\n"
-                f"/ sum by ({SERVICE}) "
-                f"(rate({_sel(p, 'realtime_sessions_ended_total', _WEBSOCKET)}[10m]))"
+                f"(\n  sum by ({SERVICE}) (rate({abnormal}[10m]))\n"
+                f"  or 0 * sum by ({SERVICE}) (rate({websocket}[10m]))\n)\n"
+                f"/ sum by ({SERVICE}) (rate({websocket}[10m]))"
             ),
         },
     ]
@@ -374,10 +381,9 @@ def groups(parameters: Parameters | None = None) -> list[dict[str, Any]]:
         alert["expr"] = _scale_expr(alert["expr"], p.window_scale)
         alert["for"] = scaled(alert["for"], p.window_scale) if alert["for"] != "0s" else "0s"
     records = [{**rule, "expr": _scale_expr(rule["expr"], p.window_scale)} for rule in recording_rules(p)]
-    return [
-        {"name": "asgi-deploy.rules", "rules": records},
-        {"name": "asgi-deploy.alerts", "rules": alerts},
-    ]
+    # One group: its rules are evaluated in order, so every alert reads the recordings of the
+    # same evaluation (two groups run independently, and an alert could read the previous one).
+    return [{"name": "asgi-deploy", "rules": records + alerts}]
 
 
 class _Literal(str):

@@ -262,7 +262,11 @@ def _workers(panels: Panels, p: Parameters, sel: str) -> None:
     panels.add(
         "Workers and worker starts",
         [
-            (f"count by (instance) (process_worker_resident_memory_bytes{{{sel}}})", "{{instance}} workers"),
+            (
+                # `> 0`: not the main process (see devkit/alert_rules.py)
+                f"count by (instance) (process_worker_resident_memory_bytes{{{sel}}} > 0)",
+                "{{instance}} workers",
+            ),
             (
                 f'asgi_deploy_instance:worker_starts:count15m{{job="{p.job}", namespace=~"$namespace"}}',
                 "{{instance}} started in 15m",
