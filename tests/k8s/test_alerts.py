@@ -284,3 +284,58 @@ def test_service_monitor_labels_series_with_the_profile(render_variant: Callable
 def test_promtool_is_on_the_ci_tool_list() -> None:
     """CI installs Debian's prometheus package (prometheus and promtool), so these tests run there."""
     assert re.search(r"for tool in [^;]*\bprometheus\b", (REPO_ROOT / ".ci" / "run").read_text())
+
+
+def _restart_case(new_pids: int) -> dict[str, Any]:
+    """Pod a answers 100 requests a minute; `new_pids` workers start at 31m."""
+    pod = 'job="asgi-deploy", namespace="shop", instance="a"'
+    series = [
+        {
+            "series": f'http_requests_total{{{pod}, method="GET", route="/", status="200"}}',
+            "values": "0+100x50",
+        },
+        {"series": f'process_worker_resident_memory_bytes{{{pod}, pid="1"}}', "values": "1x30 stale"},
+    ]
+    series += [
+        {"series": f'process_worker_resident_memory_bytes{{{pod}, pid="{100 + n}"}}', "values": "_x30 1x20"}
+        for n in range(new_pids)
+    ]
+    return {"interval": "1m", "input_series": series}
+
+
+def test_restarts_that_max_requests_explains_do_not_alert(promtool: str, tmp_path: Path) -> None:
+    """With APP_MAX_REQUESTS=1000, 1500 requests in 15 minutes explain 1.5 starts: 3 starts are
+    1.5 unexplained (silent), 5 starts 3.5 (an alert)."""
+    rules = alert_rules.rule_file(alert_rules.Parameters(max_requests=1000))
+    (tmp_path / "rules.yaml").write_text(rules)
+    quiet = {
+        **_restart_case(3),
+        "alert_rule_test": [{"eval_time": "40m", "alertname": "AsgiDeployWorkerRestarts"}],
+    }
+    loud = {
+        **_restart_case(5),
+        "promql_expr_test": [
+            {
+                "expr": "asgi_deploy_instance:worker_starts:count15m",
+                "eval_time": "40m",
+                "exp_samples": [
+                    {
+                        "labels": 'asgi_deploy_instance:worker_starts:count15m{job="asgi-deploy", '
+                        'namespace="shop", instance="a"}',
+                        "value": 5,
+                    }
+                ],
+            }
+        ],
+    }
+    cases = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [quiet, loud]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(cases))
+    result = run([promtool, "test", "rules", str(tmp_path / "test.yaml")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Expecting the 5-start pod to stay silent fails: it fires, with 3.5 unexplained starts.
+    loud["alert_rule_test"] = [{"eval_time": "40m", "alertname": "AsgiDeployWorkerRestarts"}]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(cases))
+    result = run([promtool, "test", "rules", str(tmp_path / "test.yaml")])
+    assert result.returncode != 0
+    assert "AsgiDeployWorkerRestarts" in result.stdout + result.stderr
+    assert "3.5 more workers started" in result.stdout + result.stderr
