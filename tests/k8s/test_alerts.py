@@ -339,3 +339,34 @@ def test_restarts_that_max_requests_explains_do_not_alert(promtool: str, tmp_pat
     assert result.returncode != 0
     assert "AsgiDeployWorkerRestarts" in result.stdout + result.stderr
     assert "3.5 more workers started" in result.stdout + result.stderr
+
+
+def test_dashboard_layout() -> None:
+    """Unique panel ids, panels inside the 24-column grid and never on top of each other, every
+    query on the dashboard's data source variable."""
+    board = json.loads(dashboard.DASHBOARD.read_text())
+    panels = board["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= dashboard.WIDTH, panel["title"]
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & area, f"{panel['title']} overlaps another panel"
+        cells |= area
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}"
+
+
+def test_rules_for_other_settings_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """What docs/alerts.md tells a gunicorn overlay's user to run."""
+    alert_rules.main(["--max-worker-memory-mib", "320", "--max-requests", "10000", "--operator"])
+    document = yaml.safe_load(capsys.readouterr().out)
+    assert document["kind"] == "PrometheusRule"
+    exprs = {r.get("alert"): r["expr"] for g in document["spec"]["groups"] for r in g["rules"]}
+    assert exprs["AsgiDeployWorkerMemoryNearLimit"].endswith(f"> 0.9 * {320 * alert_rules.MIB}")
+    assert "/ 10000 >= 3" in exprs["AsgiDeployWorkerRestarts"]

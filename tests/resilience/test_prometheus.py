@@ -1,20 +1,23 @@
 """The project's rules in a real Prometheus scraping a real 2-worker service.
 
 Prometheus (the distribution's package, on 127.0.0.1, its storage in a temporary directory,
-stopped by PID) scrapes the service every second and evaluates the shipped rules generated
-with `window_scale=1/60` (devkit/alert_rules.py): an hour is a minute, 5 minutes are 5 s, a
-`for` of 2 minutes is 2 s. That parameter exists for this test; the shipped files never use it.
+stopped by PID) scrapes the service every second and evaluates the shipped rules, generated
+(devkit/alert_rules.py) for this server's APP_MAX_CONCURRENCY and with `window_scale=1/60`: an
+hour is a minute, 5 minutes are 5 s, a `for` of 2 minutes is 2 s. That parameter exists for
+this test; the shipped files never use it.
 
-Clean traffic first, with slow requests: the error ratio is recorded as exactly 0 and the
-fast-burn alert stays silent; requests held open show as the exact share of the pod's
-capacity (workers x APP_MAX_CONCURRENCY); a worker killed by PID and replaced is counted as
-one worker start. Then a share of the requests fail with 500: the recorded error ratio
-follows, and the fast-burn alert goes pending, then firing.
+Clean traffic first, with slow requests, a WebSocket session and an event stream: the error
+ratio is recorded as exactly 0 and the fast-burn alert stays silent; requests held open show as
+the exact share of the pod's capacity (workers x APP_MAX_CONCURRENCY); a worker killed by PID
+and replaced is counted as one worker start. Then a share of the requests fail with 500: the
+recorded error ratio follows, and the fast-burn alert goes pending, then firing. Last, every
+query of the dashboard (k8s/components/dashboard) runs in this Prometheus and has data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +29,9 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
+from devkit import dashboard
 from devkit.alert_rules import Parameters, rule_file
 from devkit.process import LOOPBACK, ServerProcess, free_port, running_server
 from tests.resilience.support import wait_for, wait_workers
@@ -35,12 +40,13 @@ from tests.support.tools import require_tools
 pytestmark = pytest.mark.resilience
 
 WINDOW_SCALE = 1 / 60
+SCRAPE_SECONDS = 1
 MAX_CONCURRENCY = 10
 WORKERS = 2
 HELD = 6  # requests held open for the saturation figure
 PROMETHEUS_CONFIG = """\
 global:
-  scrape_interval: 1s
+  scrape_interval: {scrape}s
   scrape_timeout: 900ms
   evaluation_interval: 1s
 rule_files:
@@ -79,9 +85,8 @@ class Prometheus:
 def running_prometheus(target: str, rules: str, folder: Path) -> Iterator[Prometheus]:
     prometheus = require_tools("prometheus", install="apt-get install prometheus")["prometheus"]
     (folder / "rules.yaml").write_text(rules)
-    (folder / "prometheus.yml").write_text(
-        PROMETHEUS_CONFIG.format(rules=folder / "rules.yaml", target=target)
-    )
+    config = PROMETHEUS_CONFIG.format(rules=folder / "rules.yaml", target=target, scrape=SCRAPE_SECONDS)
+    (folder / "prometheus.yml").write_text(config)
     port = free_port()
     log = (folder / "prometheus.log").open("wb")
     process = subprocess.Popen(
@@ -149,11 +154,29 @@ class Traffic:
             time.sleep(0.02)
 
 
-def eventually(
-    probe: Callable[[], bool], what: str, prometheus: Prometheus, timeout: float = WAIT_SECONDS
-) -> None:
+def eventually(probe: Callable[[], bool], what: Callable[[], str], timeout: float = WAIT_SECONDS) -> None:
     if wait_for(probe, timeout, interval=0.2) is None:
-        raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        raise AssertionError(f"not within {timeout:.0f}s: {what()}")
+
+
+def realtime_sessions(server: ServerProcess) -> None:
+    """One WebSocket session and one event stream, both ended by the client."""
+    with connect(f"ws://{LOOPBACK}:{server.port}/ws") as ws:
+        ws.send("ping")
+        assert ws.recv(timeout=5) == "ping"
+    with httpx.stream("GET", f"{server.base_url}/events?interval=0.05", timeout=10) as stream:
+        next(line for line in stream.iter_lines() if line.startswith("data:"))
+
+
+def dashboard_queries() -> list[str]:
+    """The dashboard's panel queries, with its variables as Grafana sets them for "All"."""
+    board = json.loads(dashboard.DASHBOARD.read_text())
+    queries = [t["expr"] for panel in board["panels"] for t in panel.get("targets", [])]
+    rate_interval = f"{int(4 * SCRAPE_SECONDS)}s"  # Grafana: at least 4 scrape intervals
+    return [
+        q.replace("$namespace", ".*").replace("$profile", ".*").replace("$__rate_interval", rate_interval)
+        for q in queries
+    ]
 
 
 def hold_requests(server: ServerProcess, count: int, seconds: float) -> list[threading.Thread]:
@@ -184,12 +207,10 @@ def test_rules_in_a_real_prometheus(tmp_path: Path) -> None:
             with Traffic(server.base_url, ["/", "/", "/", "/slow?seconds=0.6"], max_seconds=20):
                 # Clean traffic: the ratio is recorded, and it is exactly 0.
                 ratio = "asgi_deploy:http_requests_errors:ratio_rate5m"
-                eventually(lambda: prometheus.value(ratio) == 0.0, f"{ratio} recorded as 0", prometheus)
-                eventually(
-                    lambda: (prometheus.value("asgi_deploy:http_requests_slow:ratio_rate1h") or 0) > 0,
-                    "the slow requests recorded",
-                    prometheus,
-                )
+                realtime_sessions(server)
+                eventually(lambda: prometheus.value(ratio) == 0.0, lambda: f"{ratio} recorded as 0")
+                slow = "asgi_deploy:http_requests_slow:ratio_rate1h"
+                eventually(lambda: (prometheus.value(slow) or 0) > 0, lambda: f"{slow} above 0")
 
             # Held requests plus the scrape itself, over 2 workers x APP_MAX_CONCURRENCY.
             held = hold_requests(server, HELD, seconds=4)
@@ -201,17 +222,17 @@ def test_rules_in_a_real_prometheus(tmp_path: Path) -> None:
                 seen.append(prometheus.value(capacity))
                 return seen[-1] == expected
 
-            eventually(saturated, f"{capacity} = {expected} (seen {seen})", prometheus)
+            eventually(saturated, lambda: f"{capacity} = {expected} (seen {seen})")
             for thread in held:
                 thread.join(timeout=10)
 
             # A worker killed (a crash) and replaced: a new pid in a pod up for over 15 "minutes".
             starts = f"asgi_deploy_instance:worker_starts:count15m{selector}"
-            eventually(lambda: prometheus.value(starts) == 0, f"{starts} = 0: the pod counts", prometheus)
+            eventually(lambda: prometheus.value(starts) == 0, lambda: f"{starts} = 0: the pod counts")
             os.kill(min(workers), signal.SIGKILL)
             replaced = wait_for(lambda: len(server.worker_pids() - workers) == 1, WAIT_SECONDS)
             assert replaced is not None, server.log()
-            eventually(lambda: prometheus.value(starts) == 1, f"{starts} = 1", prometheus)
+            eventually(lambda: prometheus.value(starts) == 1, lambda: f"{starts} = 1")
             assert prometheus.alert_state(FAST_BURN) is None  # silent all along: no errors
 
             # Half the requests fail: the ratio follows (the scrapes are requests too), and the
@@ -223,7 +244,7 @@ def test_rules_in_a_real_prometheus(tmp_path: Path) -> None:
                 return states[-1] == "firing"
 
             with Traffic(server.base_url, ["/", "/fail"], max_seconds=20) as failing:
-                eventually(firing, f"{FAST_BURN} firing", prometheus)
+                eventually(firing, lambda: f"{FAST_BURN} firing (states seen: {states})")
                 now = prometheus.value("asgi_deploy:http_requests_errors:ratio_rate5m")
             assert 500 in failing.statuses
             assert "pending" in states, states
@@ -232,3 +253,7 @@ def test_rules_in_a_real_prometheus(tmp_path: Path) -> None:
             assert 0.3 < now <= 0.5
             slow_burn = prometheus.alert_state("AsgiDeployErrorBudgetSlowBurn")
             assert slow_burn in {None, "pending"}  # its `for` is an "hour": a minute here
+
+            # Every dashboard panel's query is valid PromQL and has data, this traffic seen.
+            empty = [q for q in dashboard_queries() if not prometheus.query(q)]
+            assert empty == []
