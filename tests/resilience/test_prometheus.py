@@ -82,8 +82,7 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def running_prometheus(target: str, rules: str, folder: Path) -> Iterator[Prometheus]:
-    prometheus = require_tools("prometheus", install="apt-get install prometheus")["prometheus"]
+def running_prometheus(prometheus: str, target: str, rules: str, folder: Path) -> Iterator[Prometheus]:
     (folder / "rules.yaml").write_text(rules)
     config = PROMETHEUS_CONFIG.format(rules=folder / "rules.yaml", target=target, scrape=SCRAPE_SECONDS)
     (folder / "prometheus.yml").write_text(config)
@@ -193,6 +192,7 @@ def hold_requests(server: ServerProcess, count: int, seconds: float) -> list[thr
 
 
 def test_rules_in_a_real_prometheus(tmp_path: Path) -> None:
+    binary = require_tools("prometheus", install="apt-get install prometheus")["prometheus"]
     rules = rule_file(Parameters(window_scale=WINDOW_SCALE, max_concurrency=MAX_CONCURRENCY))
     env = {
         "APP_ASGI_APP": "tests.support.apps:app",  # adds /fail (500) and /slow
@@ -202,7 +202,7 @@ def test_rules_in_a_real_prometheus(tmp_path: Path) -> None:
     }
     with running_server("uvicorn", env) as server:
         workers = wait_workers(server, WORKERS)
-        with running_prometheus(f"{LOOPBACK}:{server.port}", rules, tmp_path) as prometheus:
+        with running_prometheus(binary, f"{LOOPBACK}:{server.port}", rules, tmp_path) as prometheus:
             selector = '{job="asgi-deploy", instance="%s:%d"}' % (LOOPBACK, server.port)  # noqa: UP031
             with Traffic(server.base_url, ["/", "/", "/", "/slow?seconds=0.6"], max_seconds=20):
                 # Clean traffic: the ratio is recorded, and it is exactly 0.
