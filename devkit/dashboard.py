@@ -188,9 +188,11 @@ def _golden_signals(panels: Panels, p: Parameters, sel: str) -> None:
             "s",
             "From the http_request_duration_seconds histogram (interpolated within a bucket).",
         )
+        # Requests in flight are counted by method: the route is only known once routing ran.
+        in_flight_by = "method" if by == "route" else by
         panels.add(
-            f"Saturation per {what}: requests in progress",
-            [(f"sum by ({by}) (http_requests_in_progress{{{sel}}})", legend)],
+            f"Saturation per {'method' if by == 'route' else what}: requests in progress",
+            [(f"sum by ({in_flight_by}) (http_requests_in_progress{{{sel}}})", f"{{{{{in_flight_by}}}}}")],
             "short",
             f"Requests being handled now. Each worker takes APP_MAX_CONCURRENCY={p.max_concurrency} at "
             "once and answers 503 past it.",

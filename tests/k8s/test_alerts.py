@@ -227,6 +227,7 @@ def test_dashboard_component_ships_the_json(dashboarded: Objects) -> None:
         "Errors per profile",
         "Latency per route",
         "Saturation per profile",
+        "Saturation per method",
         "Open sessions",
         "Resident memory per worker",
         "CPU per worker",

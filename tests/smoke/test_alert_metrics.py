@@ -58,7 +58,9 @@ def problems(expr: str, known: Exported, recorded: set[str]) -> list[str]:
     text = re.sub(r"\$\{?\w+\}?", "", text)  # Grafana variables
     text = re.sub(r"\[[^]]*\]", "", text)  # range durations
     text = re.sub(r"(?<![\w:])\d[\w.]*(?:e[-+]?\d+)?", "", text)  # numbers and durations
-    every_label = TARGET_LABELS.union(*known.values())
+    # A grouping may name a label of a metric this expression reads (or one a scrape adds).
+    named = {m.group(1) for m in IDENTIFIER.finditer(SELECTOR.sub(lambda m: f" {m.group(1) or ''} ", text))}
+    every_label = TARGET_LABELS.union(*(labels for name, labels in known.items() if name in named))
     found = _label_problems(text, known, every_label)
     text = GROUPING.sub(" ", text)
     text = SELECTOR.sub(lambda m: f" {m.group(1) or ''} ", text)
@@ -158,6 +160,7 @@ KNOWN = {
         ('rate(http_request_total{job="x"}[5m])', ["metric 'http_request_total'"]),
         ('http_requests_total{code="500"}', ["label 'code' of http_requests_total"]),
         ("sum by (handler) (http_requests_total)", ["label 'handler' in 'by (handler)'"]),
+        ("sum by (pid) (http_requests_total)", ["label 'pid' in 'by (pid)'"]),  # another metric's label
         ("rate(process_worker_cpu_seconds_total[1m])", ["metric 'process_worker_cpu_seconds_total'"]),
         ("rates(process_worker_cpu_seconds[$__rate_interval]) > 0.9 * 2e6", ["function 'rates'"]),
         ("asgi_deploy:known:rate5m / 1e-3", []),
