@@ -518,7 +518,7 @@ def check_schema(objs: list[Obj], version: str) -> list[str]:
 # Custom resource kinds (`apiVersion/kind`) that kubernetes-validate has no schema
 # for: check_schema skips exactly these, and each has its own shape check below.
 # Any other object without a schema is still an error.
-CRD_KINDS = frozenset({"monitoring.coreos.com/v1/ServiceMonitor"})
+CRD_KINDS = frozenset({"monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule"})
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 # Prometheus duration units (model.ParseDuration); `ms` precedes `m` in the regex.
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -637,4 +637,76 @@ def _endpoint_problems(endpoint: Obj, services: list[Obj], app_paths: set[str]) 
             problems.append(f"{key} {endpoint.get(key)!r} is missing or not a positive Prometheus duration")
     if interval and timeout and timeout > interval:
         problems.append(f"scrapeTimeout {endpoint['scrapeTimeout']} exceeds interval {endpoint['interval']}")
+    return problems
+
+
+# --- alert rules and dashboards ---------------------------------------------------------
+
+ALERT_SEVERITIES = frozenset({"critical", "warning"})
+ALERT_ANNOTATIONS = ("summary", "description", "runbook_url")
+DASHBOARD_LABEL = "grafana_dashboard"
+
+
+def check_prometheus_rules(objs: list[Obj], rule_groups: list[Obj], runbook_anchors: set[str]) -> list[str]:
+    """Each PrometheusRule (a CRD, so check_schema skips it) has the operator's apiVersion,
+    lives in the Service's namespace, holds exactly the groups of the plain rule file, and
+    every alert has a known severity, a summary, a description with its value and a runbook
+    section that exists."""
+    problems = []
+    namespaces = {_namespace(s) for s in of_kind(objs, "Service")}
+    for rule in of_kind(objs, "PrometheusRule"):
+        where = name_of(rule)
+        if rule.get("apiVersion") != SERVICE_MONITOR_API:
+            problems.append(f"{where}: apiVersion {rule.get('apiVersion')!r}, expected {SERVICE_MONITOR_API}")
+        if _namespace(rule) not in namespaces:
+            problems.append(
+                f"{where}: namespace {_namespace(rule)!r} is not the Service's {sorted(map(str, namespaces))}"
+            )
+        groups = rule.get("spec", {}).get("groups")
+        if groups != rule_groups:
+            problems.append(f"{where}: its groups differ from the plain rule file's")
+        for group in groups or []:
+            for item in group.get("rules", []):
+                if "alert" in item:
+                    problems += [
+                        f"{where} alert {item['alert']}: {p}" for p in _alert_problems(item, runbook_anchors)
+                    ]
+    return problems
+
+
+def _alert_problems(alert: Obj, runbook_anchors: set[str]) -> list[str]:
+    problems = []
+    severity = alert.get("labels", {}).get("severity")
+    if severity not in ALERT_SEVERITIES:
+        problems.append(f"severity {severity!r}, expected one of {sorted(ALERT_SEVERITIES)}")
+    annotations = alert.get("annotations", {})
+    problems += [f"no {key} annotation" for key in ALERT_ANNOTATIONS if not annotations.get(key)]
+    if "$value" not in annotations.get("description", ""):
+        problems.append("the description does not show the value ($value)")
+    anchor = str(annotations.get("runbook_url", "")).partition("#")[2]
+    if anchor not in runbook_anchors:
+        problems.append(f"runbook_url {annotations.get('runbook_url')!r}: no such section")
+    return problems
+
+
+def check_dashboards(objs: list[Obj], dashboard_text: str) -> list[str]:
+    """Exactly one ConfigMap carries the Grafana sidecar's label, in the Service's namespace,
+    with the shipped dashboard JSON unchanged as its one key."""
+    problems = []
+    labelled = [
+        cm for cm in of_kind(objs, "ConfigMap") if DASHBOARD_LABEL in cm["metadata"].get("labels", {})
+    ]
+    if len(labelled) != 1:
+        return [f"{len(labelled)} ConfigMaps labelled {DASHBOARD_LABEL}, expected 1"]
+    (configmap,) = labelled
+    where = name_of(configmap)
+    if configmap["metadata"]["labels"][DASHBOARD_LABEL] != "1":
+        problems.append(
+            f"{where}: label {DASHBOARD_LABEL}={configmap['metadata']['labels'][DASHBOARD_LABEL]!r}"
+        )
+    if _namespace(configmap) not in {_namespace(s) for s in of_kind(objs, "Service")}:
+        problems.append(f"{where}: namespace {_namespace(configmap)!r} is not the Service's")
+    data = configmap.get("data", {})
+    if list(data) != ["asgi-deploy.json"] or data["asgi-deploy.json"] != dashboard_text:
+        problems.append(f"{where}: data is not exactly asgi-deploy.json as shipped ({sorted(data)})")
     return problems
