@@ -83,10 +83,12 @@ resilience: venv-dev ## Resilience suite: drain, supervision, limits, hostile in
 smoke: venv-dev ## Smoke suite: every profile as a real process, or BASE_URL=http://host:port
 	$(RUN) -m pytest tests/smoke $(if $(BASE_URL),--base-url=$(BASE_URL)) $(PYTEST_ARGS)
 
-docs: venv-dev ## Regenerate docs/settings.md's table, docs/servers.md and docs/upstream.md from their one source
+docs: venv-dev ## Regenerate the generated docs, alert rules and dashboard from their one source
 	$(RUN) -m deploy.settings_table --write docs/settings.md
 	$(RUN) -m deploy.servers_table --write docs/servers.md
 	$(RUN) -m deploy.upstream_table --write docs/upstream.md
+	$(RUN) -m devkit.alert_rules --write
+	$(RUN) -m devkit.dashboard --write
 
 .PHONY: test-upstream
 test-upstream: venv-dev ## Smoke + resilience suites on the newest release of every dependency; uv.lock untouched (~15 min)
