@@ -87,7 +87,7 @@ def run(settings: Settings) -> int:
     worker_timeout = native.pop(WATCHDOG)
     # Where workers leave their ready marks and, when hung workers are watched, their beats.
     marks = Path(tempfile.mkdtemp(prefix="asgi-deploy-workers-", dir=SHM_DIR if SHM_DIR.is_dir() else None))
-    server = granian_server(marks, **native)
+    server = granian_server(marks, settings.metrics_dir, **native)
     if worker_timeout:
         HeartbeatWatch(marks, worker_timeout).start()
     sessions_bound = settings.graceful_timeout * SESSIONS_SHARE_OF_GRACEFUL

@@ -49,6 +49,7 @@ from deploy.carried import CarriedPatch
 from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope, Send
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
+from deploy.metrics_dir import forget_worker
 
 GRANIAN_2_8 = ">=2.8,<2.9"  # 2.8.7 (the lock) and 2.8.9 (the newest) checked
 MODULE = "deploy/granian_internals.py"
@@ -131,10 +132,10 @@ ACCEPTING_SETTLE_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
 
 
-def granian_server(marks: Path, **options: Any) -> MPServer:
+def granian_server(marks: Path, metrics_dir: Path | None, **options: Any) -> MPServer:
     """granian's multi-process server, with RecyclingServer's patches where they apply."""
     if any(patch.applies() for patch in SERVER_PATCHES):
-        return RecyclingServer(marks, **options)
+        return RecyclingServer(marks, metrics_dir, **options)
     return MPServer(**options)
 
 
@@ -194,9 +195,10 @@ class RecyclingServer(MPServer):
     applies: `_respawn_workers` (REPLACEMENT_SERVES_FIRST), `_handle_rss_signal` (MEMORY_LEAD)
     and the `respawned_wrks` its main loop tells a crash loop by (CRASHES_REPLACED)."""
 
-    def __init__(self, marks: Path, **options: Any) -> None:
+    def __init__(self, marks: Path, metrics_dir: Path | None, **options: Any) -> None:
         super().__init__(**options)
         self.marks = marks
+        self.metrics_dir = metrics_dir
         self.boot_times = BootTimes()
         self.memory = MemoryWatch((options.get("workers_max_rss") or 0) * MIB)
         if CRASHES_REPLACED.applies():
@@ -220,6 +222,7 @@ class RecyclingServer(MPServer):
             super()._respawn_workers(workers, spawn_target, target_loader, delay)
             for worker in dead:
                 ready_mark(self.marks, worker._id()).unlink(missing_ok=True)
+                forget_worker(worker._id(), self.metrics_dir)  # its live gauges end with it
             return
         if not REPLACEMENT_SERVES_FIRST.applies():
             super()._respawn_workers(workers, spawn_target, target_loader, delay)
@@ -243,6 +246,7 @@ class RecyclingServer(MPServer):
                 old.kill()
                 old.join()
             ready_mark(self.marks, old._id()).unlink(missing_ok=True)
+            forget_worker(old._id(), self.metrics_dir)
         self._metrics.incr_spawn(len(workers))
 
     def _await_ready(self, worker: Any, deadline: float) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, MemoryWatch
+from deploy.metrics_dir import forget_worker
 
 MEMORY_CHECK_SECONDS = 0.5
 # A worker told to stop takes requests until its loop next looks (gunicorn's ASGI worker: once a
@@ -87,6 +88,4 @@ def watch_own_memory(
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live metric gauges, so in-progress counts stay true after a crash."""
-    from service.metrics import worker_exited  # noqa: PLC0415 - only once the metrics dir is exported
-
-    worker_exited(worker.pid, server.app.metrics_dir)
+    forget_worker(worker.pid, server.app.metrics_dir)

@@ -2,7 +2,9 @@
 
 It must exist, empty, and be exported *before* anything imports
 prometheus_client: the library picks its storage mode at import time. So this
-module never imports it, and the launcher calls it before starting a server.
+module imports it only in `forget_worker`, which main processes call once a worker
+has exited; they never import the service's metrics (service/metrics.py), whose
+module-level gauges would write series of the main process's own.
 """
 
 from __future__ import annotations
@@ -25,3 +27,11 @@ def prepare(configured: Path | None) -> Path:
         else:
             entry.unlink()
     return configured
+
+
+def forget_worker(pid: int, directory: Path | None) -> None:
+    """Drop a dead worker's live gauges (its counters stay: totals never go down)."""
+    if directory is not None:
+        from prometheus_client import multiprocess  # noqa: PLC0415 - see the module docstring
+
+        multiprocess.mark_process_dead(pid, path=str(directory))  # type: ignore[no-untyped-call]

@@ -48,6 +48,7 @@ from typing import Any
 
 from deploy.lifecycle import die_with, ignore_operator_signals
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
+from deploy.metrics_dir import forget_worker
 from deploy.profile import Native, Support
 from service.settings import Settings
 
@@ -391,7 +392,5 @@ class Supervisor:
             self.forget_metrics_of(worker)
 
     def forget_metrics_of(self, worker: _Worker) -> None:
-        if worker.process.pid is not None and self.metrics_dir is not None:
-            from service.metrics import worker_exited  # noqa: PLC0415 - only once the metrics dir is exported
-
-            worker_exited(worker.process.pid, self.metrics_dir)
+        if worker.process.pid is not None:
+            forget_worker(worker.process.pid, self.metrics_dir)

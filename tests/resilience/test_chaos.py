@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import time
 
+import httpx
 import psutil
 import pytest
 
@@ -66,6 +68,13 @@ def _restored(server: ServerProcess, victim: int) -> set[int]:
     return pids if wait_for(back, RESTORED_BOUND, interval=0.05) is not None else set()
 
 
+def _worker_series_pids(server: ServerProcess) -> set[int]:
+    text = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    return {
+        int(pid) for pid in re.findall(r'^process_worker_resident_memory_bytes\{pid="(\d+)"\}', text, re.M)
+    }
+
+
 @pytest.mark.parametrize("profile", ALL)
 def test_random_worker_sigkills_under_load_cost_only_the_killed_connections(
     profile: str, report: Report
@@ -96,6 +105,7 @@ def test_random_worker_sigkills_under_load_cost_only_the_killed_connections(
             outcomes = load.stop()
         alive = server.process.poll() is None
         log = server.log()
+        published = _worker_series_pids(server)
     lost = failures(outcomes)
     report.add(
         f"chaos_sigkill[{profile}]",
@@ -108,6 +118,8 @@ def test_random_worker_sigkills_under_load_cost_only_the_killed_connections(
     assert alive, f"the server stopped after worker kills:\n{log[-3000:]}"
     assert any(o.ok and o.started > restored_at for o in outcomes), "nothing answered after the last kill"
     assert len(lost) <= held, summarize_errors(outcomes)
+    # Only live workers have worker series: not the killed ones, not the main process.
+    assert published <= workers, (published, workers)
 
 
 @pytest.mark.parametrize("profile", ALL)
