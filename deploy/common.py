@@ -6,6 +6,7 @@ import errno
 import importlib
 import importlib.util
 import ipaddress
+import pkgutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,4 @@ def check_address(settings: Settings) -> None:
 
 def import_app(target: str) -> Any:
     """The object an import string `module:attribute` (APP_ASGI_APP) names, imported here."""
-    module, _, attribute = target.partition(":")
-    value: Any = importlib.import_module(module)
-    for part in attribute.split("."):
-        value = getattr(value, part)
-    return value
+    return pkgutil.resolve_name(target)

@@ -33,7 +33,6 @@ frame, which takes two patches (without them 53-100 of 100 did; granian 2.8's Ru
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -46,6 +45,7 @@ import granian._signals
 from granian.server import MPServer
 
 from deploy.carried import CarriedPatch
+from deploy.common import import_app
 from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope, Send
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
@@ -145,16 +145,7 @@ def load_in_worker(parent_pid: int, marks: Path, beat: bool, sessions_bound: flo
     die_with_parent(parent_pid)
     if STOP_AFTER_SESSIONS.applies():
         hold_stop_for_sessions(sessions_bound)
-    return worker_app(import_target(target), marks, beat)
-
-
-def import_target(target: str) -> ASGIApp:
-    """The app named `module:attribute` (granian's own loader is private)."""
-    module, _, attribute = target.partition(":")
-    app: Any = importlib.import_module(module)
-    for name in (attribute or "app").split("."):
-        app = getattr(app, name)
-    return cast(ASGIApp, app)
+    return worker_app(cast(ASGIApp, import_app(target)), marks, beat)  # granian's loader is private
 
 
 def worker_app(app: ASGIApp, marks: Path, beat: bool) -> ASGIApp:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import random
 import socket
@@ -25,6 +24,7 @@ import uvloop
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
+from deploy.common import import_app
 from deploy.profile import INERT_PROXY_LIST, Native, Profile
 from deploy.supervisor import (
     APP_LIBRARIES,
@@ -140,7 +140,8 @@ def _worker(link: WorkerLink, *, config: uvicorn.Config, sockets: list[socket.so
     recycle_after = None if limit is None else limit + random.randint(0, jitter)  # noqa: S311 - not secret
     # The supervisor recycles the worker once its replacement serves; uvicorn would just exit.
     config.limit_max_requests = None
-    requests = RequestCount(imported_app(config.app))
+    app = import_app(config.app) if isinstance(config.app, str) else config.app
+    requests = RequestCount(cast(ASGIApp, app))
     config.app = requests
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -212,17 +213,6 @@ class RequestCount:
         if scope["type"] != "lifespan":
             self.total += 1
         await self.app(scope, receive, send)
-
-
-def imported_app(app: object) -> ASGIApp:
-    """The app an import string `module:attribute` names (APP_ASGI_APP, checked by the launcher)."""
-    if not isinstance(app, str):
-        return cast(ASGIApp, app)
-    module, _, attributes = app.partition(":")
-    app = importlib.import_module(module)
-    for attribute in attributes.split("."):
-        app = getattr(app, attribute)
-    return cast(ASGIApp, app)
 
 
 def stop_long_lived_connections() -> None:
