@@ -57,7 +57,9 @@ def granian_signals(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def server(marks: Path, **options: Any) -> MPServer:
-    return granian_server(marks, None, target="tests.support.apps:app", respawn_failed_workers=True, **options)
+    return granian_server(
+        marks, None, target="tests.support.apps:app", respawn_failed_workers=True, **options
+    )
 
 
 @dataclass
