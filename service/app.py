@@ -23,6 +23,7 @@ from service.log_writer import flush_all as flush_log_lines
 from service.metrics import flush as flush_metrics
 from service.metrics import sample_process_periodically, worker_exited
 from service.middleware.edge import EdgeMiddleware
+from service.middleware.head import HeadAsGetMiddleware
 from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
 from service.middleware.metrics import CountedMarker
@@ -43,7 +44,7 @@ class ServiceApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         settings = self.service_settings
         app: ASGIApp = LimitsMiddleware(
-            super().build_middleware_stack(),
+            HeadAsGetMiddleware(super().build_middleware_stack()),
             max_body_size=settings.max_body_size,
             max_concurrency=settings.max_concurrency,
             max_header_bytes=settings.max_header_bytes,

@@ -30,6 +30,19 @@ def test_unknown_path_is_json_404(base_url: str) -> None:
     assert response.json() == {"detail": "Not Found"}
 
 
+def test_head_answers_like_get_without_the_body(base_url: str) -> None:
+    got, head = httpx.get(f"{base_url}/"), httpx.head(f"{base_url}/")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert "x-request-id" in head.headers
+    # A stream answers its headers, then ends: HEAD does not hang on it.
+    events = httpx.head(f"{base_url}/events", timeout=5)
+    assert events.status_code == 200
+    assert events.headers["content-type"].startswith("text/event-stream")
+
+
 def test_wrong_method_is_json_405(base_url: str) -> None:
     response = httpx.delete(f"{base_url}/")
     assert response.status_code == 405
