@@ -84,7 +84,8 @@ class AccessLog:
         version = http_version(scope)
         handler = self._direct_handler()
         if handler is None:  # console logs, or a handler of the operator's: a record
-            text = f'"{method} {path} HTTP/{version}" {status}'
+            # The duration in the text too: a console line shows only the message.
+            text = f'"{method} {path} HTTP/{version}" {status} {seconds * 1000:.1f} ms'
             self._through_logging(scope, text, seconds, method=method, path=path, status=status)
             return
         fields: dict[str, Any] = {

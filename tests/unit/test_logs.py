@@ -136,7 +136,7 @@ def test_a_very_long_path_is_cut_so_the_line_stays_within_pipe_buf(capfd: pytest
 
 def test_console_logs_get_the_access_line_through_logging(capfd: pytest.CaptureFixture[str]) -> None:
     [line] = _access_lines(Settings(env="development"), SCOPE, capfd)
-    assert 'service.access [access-line-test] 10.0.0.7:5123 - "GET /items/1 HTTP/1.1" 404' in line
+    assert 'service.access [access-line-test] 10.0.0.7:5123 - "GET /items/1 HTTP/1.1" 404 1.2 ms' in line
 
 
 def test_an_access_record_keeps_the_fields_the_access_log_gives_it(
