@@ -193,14 +193,15 @@ def test_drain_window_defaults_to_off_in_kubernetes(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_name_of_your_own_is_told_how_to_become_a_setting() -> None:
-    Path(".env").write_text("DATABASE_URL=postgresql://db/app\n")
+    # A name far from every setting (DATABASE_URL is near APP_BROKER_URL: it gets that suggestion).
+    Path(".env").write_text("FEATURE_FLAGS=beta\n")
     with pytest.raises(SettingsError) as caught:
         load_settings()
     message = str(caught.value)
     assert message == (
-        "DATABASE_URL (.env line 1) is not a setting of this service (docs/settings.md lists them); a "
-        "setting of your own is a field `database_url` of Settings in service/settings.py, set as "
-        "APP_DATABASE_URL"
+        "FEATURE_FLAGS (.env line 1) is not a setting of this service (docs/settings.md lists them); a "
+        "setting of your own is a field `feature_flags` of Settings in service/settings.py, set as "
+        "APP_FEATURE_FLAGS"
     )
 
 
