@@ -17,7 +17,9 @@ from starlette.types import ASGIApp
 
 from service.access_log import ACCESS_LOGGER, AccessLog
 from service.api import echo, health, metrics, realtime, root
+from service.api import rooms as rooms_api
 from service.api.health import ReadinessCheck
+from service.brokers import broker_for
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
 from service.forwarded import TrustedProxies
@@ -133,11 +135,13 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         app.state.lifecycle = "running"
         app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
+        await app.state.rooms.start()  # rooms: does not wait for the broker (service/brokers.py)
         async with watch(settings.drain_file, app.state.drain):
             yield
         if sampler is not None:
             sampler.cancel()
         app.state.realtime.detach()
+        await app.state.rooms.stop()  # rooms
         app.state.lifecycle = "stopping"
         if settings.metrics_enabled:
             flush_metrics()  # the requests of the last loop iteration
@@ -164,6 +168,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         settings.ws_max_connections,
         settings.ws_allowed_origins,
     )
+    app.state.rooms = broker_for(settings)  # rooms
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
@@ -173,6 +178,8 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     include_flat(app, realtime.router)
     # On the app itself, like include_flat's routes: an included router is resolved again per request.
     app.add_api_websocket_route(realtime.WS_PATH, realtime.websocket_echo)
+    include_flat(app, rooms_api.router)  # rooms
+    app.add_api_websocket_route(rooms_api.WS_PATH, rooms_api.room_websocket)  # rooms
     if settings.metrics_enabled:
         include_flat(app, metrics.router)
     install_error_handlers(app)

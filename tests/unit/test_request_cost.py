@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 
 from service import metrics, request_id
-from service.api import echo, health, realtime, root
+from service.api import echo, health, realtime, rooms, root
 from service.app import create_app, include_flat
 from service.settings import Settings
 
@@ -22,7 +22,7 @@ def test_routes_are_declared_on_the_app_with_the_same_schema_as_include_router()
     app = create_app(Settings())
     assert not [route for route in app.routes if hasattr(route, "original_router")]
     reference = FastAPI(title=app.title)
-    for router in (root.router, health.router, echo.router, realtime.router):
+    for router in (root.router, health.router, echo.router, realtime.router, rooms.router):
         reference.include_router(router)
     assert app.openapi()["paths"] == reference.openapi()["paths"]
     assert app.openapi()["components"] == reference.openapi()["components"]
