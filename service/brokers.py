@@ -4,7 +4,7 @@ One broker per worker (app.state.rooms), opened and closed by the lifespan. A Re
 one pub/sub connection, subscribed to the rooms this worker has subscribers in, and reads it in
 one task: messages reach the worker's subscribers in the order Redis received them. When that
 connection is lost, every room session here is ended with 1013 (its messages may be missing
-now: pub/sub keeps no history) and the broker reconnects with exponential backoff and full
+now: pub/sub keeps no history) and the broker reconnects with exponential backoff and
 jitter. Start-up does not wait for Redis, and readiness does not depend on it (docs/rooms.md).
 """
 
@@ -152,7 +152,7 @@ class RedisBroker(Broker):
                     await client.aclose()
             if asyncio.get_running_loop().time() - started > BACKOFF_CAP:
                 delay = BACKOFF_FIRST  # it had been up a while: this is a new outage
-            # Full jitter: the workers of every pod do not reconnect in step.
+            # Jitter: the workers of every pod do not reconnect in step.
             await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not a secret
             delay = min(delay * 2, BACKOFF_CAP)
 
