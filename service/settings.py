@@ -386,7 +386,7 @@ class Settings(BaseSettings):
     broker_url: BrokerUrl | None = Field(
         default=None,
         description=(
-            "Broker of the rooms (`/rooms/{room}`): `redis://host:6379/0` or `rediss://` "
+            "Broker of the rooms (`/rooms/{room}`, docs/rooms.md): `redis://host:6379/0` or `rediss://` "
             "(Redis or Valkey pub/sub), shared by every worker and instance. `memory://`: in this process "
             "only, refused with APP_WORKERS > 1 (it cannot reach other workers). Unset: `memory://` with "
             "one worker; with several, the rooms answer 503 until this is set."
