@@ -89,3 +89,32 @@ def test_without_a_shared_broker_several_workers_answer_503_naming_the_setting()
             pass
         assert refused.value.status_code == 503
         assert client.get("/").status_code == 200
+
+
+def test_the_websocket_checks_of_ws_apply_to_rooms() -> None:
+    app = create_app(load_settings(workers=1, ws_max_connections=1))
+    with TestClient(app) as client:
+        with (
+            pytest.raises(WebSocketDenialResponse) as cross_site,
+            client.websocket_connect("/rooms/lobby", headers={**NONCE, "origin": "https://evil.example"}),
+        ):
+            pass
+        assert cross_site.value.status_code == 403
+        with pytest.raises(WebSocketDenialResponse) as no_key, client.websocket_connect("/rooms/lobby"):
+            pass
+        assert no_key.value.status_code == 400
+        with (
+            pytest.raises(WebSocketDenialResponse) as bad_name,
+            client.websocket_connect("/rooms/-x", headers=NONCE),
+        ):
+            pass
+        assert bad_name.value.status_code == 400
+        with client.websocket_connect(
+            "/ws", headers=NONCE
+        ):  # the per-worker cap counts rooms and /ws together
+            with (
+                pytest.raises(WebSocketDenialResponse) as full,
+                client.websocket_connect("/rooms/lobby", headers=NONCE),
+            ):
+                pass
+            assert full.value.status_code == 503
