@@ -260,6 +260,7 @@ async def outage(pair: Pair, redis: RedisServer) -> dict[str, object]:
         members = [
             await stack.enter_async_context(connect(room_url(s, "outage"))) for s in pair for _ in range(2)
         ]
+        stream = await open_room_stream(stack, second, "outage")
         await members[0].send("before")
         assert [await ws.recv() for ws in members] == ["before"] * len(members)
         redis.kill()
@@ -271,6 +272,7 @@ async def outage(pair: Pair, redis: RedisServer) -> dict[str, object]:
             except ConnectionClosed as closed:
                 codes.append(closed.rcvd.code if closed.rcvd is not None else None)
         closed_after = time.monotonic() - killed
+        stream_told = await asyncio.wait_for(stream.read(), STEP_SECONDS)
         async with httpx.AsyncClient(timeout=5) as client:
             during = [
                 (await client.get(f"{server.base_url}{path}")).status_code
@@ -286,6 +288,7 @@ async def outage(pair: Pair, redis: RedisServer) -> dict[str, object]:
         "closed_after_s": round(closed_after, 3),
         "during": during,
         "publish_during": (refused.status_code, refused.headers.get("retry-after")),
+        "stream": b"event: unavailable\nretry: " in stream_told and b'"message": "before"' in stream_told,
         "recovered_after_s": round(recovered - restarted, 3),
     }
 
@@ -317,16 +320,25 @@ def test_redis_killed_closes_members_1013_and_the_service_recovers_unaided(
     assert seen["codes"] == [1013] * 4
     assert seen["during"] == [200] * 4  # readiness does not follow the broker (docs/rooms.md)
     assert seen["publish_during"] == (503, "1")
+    assert seen["stream"], "the event stream did not get `before`, then `event: unavailable`"
+
+
+async def open_room_stream(
+    stack: contextlib.AsyncExitStack, server: ServerProcess, room: str
+) -> asyncio.StreamReader:
+    reader, writer = await asyncio.open_connection(LOOPBACK, server.port)
+    stack.callback(writer.close)
+    writer.write(f"GET /rooms/{room}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    await reader.readuntil(b": joined\n\n")  # subscribed
+    return reader
 
 
 async def stop_with_members(server: ServerProcess) -> tuple[list[int | None], bool, int]:
     async with contextlib.AsyncExitStack() as stack:
         members = [await stack.enter_async_context(connect(room_url(server, "drain"))) for _ in range(4)]
-        reader, writer = await asyncio.open_connection(LOOPBACK, server.port)
-        stack.callback(writer.close)
-        writer.write(b"GET /rooms/drain/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        await writer.drain()
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        reader = await open_room_stream(stack, server, "drain")
         server.signal(signal.SIGTERM)
         codes = []
         for ws in members:
