@@ -15,7 +15,9 @@ from starlette.types import ASGIApp
 
 from service.access_log import ACCESS_LOGGER, AccessLog
 from service.api import echo, health, metrics, realtime, root
+from service.api import rooms as rooms_api
 from service.api.health import ReadinessCheck
+from service.brokers import broker_for
 from service.drain import DrainState, watch
 from service.errors import install_error_handlers
 from service.forwarded import TrustedProxies
@@ -101,11 +103,13 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         app.state.lifecycle = "running"
         app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
+        await app.state.rooms.start()  # rooms: does not wait for the broker (service/brokers.py)
         async with watch(settings.drain_file, app.state.drain):
             yield
         if sampler is not None:
             sampler.cancel()
         app.state.realtime.detach()
+        await app.state.rooms.stop()  # rooms
         app.state.lifecycle = "stopping"
         if settings.metrics_enabled:
             flush_metrics()  # the requests of the last loop iteration
@@ -132,10 +136,11 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         settings.ws_max_connections,
         settings.ws_allowed_origins,
     )
+    app.state.rooms = broker_for(settings)  # rooms
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
-    for router in (root.router, health.router, echo.router, realtime.router):
+    for router in (root.router, health.router, echo.router, realtime.router, rooms_api.router):
         app.include_router(router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)

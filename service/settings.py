@@ -43,6 +43,7 @@ from service.settings_problems import (
 )
 from service.settings_types import (
     AbsolutePath,
+    BrokerUrl,
     Host,
     HostList,
     ImportString,
@@ -385,6 +386,52 @@ class Settings(BaseSettings):
         ),
         json_schema_extra={"allowed": "comma-separated `scheme://host[:port]` origins, `*`, or empty"},
     )
+
+    broker_url: BrokerUrl | None = Field(
+        default=None,
+        description=(
+            "Broker of the rooms (`/rooms/{room}`, docs/rooms.md): `redis://host:6379/0` or `rediss://` "
+            "(Redis or Valkey pub/sub), shared by every worker and instance. `memory://`: in this process "
+            "only, refused with APP_WORKERS > 1 (it cannot reach other workers). Unset: `memory://` with "
+            "one worker; with several, the rooms answer 503 until this is set."
+        ),
+        json_schema_extra={
+            "allowed": "`memory://`, or `redis://` / `rediss://` `[user@]host[:port][/db]` without a password"
+        },
+    )
+    broker_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password of the broker (Redis `AUTH`; the user, if any, is in APP_BROKER_URL). Secret: give "
+            "it as the file `broker_password` (k8s/components/secret-settings) or a `secretKeyRef`, "
+            "never in the ConfigMap or the URL."
+        ),
+    )
+    rooms_subscriber_buffer_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=67_108_864,
+        description=(
+            "Room messages one subscriber (a WebSocket or event stream of `/rooms/{room}`) may have "
+            "waiting, in bytes; a subscriber that reads slower than its room is closed with 1008 "
+            "(a stream: `event: too-slow`) instead of growing the worker's memory. One message always fits."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _refuse_in_process_broker_with_workers(self) -> Settings:
+        if self.broker_url == "memory://" and self.workers > 1:
+            raise ValueError(
+                f"APP_BROKER_URL=memory:// cannot reach the other workers (APP_WORKERS={self.workers}): "
+                "set APP_BROKER_URL=redis://... or APP_WORKERS=1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_broker_password_has_a_broker(self) -> Settings:
+        if self.broker_password is not None and not (self.broker_url or "").startswith("redis"):
+            raise ValueError("APP_BROKER_PASSWORD needs APP_BROKER_URL=redis://... or rediss://...")
+        return self
 
     @model_validator(mode="after")
     def _check_otlp_headers_have_an_endpoint(self) -> Settings:

@@ -32,6 +32,9 @@ class SettingsError(Exception):
 
 
 CHOICE_ERRORS = frozenset({"literal_error", "enum"})
+# How alike a name must be to a setting's to be suggested: APP_PROT -> APP_PORT (0.88), prot ->
+# port (0.75); APP_DATABASE_URL is not APP_BROKER_URL (0.67), it is a setting of your own.
+SUGGESTION_CUTOFF = 0.7
 
 
 def env_name(field_name: str) -> str:
@@ -86,7 +89,9 @@ def _not_a_setting(
 ) -> str:
     """The one line for a name no setting has: as written, where, and the nearest setting
     (else the nearest of `fallback`, the settings that source is most likely meant for)."""
-    matches = [m for s in spellings for m in difflib.get_close_matches(s, known, n=1)]
+    matches = [
+        m for s in spellings for m in difflib.get_close_matches(s, known, n=1, cutoff=SUGGESTION_CUTOFF)
+    ]
     matches += [m for s in spellings for m in difflib.get_close_matches(s, list(fallback), n=1, cutoff=0)]
     if matches:
         return f"{written} ({source}) is not a setting of this service; did you mean {matches[0]}?"

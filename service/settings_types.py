@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
@@ -104,6 +104,34 @@ def _host(value: str) -> str:
     return value
 
 
+BROKER_SCHEMES = ("memory", "redis", "rediss")
+
+
+def _broker_url(value: str) -> str:
+    """`memory://` or `redis[s]://[user@]host[:port][/db]`; a password belongs in APP_BROKER_PASSWORD.
+
+    Errors never quote the value: it may hold a password by mistake.
+    """
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError:
+        raise ValueError("not a URL") from None
+    if url.scheme not in BROKER_SCHEMES:
+        raise ValueError("the scheme must be memory://, redis:// or rediss://")
+    if url.password is not None:
+        raise ValueError("holds a password: give it as APP_BROKER_PASSWORD (a secret), not in the URL")
+    if url.scheme == "memory":
+        if url.netloc or url.path or url.query:
+            raise ValueError("memory:// takes nothing after the scheme")
+        return value
+    if not url.hostname or (port is not None and not 1 <= port <= 65535):
+        raise ValueError("a redis URL needs a host (and a port in 1-65535 if given)")
+    if url.path not in ("", "/") and not url.path[1:].isdigit():
+        raise ValueError("the path of a redis URL is a database number, like /0")
+    return value
+
+
 def _import_string(value: str) -> str:
     if not _IMPORT_STRING.match(value):
         raise ValueError("not an import string of the form `module:attribute`")
@@ -156,6 +184,11 @@ RootPath = Annotated[
     str, AfterValidator(_root_path), allowed("empty, or a path like `/api` (no trailing slash)")
 ]
 AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+BrokerUrl = Annotated[
+    str,
+    AfterValidator(_broker_url),
+    allowed("`memory://`, or `redis://` / `rediss://` `[user@]host[:port][/db]` without a password"),
+]
 
 
 def otlp_header_map(headers: SecretStr) -> dict[str, str]:

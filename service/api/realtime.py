@@ -73,23 +73,32 @@ async def refuse_upgrade(websocket: WebSocket, status: int, detail: str, retry_a
     await websocket.send_denial_response(JSONResponse({"detail": detail}, status, headers=headers))
 
 
-@router.websocket(WS_PATH)
-async def websocket_echo(websocket: WebSocket) -> None:
-    """Echo every text message as text and every binary message as binary, until the client closes."""
+async def admitted(websocket: WebSocket) -> bool:
+    """What every WebSocket route checks before `accept`: the handshake (RFC 6455), the Origin,
+    the drain and the per-worker cap. A refused upgrade is answered here (False)."""
     realtime = realtime_of(websocket.scope)
     problem = handshake_problem(websocket.scope)
     if problem is not None:
         await refuse_upgrade(websocket, 400, problem)
-        return
+        return False
     if not realtime.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host")):
         await refuse_upgrade(websocket, 403, "Origin not allowed")
-        return
+        return False
     if realtime.refusing_new():
         await refuse_upgrade(websocket, 503, "Server is restarting, reconnect shortly", retry_after=True)
-        return
+        return False
     if realtime.websockets_full():
         await refuse_upgrade(websocket, 503, "Too many open WebSockets, retry shortly", retry_after=True)
+        return False
+    return True
+
+
+@router.websocket(WS_PATH)
+async def websocket_echo(websocket: WebSocket) -> None:
+    """Echo every text message as text and every binary message as binary, until the client closes."""
+    if not await admitted(websocket):
         return
+    realtime = realtime_of(websocket.scope)
     await websocket.accept()
     limit = realtime.max_message_bytes
     closing = False

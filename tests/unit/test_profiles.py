@@ -47,11 +47,14 @@ OTHER_VALUE: dict[str, Any] = {
     "ws_allowed_origins": ("https://app.example.com",),
     "ws_ping_interval": 10.0,
     "ws_ping_timeout": 5.0,
+    "broker_url": "redis://127.0.0.1:6379/0",
+    "broker_password": "another-password",
 }
 # Settings valid only together with another one.
 NEEDS: dict[str, dict[str, Any]] = {
     "otlp_headers": {"otlp_endpoint": OTHER_VALUE["otlp_endpoint"]},
     "ws_ping_timeout": {"ws_ping_interval": OTHER_VALUE["ws_ping_interval"]},
+    "broker_password": {"broker_url": OTHER_VALUE["broker_url"]},
 }
 SELECTS_THE_PROFILE = {"server"}
 

@@ -81,7 +81,7 @@ def test_kubelet_bookkeeping_is_not_a_setting(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("file_name", "nearest"),
     [
-        ("api_token", "otlp_headers"),  # the old README's example: nearest secret setting
+        ("api_token", "broker_password"),  # the old README's example: nearest secret setting
         ("app_otlp_headers", "otlp_headers"),  # the variable's name, not the field's
         ("OTLP_HEADER", "otlp_headers"),
         ("prot", "port"),

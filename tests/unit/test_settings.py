@@ -193,6 +193,7 @@ def test_drain_window_defaults_to_off_in_kubernetes(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_name_of_your_own_is_told_how_to_become_a_setting() -> None:
+    # The first name a fork adds: not near enough to APP_BROKER_URL to be taken for it.
     Path(".env").write_text("DATABASE_URL=postgresql://db/app\n")
     with pytest.raises(SettingsError) as caught:
         load_settings()
