@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from deploy.profiles import PROFILES
 from devkit.kube_play import (
@@ -288,9 +289,21 @@ def settings_env_keys() -> set[str]:
     return {line.split("=", 1)[0] for line in lines if line.strip() and not line.startswith("#")}
 
 
+def removed_by_overlay(overlay: str) -> set[str]:
+    """The settings.env keys an overlay removes on purpose (a JSON patch `remove` of /data/KEY)."""
+    kustomization = yaml.safe_load((K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text())
+    removed = set()
+    for patch in kustomization.get("patches", []):
+        for operation in yaml.safe_load(patch.get("patch", "[]")) or []:
+            if operation.get("op") == "remove" and operation["path"].startswith("/data/"):
+                removed.add(operation["path"].removeprefix("/data/"))
+    return removed
+
+
 def check_configmap_reached_process(deployed: Deployed) -> None:
     data = configmap_data(deployed)
-    assert settings_env_keys() <= set(data), "a settings.env key is missing from the ConfigMap"
+    expected = settings_env_keys() - removed_by_overlay(deployed.overlay)
+    assert expected <= set(data), "a settings.env key is missing from the ConfigMap"
     environ = inspect(deployed)["environ"]
     assert {k: environ.get(k) for k in data} == data, "PID 1's environment differs from the ConfigMap"
     settings = settings_inside(deployed)
