@@ -15,6 +15,6 @@ def test_the_launcher_refuses_an_unknown_secret_file_before_any_server_starts(tm
     line = refused_at_startup("uvicorn", {"APP_SECRETS_DIR": str(volume), "APP_OTLP_ENDPOINT": ENDPOINT})
     assert line.startswith(
         f"asgi-deploy: api_token (secret file {volume / 'api_token'}) is not a setting of this service; "
-        "did you mean otlp_headers?"
+        "did you mean broker_password?"
     )
     assert TOKEN not in line
