@@ -142,17 +142,12 @@ async def websocket_echo(websocket: WebSocket) -> None:
         realtime.session_ended(WEBSOCKET, on_stop)
 
 
-class EventStream(Response):
-    """`text/event-stream`: `id: N`, `event: tick`, `data: {"n": N}` every `interval` seconds.
-
-    Ends when the client goes away, or, once the server's graceful stop begins, after a
-    final `event: shutdown` with a jittered `retry:`. What it sent and how it ended go
-    into the request's state for the access line and the metrics (service/middleware/edge.py).
-    """
+class EventStreamResponse(Response):
+    """A `text/event-stream` response; subclasses write its events in `__call__`."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, first_id: int, interval: float) -> None:
+    def __init__(self) -> None:
         # Not Response.__init__: it would declare the (empty) body's Content-Length.
         self.status_code = 200
         self.background = None
@@ -161,6 +156,18 @@ class EventStream(Response):
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
         ]
+
+
+class EventStream(EventStreamResponse):
+    """`text/event-stream`: `id: N`, `event: tick`, `data: {"n": N}` every `interval` seconds.
+
+    Ends when the client goes away, or, once the server's graceful stop begins, after a
+    final `event: shutdown` with a jittered `retry:`. What it sent and how it ended go
+    into the request's state for the access line and the metrics (service/middleware/edge.py).
+    """
+
+    def __init__(self, first_id: int, interval: float) -> None:
+        super().__init__()
         self.first_id = first_id
         self.interval = interval
 

@@ -35,6 +35,7 @@ from service.api.realtime import (
     RETRY_MAX_MS,
     RETRY_MIN_MS,
     SERVICE_RESTART,
+    EventStreamResponse,
     admitted,
     realtime_of,
     refuse_upgrade,
@@ -154,7 +155,7 @@ async def _send_what_the_room_gets(websocket: WebSocket, subscriber: Subscriber)
         await websocket.close(subscriber.end_code or 1000)
 
 
-class RoomStream(Response):
+class RoomStream(EventStreamResponse):
     """`text/event-stream` of a room: `data: {"message": "..."}` per message, a `: ping` comment when idle.
 
     Ends when the client goes away, or with a last event saying why (the module's table), with a
@@ -162,17 +163,8 @@ class RoomStream(Response):
     request's state for the access line and the metrics (service/websocket_session.py).
     """
 
-    media_type = "text/event-stream"
-
     def __init__(self, broker: Broker, subscriber: Subscriber) -> None:
-        # Not Response.__init__: it would declare the (empty) body's Content-Length.
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
-        ]
+        super().__init__()
         self.broker = broker
         self.subscriber = subscriber
 
