@@ -23,6 +23,7 @@ from deploy.profiles import PROFILES, load_profile
 from service import tracing
 from service.logs import log_config
 from service.settings import Settings, SettingsError, get_settings
+from service.tls import check_tls_files
 
 EXIT_USAGE = 2
 
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.check(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
         check_app_module(settings)
+        check_tls_files(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         if settings.reload:
             # Its child, started with APP_RELOAD=false, launches; it restarts it on every change.
             return reload.run(name, settings)

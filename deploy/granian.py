@@ -24,14 +24,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from granian.constants import HTTPModes, Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from deploy.common import SHM_DIR
 from deploy.granian_internals import PATCHES, REPLACEMENT_SERVES_FIRST, granian_server, load_in_worker
 from deploy.heartbeat_files import HeartbeatWatch
-from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Profile, Refused
+from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Profile, Refused
 from service.logs import log_config
 from service.settings import Settings
 
@@ -45,6 +45,23 @@ WATCHDOG = "worker_timeout"
 # Share of APP_GRACEFUL_TIMEOUT the sessions get to end before granian's own stop begins; the rest
 # is its own: in-flight requests, then the lifespan shutdown, before the main process kills the worker.
 SESSIONS_SHARE_OF_GRACEFUL = 0.5
+# granian's HTTP modes: `1`, `2` (only HTTP/2: prior knowledge in cleartext, ALPN h2 over TLS), or `auto`.
+HTTP = HttpVersions(
+    key="http",
+    cleartext={
+        frozenset({"http/1.1"}): HTTPModes.http1,
+        frozenset({"h2c"}): HTTPModes.http2,
+        frozenset({"http/1.1", "h2c"}): HTTPModes.auto,
+    },
+    tls={
+        frozenset({"http/1.1"}): HTTPModes.http1,
+        frozenset({"h2"}): HTTPModes.http2,
+        frozenset({"http/1.1", "h2"}): HTTPModes.auto,
+    },
+    why="granian has no HTTP/3",
+)
+# Granian's own default minimum is TLS 1.3: the setting's default (1.2) is passed on as any value.
+TLS_VERSIONS = {"1.2": SSLProtocols.tls12, "1.3": SSLProtocols.tls13}
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -55,7 +72,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "interface": Interfaces.ASGI,  # with lifespan: /readyz depends on it
         "workers": settings.workers,
         "loop": Loops.uvloop,
-        "http": HTTPModes.http1,
+        "http": HTTP.native(settings),
         # Granian has no message-size limit of its own: the app closes with 1009 (service/api/realtime.py).
         "websockets": True,
         "http1_settings": HTTP1Settings(
@@ -78,6 +95,11 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "url_path_prefix": None,  # root path is applied by the app, see service/app.py
         "reload": False,
         "env_files": None,
+        "ssl_cert": settings.tls_cert_file,
+        "ssl_key": settings.tls_key_file,
+        "ssl_ca": settings.tls_client_ca_file,
+        "ssl_client_verify": settings.tls_client_ca_file is not None,
+        "ssl_protocol_min": TLS_VERSIONS[settings.tls_min_version],
         WATCHDOG: settings.worker_timeout,  # deploy/heartbeat_files.py, in granian's main process
     }
 
@@ -131,8 +153,13 @@ PROFILE = Profile(
         ),
         "ws_ping_interval": Refused(f"granian {NO_PINGS}"),
         "ws_ping_timeout": Refused(f"granian {NO_PING_TIMEOUT}"),
+        "tls_cert_file": Native("ssl_cert"),
+        "tls_key_file": Native("ssl_key"),
+        "tls_client_ca_file": Native("ssl_ca", "with `ssl_client_verify`"),
+        "tls_min_version": Native("ssl_protocol_min"),
     },
     build=native_config,
     serve=run,
+    http=HTTP,
     carried=PATCHES,
 )

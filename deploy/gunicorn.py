@@ -19,7 +19,8 @@ from deploy.gunicorn_app import (
     gunicorn_profile,
 )
 from deploy.profile import Native
-from deploy.uvicorn import websocket_options
+from deploy.tls import MINIMUM_VERSION_HOW, context_hook
+from deploy.uvicorn import UVICORN_HTTP, websocket_options
 from deploy.uvicorn_internals import (
     CONFIG_ATTRIBUTE,
     GUNICORN_PATCHES,
@@ -56,6 +57,8 @@ def worker_overrides(settings: Settings) -> dict[str, Any]:
         "proxy_headers": False,  # applied by the app, see service/app.py
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
+        # uvicorn-worker hands gunicorn's certificate options to uvicorn, which builds the context.
+        "ssl_context_factory": context_hook(settings),  # APP_TLS_MIN_VERSION
         CONFIG_ATTRIBUTE: settings.request_head_timeout,
     }
 
@@ -95,6 +98,11 @@ PROFILE = gunicorn_profile(
             "uvicorn_worker.timeout_graceful_shutdown",
             f"the arbiter's own graceful_timeout is {KILL_BACKSTOP_SECONDS} s longer, a SIGKILL backstop",
         ),
+        "tls_min_version": Native(
+            "uvicorn_worker.ssl_context_factory",
+            f"uvicorn's hook, as the worker builds the context: {MINIMUM_VERSION_HOW}",
+        ),
     },
+    http=UVICORN_HTTP,
     carried=GUNICORN_PATCHES,
 )

@@ -26,7 +26,8 @@ from deploy.carried import CarriedPatch
 from deploy.common import SHM_DIR, bind_address
 from deploy.gunicorn_hooks import MEMORY_CHECK_SECONDS, child_exit, post_fork, post_worker_init, when_ready
 from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
-from deploy.profile import INERT_PROXY_LIST, Native, Profile, Support
+from deploy.profile import INERT_PROXY_LIST, HttpVersions, Native, Profile, Support
+from deploy.tls import MINIMUM_VERSION_HOW, client_cert_reqs, minimum_version_hook, path_or_none
 from service.logs import log_config
 from service.settings import Settings
 
@@ -60,6 +61,18 @@ def gunicorn_options(settings: Settings, worker_class: str | type[Any]) -> dict[
         # gunicorn's heartbeat: a worker whose loop has not notified the arbiter for this long
         # is killed (SIGABRT, then SIGKILL) and replaced; 0 turns it off, as APP_WORKER_TIMEOUT.
         "timeout": settings.worker_timeout,
+        **tls_options(settings),
+    }
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """gunicorn's certificate options (None in cleartext); its uvicorn workers read them too."""
+    return {
+        "certfile": path_or_none(settings.tls_cert_file),
+        "keyfile": path_or_none(settings.tls_key_file),
+        "ca_certs": path_or_none(settings.tls_client_ca_file),
+        "cert_reqs": client_cert_reqs(settings),
+        "ssl_context": minimum_version_hook(settings),  # gunicorn's server hook: APP_TLS_MIN_VERSION
     }
 
 
@@ -133,6 +146,10 @@ GUNICORN_SETTINGS: dict[str, Support] = {
         "worker_memory.max_mib",
         f"each worker checks itself every {MEMORY_CHECK_SECONDS:g} s and stops gracefully, with SIGTERM",
     ),
+    "tls_cert_file": Native("gunicorn.certfile"),
+    "tls_key_file": Native("gunicorn.keyfile"),
+    "tls_client_ca_file": Native("gunicorn.ca_certs", "with `cert_reqs` CERT_REQUIRED"),
+    "tls_min_version": Native("gunicorn.ssl_context", f"server hook: {MINIMUM_VERSION_HOW}"),
 }
 
 
@@ -143,6 +160,7 @@ def gunicorn_profile(
     application: Callable[[Settings], GunicornApplication],
     worker_settings: dict[str, Support],
     *,
+    http: HttpVersions,
     carried: tuple[CarriedPatch, ...] = (),
 ) -> Profile:
     """A gunicorn profile: what both declare alike, plus what its worker does with the rest."""
@@ -157,5 +175,6 @@ def gunicorn_profile(
         settings={**GUNICORN_SETTINGS, **worker_settings},
         build=build,
         serve=serve,
+        http=http,
         carried=(STOPPED_WORKER_KILL, *carried),
     )

@@ -19,10 +19,22 @@ from deploy.gunicorn_app import (
     gunicorn_profile,
 )
 from deploy.gunicorn_internals import HEAD_DEADLINE, WORKER_SETTING, head_timeout_worker
-from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, Native, Refused
+from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Refused
 from service.settings import Settings
 
 WORKER_KEY = "asgi_worker"  # the worker's part of the native config
+# gunicorn's own HTTP/2 (h2 package) by ALPN over TLS. Its cleartext HTTP/2 answers only peers in
+# forwarded_allow_ips (and refuses their HTTP/1 with 400 under prior knowledge): not h2c as the
+# other servers serve it, so it stays off.
+HTTP = HttpVersions(
+    key="gunicorn.http_protocols",
+    cleartext={frozenset({"http/1.1"}): "h1"},
+    tls={frozenset({"http/1.1"}): "h1", frozenset({"http/1.1", "h2"}): "h2,h1"},
+    why=(
+        "gunicorn serves HTTP/1.1 to every client that does not pick h2 by ALPN; its h2c serves "
+        "only trusted proxies; no HTTP/3"
+    ),
+)
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -39,6 +51,7 @@ def options(settings: Settings) -> dict[str, Any]:
         # Proxy headers are applied by the app; gunicorn must not trust any itself.
         "secure_scheme_headers": {},
         "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
+        "http_protocols": HTTP.native(settings),
     }
 
 
@@ -65,5 +78,6 @@ PROFILE = gunicorn_profile(
         ),
         "graceful_timeout": Native("gunicorn.graceful_timeout", "the ASGI worker drains this long itself"),
     },
+    http=HTTP,
     carried=(HEAD_DEADLINE,),
 )

@@ -16,6 +16,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 from typing import Any
 
 import uvloop
@@ -24,7 +25,7 @@ from hypercorn.config import Config, Sockets
 
 from deploy import hypercorn_internals
 from deploy.common import bind_address, import_app
-from deploy.profile import NO_PING_TIMEOUT, Native, Profile, Refused
+from deploy.profile import NO_PING_TIMEOUT, HttpVersions, Native, Profile, Refused
 from deploy.reporting_app import ReportingApp, recycle_after
 from deploy.supervisor import (
     APP_LIBRARIES,
@@ -35,8 +36,10 @@ from deploy.supervisor import (
     needs_supervisor,
     supervisor_options,
 )
+from deploy.tls import client_cert_reqs, path_or_none
 from service.logs import log_config
 from service.settings import Settings
+from service.tls import minimum_version
 
 # A new worker reports READY once it serves; an old one it replaces stops then, or after
 # this long without the report (a worker that failed to boot stops the server).
@@ -45,6 +48,19 @@ WORKER_BOOT_BOUND_SECONDS = 30.0
 WORKER_LIBRARIES = (*APP_LIBRARIES, "hypercorn.asyncio", "hypercorn.config", "wsproto")
 # How often a worker looks at its stop flag (hypercorn polls its own shutdown event as often).
 STOP_POLL_SECONDS = 0.1
+# Not hypercorn's: read by ServiceConfig.create_ssl_context.
+MIN_VERSION_ATTRIBUTE = "tls_minimum_version"
+# hypercorn picks the protocol per connection: h2c or HTTP/1.1 in cleartext (always both), h2 over
+# TLS when its ALPN list offers it and the client picks it, HTTP/1.1 otherwise.
+HTTP = HttpVersions(
+    key="alpn_protocols",
+    cleartext={frozenset({"http/1.1", "h2c"}): ["h2", "http/1.1"]},  # no ALPN in cleartext: inert
+    tls={frozenset({"http/1.1"}): ["http/1.1"], frozenset({"http/1.1", "h2"}): ["h2", "http/1.1"]},
+    why=(
+        "hypercorn answers both HTTP/1.1 and h2c in cleartext and HTTP/1.1 to a TLS client that does "
+        "not pick h2, whatever is asked; HTTP/3 needs aioquic, which this project does not install"
+    ),
+)
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -73,12 +89,31 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
         "websocket_ping_interval": settings.ws_ping_interval,
         "use_reloader": False,
+        "certfile": path_or_none(settings.tls_cert_file),
+        "keyfile": path_or_none(settings.tls_key_file),
+        "ca_certs": path_or_none(settings.tls_client_ca_file),
+        "verify_mode": client_cert_reqs(settings) if settings.tls_enabled else None,
+        "alpn_protocols": HTTP.native(settings),
+        MIN_VERSION_ATTRIBUTE: settings.tls_min_version,
         SUPERVISOR_KEY: supervisor_options(settings),  # deploy/supervisor.py, when it runs the workers
     }
 
 
+class ServiceConfig(Config):
+    """hypercorn's Config, whose public `create_ssl_context` also sets APP_TLS_MIN_VERSION
+    (hypercorn's own context is fixed at TLS 1.2)."""
+
+    tls_minimum_version = "1.2"
+
+    def create_ssl_context(self) -> SSLContext | None:
+        context: SSLContext | None = super().create_ssl_context()
+        if context is not None:
+            context.minimum_version = minimum_version(self.tls_minimum_version)
+        return context
+
+
 def build_config(settings: Settings) -> Config:
-    config = Config()
+    config = ServiceConfig()
     for key, value in native_config(settings).items():
         if key != SUPERVISOR_KEY:
             setattr(config, key, value)
@@ -122,8 +157,13 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     hypercorn_internals.install()  # a spawned process: the launcher's patch is not inherited
     limit = recycle_after(config.max_requests, config.max_requests_jitter)
     app = ReportingApp(import_app(config.application_path), link, limit)
-    binds = [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]  # serve() owns the fds now
-    serve_app(app, single_worker(config, binds), shutdown_trigger=lambda: stop_requested(link))
+    # serve() owns the fds now; with TLS, hypercorn serves `bind` over TLS and `insecure_bind` in cleartext.
+    secure = [f"fd://{sock.detach()}" for sock in sockets.secure_sockets]
+    insecure = [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]
+    worker = single_worker(config, secure) if config.ssl_enabled else single_worker(config, insecure)
+    if config.ssl_enabled:
+        worker.insecure_bind = insecure
+    serve_app(app, worker, shutdown_trigger=lambda: stop_requested(link))
 
 
 def single_worker(config: Config, binds: list[str]) -> Config:
@@ -179,8 +219,15 @@ PROFILE = Profile(
         "ws_ping_interval": Native("websocket_ping_interval"),
         "ws_ping_timeout": Refused(f"hypercorn {NO_PING_TIMEOUT}"),
         "max_requests_jitter": Native("max_requests_jitter"),
+        "tls_cert_file": Native("certfile"),
+        "tls_key_file": Native("keyfile"),
+        "tls_client_ca_file": Native("ca_certs", "with `verify_mode` CERT_REQUIRED"),
+        "tls_min_version": Native(
+            MIN_VERSION_ATTRIBUTE, "on ServiceConfig, whose `create_ssl_context` sets `minimum_version`"
+        ),
     },
     build=native_config,
     serve=run,
+    http=HTTP,
     carried=hypercorn_internals.CARRIED,
 )

@@ -17,6 +17,7 @@ from typing import Any
 
 from deploy.carried import CarriedPatch
 from service.settings import Settings, env_name
+from service.settings_types import HTTP_VERSIONS
 
 
 def lookup(config: Mapping[str, Any], key: str) -> Any:
@@ -71,6 +72,60 @@ NO_PING_TIMEOUT = "sends no WebSocket ping timeout of its own; unset it"
 INERT_PROXY_LIST = "set so the server's env fallback cannot differ; inert, the app applies the headers"
 
 
+VersionSet = frozenset[str]
+
+
+def spell(versions: VersionSet) -> str:
+    """A set of HTTP versions as APP_HTTP_VERSIONS writes it, in the setting's own order."""
+    return ",".join(v for v in HTTP_VERSIONS if v in versions)
+
+
+@dataclass(frozen=True)
+class HttpVersions:
+    """The HTTP versions a server serves: every set it can serve exactly, in cleartext and over
+    TLS, each with the native value that selects it (at `key`). Unset, APP_HTTP_VERSIONS means the
+    largest set; any set not listed is refused with `why`."""
+
+    key: str  # where the build puts the chosen value ("" when there is nothing to choose)
+    cleartext: Mapping[VersionSet, Any]
+    tls: Mapping[VersionSet, Any]
+    why: str  # what the server cannot serve, and why
+
+    def choices(self, tls: bool) -> Mapping[VersionSet, Any]:
+        return self.tls if tls else self.cleartext
+
+    def every(self, tls: bool) -> VersionSet:
+        return frozenset().union(*self.choices(tls))
+
+    def served(self, settings: Settings) -> VersionSet:
+        if settings.http_versions is None:
+            return self.every(settings.tls_enabled)
+        return frozenset(settings.http_versions)
+
+    def native(self, settings: Settings) -> Any:
+        """The native value for the versions the settings ask for (refused first if not served)."""
+        return self.choices(settings.tls_enabled)[self.served(settings)]
+
+    def refusal(self, settings: Settings) -> str | None:
+        choices = self.choices(settings.tls_enabled)
+        if self.served(settings) in choices:
+            return None
+        transport = "over TLS" if settings.tls_enabled else "in cleartext"
+        served = " or ".join(f"exactly {spell(versions)}" for versions in choices)
+        return f"it serves {served} {transport}: {self.why}"
+
+    def describe(self) -> str:
+        def sets(tls: bool) -> str:
+            return " or ".join(f"`{spell(v)}`" for v in self.choices(tls))
+
+        where = f"`{self.key}`" if self.key else "nothing to choose"
+        return f"{where}; cleartext: {sets(False)}; TLS: {sets(True)} ({self.why})"
+
+
+HTTP1_ONLY = {frozenset({"http/1.1"}): None}
+HTTP1_SERVER = HttpVersions(key="", cleartext=HTTP1_ONLY, tls=HTTP1_ONLY, why="declared HTTP/1.1 only")
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -78,6 +133,7 @@ class Profile:
     settings: Mapping[str, Support]
     build: Callable[[Settings], dict[str, Any]]  # the complete native config, workers' part included
     serve: Callable[[Settings], int]  # runs the server in this process until it stops
+    http: HttpVersions = HTTP1_SERVER  # the HTTP versions it can serve (APP_HTTP_VERSIONS)
     carried: tuple[CarriedPatch, ...] = ()  # its patches of the server's internals (deploy/carried.py)
 
     def refusals(self, settings: Settings) -> list[str]:
@@ -86,6 +142,10 @@ class Profile:
             for name, support in self.settings.items()
             if isinstance(support, Refused) and support.refuses(settings, name)
         ]
+        versions = self.http.refusal(settings)
+        if versions is not None:
+            asked = spell(self.http.served(settings))
+            refused.append(f"{self.name} cannot honour {env_name('http_versions')}={asked}: {versions}")
         for patch in self.carried:
             if patch.in_range():
                 continue
@@ -116,6 +176,10 @@ class Profile:
     def support(self) -> dict[str, str]:
         """Every setting and what this server does with it, in words (`python -m deploy config`)."""
         return {
-            name: self.settings[name].describe() if name in self.settings else ALIKE
+            name: self.settings[name].describe()
+            if name in self.settings
+            else self.http.describe()
+            if name == "http_versions"
+            else ALIKE
             for name in Settings.model_fields
         }

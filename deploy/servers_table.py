@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.profile import ALIKE, Native, Profile, Refused
+from deploy.profile import ALIKE, Native, Profile, Refused, spell
 from deploy.profiles import PROFILES, load_profile
 from service.settings import Settings, env_name
 
@@ -33,11 +33,37 @@ def _mark(profile: Profile, name: str) -> str:
     return "alike"
 
 
+def http_versions_table(profiles: list[Profile]) -> list[str]:
+    """What each profile serves (APP_HTTP_VERSIONS): every set it can serve exactly, default in bold."""
+
+    def sets(profile: Profile, tls: bool) -> str:
+        every = profile.http.every(tls)
+        return " or ".join(
+            f"**`{spell(v)}`**" if v == every else f"`{spell(v)}`" for v in profile.http.choices(tls)
+        )
+
+    lines = ["| Profile | Cleartext | TLS | Why not more |", "| --- | --- | --- | --- |"]
+    for profile in profiles:
+        why = profile.http.why.replace("|", "\\|")
+        lines.append(f"| `{profile.name}` | {sets(profile, False)} | {sets(profile, True)} | {why} |")
+    return lines
+
+
 def render() -> str:
     profiles = [load_profile(name) for name in PROFILES]
     declared = [name for name in Settings.model_fields if any(name in p.settings for p in profiles)]
-    alike = [name for name in Settings.model_fields if name not in declared]
-    lines = [HEADER, "## At a glance", ""]
+    alike = [name for name in Settings.model_fields if name not in declared and name != "http_versions"]
+    lines = [HEADER, "## HTTP versions", ""]
+    lines += [
+        f"What `{env_name('http_versions')}` may ask of each profile: the sets of versions it serves "
+        "exactly, by transport; unset, the one in bold. Any other set is refused at start-up. `h2` is "
+        "HTTP/2 over TLS (by ALPN), `h2c` cleartext HTTP/2 with prior knowledge.",
+        "",
+        *http_versions_table(profiles),
+        "",
+        "## At a glance",
+        "",
+    ]
     lines.append("| Setting | " + " | ".join(f"`{p.name}`" for p in profiles) + " |")
     lines.append("| --- |" + " --- |" * len(profiles))
     for name in declared:

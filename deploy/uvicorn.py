@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
 from deploy.common import import_app
-from deploy.profile import INERT_PROXY_LIST, Native, Profile
+from deploy.profile import HTTP1_ONLY, INERT_PROXY_LIST, HttpVersions, Native, Profile
 from deploy.supervisor import (
     APP_LIBRARIES,
     READY,
@@ -37,6 +37,7 @@ from deploy.supervisor import (
     needs_supervisor,
     supervisor_options,
 )
+from deploy.tls import MINIMUM_VERSION_HOW, client_cert_reqs, context_hook, path_or_none
 from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, UVICORN_PATCHES, http_protocol
 from service.logs import log_config
 from service.settings import Settings
@@ -84,6 +85,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
         "root_path": "",
         "server_header": False,
+        **tls_options(settings),
         "env_file": None,
         "reload": False,
         "factory": False,
@@ -102,6 +104,32 @@ def websocket_options(settings: Settings) -> dict[str, Any]:
         # Off on every profile: compression costs CPU per message and invites decompression bombs.
         "ws_per_message_deflate": False,
     }
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's certificate options (all None in cleartext); also what gunicorn's uvicorn workers run."""
+    return {
+        "ssl_certfile": path_or_none(settings.tls_cert_file),
+        "ssl_keyfile": path_or_none(settings.tls_key_file),
+        "ssl_ca_certs": path_or_none(settings.tls_client_ca_file),
+        "ssl_cert_reqs": client_cert_reqs(settings),
+        "ssl_context_factory": context_hook(settings),  # APP_TLS_MIN_VERSION
+    }
+
+
+# uvicorn's HTTP/1.1 protocols are all it has; gunicorn's uvicorn workers run them too.
+UVICORN_HTTP = HttpVersions(
+    key="",
+    cleartext=HTTP1_ONLY,
+    tls=HTTP1_ONLY,
+    why="uvicorn's protocols speak HTTP/1.1 only, no HTTP/2 or HTTP/3",
+)
+TLS_SETTINGS = {
+    "tls_cert_file": Native("ssl_certfile"),
+    "tls_key_file": Native("ssl_keyfile"),
+    "tls_client_ca_file": Native("ssl_ca_certs", "with `ssl_cert_reqs` CERT_REQUIRED"),
+    "tls_min_version": Native("ssl_context_factory", MINIMUM_VERSION_HOW),
+}
 
 
 def build_config(settings: Settings) -> uvicorn.Config:
@@ -244,8 +272,10 @@ PROFILE = Profile(
         "ws_max_message_bytes": Native("ws_max_size", "beyond it: close 1009"),
         "ws_ping_interval": Native("ws_ping_interval"),
         "ws_ping_timeout": Native("ws_ping_timeout"),
+        **TLS_SETTINGS,
     },
     build=native_config,
     serve=run,
+    http=UVICORN_HTTP,
     carried=UVICORN_PATCHES,
 )

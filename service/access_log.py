@@ -98,6 +98,8 @@ class AccessLog:
             "status": status,
             "duration_ms": round(seconds * 1000, 3),
             "client": address,
+            "scheme": scope.get("scheme", "http"),
+            "version": version,
             "request_id": request_id_var.get(),
             "server": handler.server,
             "time": self.clock.iso(time.time()),
@@ -171,6 +173,8 @@ class AccessLog:
                 **fields,
                 "duration_ms": round(seconds * 1000, 3),
                 "client": address,
+                "scheme": scope.get("scheme", "http"),
+                "version": http_version(scope),
                 "request_id": request_id_var.get(),
             },
         )

@@ -53,7 +53,7 @@ class RequestContextFilter(logging.Filter):
 ACCESS_LOGGER = "service.access"
 # The fields of every JSON line, in this order; access lines add ACCESS_FIELDS after `pid`.
 JSON_FIELDS = ("level", "logger", "message", "pid", "request_id", "server", "time")
-ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client")
+ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client", "scheme", "version")
 
 
 class UtcClock:

@@ -39,6 +39,14 @@ DURATION = Histogram(
     LABELS,
     buckets=DURATION_BUCKETS,
 )
+# How requests arrive: `https` or `http` (after trusted-proxy resolution) and the HTTP version
+# ("1.1", "2"), in a series of their own so the request series keep their labels.
+BY_PROTOCOL = Counter(
+    "http_requests_by_protocol_total",
+    "HTTP requests answered, by scheme and HTTP version.",
+    ("scheme", "version"),
+)
+KNOWN_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
 # The route is only known once routing ran, so requests still in flight are counted by method.
 IN_PROGRESS = Gauge(
     "http_requests_in_progress",
@@ -62,7 +70,7 @@ PROCESS_FDS = Gauge(
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_SECONDS = 5.0
 
-__all__ = ["CONTENT_TYPE_LATEST", "DURATION", "IN_PROGRESS", "REQUESTS", "flush", "render"]
+__all__ = ["BY_PROTOCOL", "CONTENT_TYPE_LATEST", "DURATION", "IN_PROGRESS", "REQUESTS", "flush", "render"]
 
 
 def method_label(method: str) -> str:
@@ -104,6 +112,33 @@ class RequestSeries:
         self.pending.clear()
 
 
+class ProtocolCount:
+    """`http_requests_by_protocol_total` of one scheme and version, written at the next flush."""
+
+    __slots__ = ("count", "pending")
+
+    def __init__(self, scheme: str, version: str) -> None:
+        self.count = BY_PROTOCOL.labels(scheme, version)
+        self.pending = 0
+
+    def add(self) -> None:
+        with _lock:
+            if not self.pending:
+                _changed(self)
+            self.pending += 1
+
+    def write(self) -> None:
+        self.count.inc(self.pending)
+        self.pending = 0
+
+
+def protocol_count(scheme: str, version: str) -> ProtocolCount:
+    """The series of a request's scheme and version; anything unknown is "other" (bounded labels)."""
+    return _protocol_count(
+        scheme if scheme in ("http", "https") else "other", version if version in KNOWN_VERSIONS else "other"
+    )
+
+
 class InProgress:
     """`http_requests_in_progress` of one method: this worker's count, written when it has changed."""
 
@@ -138,13 +173,14 @@ class InProgress:
 
 request_series = functools.cache(RequestSeries)
 in_progress = functools.cache(InProgress)
+_protocol_count = functools.cache(ProtocolCount)
 
 _lock = threading.Lock()  # requests are recorded on the event loop's thread; tests may run others
-_changed_since_flush: list[RequestSeries | InProgress] = []
+_changed_since_flush: list[RequestSeries | InProgress | ProtocolCount] = []
 _flush_scheduled_on: asyncio.AbstractEventLoop | None = None
 
 
-def _changed(series: RequestSeries | InProgress) -> None:
+def _changed(series: RequestSeries | InProgress | ProtocolCount) -> None:
     """Note a series with something to write (under `_lock`), and make sure a flush comes."""
     global _flush_scheduled_on  # noqa: PLW0603
     _changed_since_flush.append(series)

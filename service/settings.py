@@ -46,6 +46,7 @@ from service.settings_types import (
     BrokerUrl,
     Host,
     HostList,
+    HttpVersionList,
     ImportString,
     NetworkList,
     OriginList,
@@ -76,6 +77,10 @@ Environment = Literal["development", "production"]
 ServerName = Annotated[str, AfterValidator(one_of(PROFILES)), allowed(f"one of {', '.join(PROFILES)}")]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["json", "console"]
+TlsVersion = Literal["1.2", "1.3"]
+# The versions that need TLS, and the one that is cleartext only.
+OVER_TLS_ONLY = ("h2", "h3")
+CLEARTEXT_ONLY = ("h2c",)
 
 
 class Settings(BaseSettings):
@@ -333,6 +338,43 @@ class Settings(BaseSettings):
         ),
     )
 
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM certificate (its chain after it) the server presents: with APP_TLS_KEY_FILE the "
+            "service serves HTTPS only. Checked at start-up: readable, valid now, matching the key."
+        ),
+        json_schema_extra={"allowed": "a path to a PEM certificate file"},
+    )
+    tls_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM private key of APP_TLS_CERT_FILE, unencrypted (mount it from a Secret; its content is "
+            "never logged). Both or neither."
+        ),
+        json_schema_extra={"allowed": "a path to an unencrypted PEM private key file"},
+    )
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "Mutual TLS: PEM certificates of the CA(s) client certificates must be signed by; a client "
+            "without such a certificate fails the handshake. Needs APP_TLS_CERT_FILE."
+        ),
+        json_schema_extra={"allowed": "a path to a PEM file of CA certificates"},
+    )
+    tls_min_version: TlsVersion = Field(
+        default="1.2",
+        description="Oldest TLS version a client may negotiate. Needs APP_TLS_CERT_FILE.",
+    )
+    http_versions: HttpVersionList | None = Field(
+        default=None,
+        description=(
+            "HTTP versions to serve: `http/1.1`, `h2` (HTTP/2 over TLS, by ALPN), `h2c` (cleartext HTTP/2 "
+            "with prior knowledge), `h3`. Unset: every version the profile serves with the TLS settings "
+            "given (docs/servers.md); a profile refuses a set it cannot serve exactly."
+        ),
+    )
+
     reload: bool = Field(
         default=False,
         description=(
@@ -417,6 +459,42 @@ class Settings(BaseSettings):
             "(a stream: `event: too-slow`) instead of growing the worker's memory. One message always fits."
         ),
     )
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = ("cert", "key") if self.tls_key_file is None else ("key", "cert")
+            raise ValueError(
+                f"APP_TLS_{given.upper()}_FILE needs APP_TLS_{missing.upper()}_FILE: "
+                "a certificate and its key go together (set both, or neither for cleartext)"
+            )
+        if self.tls_cert_file is None:
+            for name in ("tls_client_ca_file", "tls_min_version"):
+                if name in self.model_fields_set:
+                    raise ValueError(
+                        f"{env_name(name)} needs APP_TLS_CERT_FILE and APP_TLS_KEY_FILE (without them "
+                        "the service speaks cleartext)"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _check_http_versions_transport(self) -> Settings:
+        versions = self.http_versions or ()
+        if self.tls_cert_file is None:
+            needing = [v for v in versions if v in OVER_TLS_ONLY]
+            if needing:
+                raise ValueError(
+                    f"APP_HTTP_VERSIONS={','.join(versions)}: {', '.join(needing)} needs TLS "
+                    "(set APP_TLS_CERT_FILE and APP_TLS_KEY_FILE; cleartext HTTP/2 is h2c)"
+                )
+        else:
+            cleartext = [v for v in versions if v in CLEARTEXT_ONLY]
+            if cleartext:
+                raise ValueError(
+                    f"APP_HTTP_VERSIONS={','.join(versions)}: h2c is cleartext HTTP/2, and with "
+                    "APP_TLS_CERT_FILE the service speaks TLS only (HTTP/2 over TLS is h2)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _refuse_in_process_broker_with_workers(self) -> Settings:
@@ -521,6 +599,10 @@ class Settings(BaseSettings):
             return self.drain_seconds
         # The kubelet sets the variable in every container, whatever enableServiceLinks says.
         return 0 if self._in_kubernetes else DEFAULT_DRAIN_SECONDS
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
 
     @property
     def effective_docs_enabled(self) -> bool:

@@ -150,6 +150,26 @@ def _absolute(value: Path) -> Path:
     return value
 
 
+# The HTTP versions APP_HTTP_VERSIONS names, as ALPN spells them (`h2c`: cleartext HTTP/2, prior knowledge).
+HTTP_VERSIONS = ("http/1.1", "h2", "h2c", "h3")
+
+
+def _http_versions(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("must name at least one version")
+    for item in value:
+        if item not in HTTP_VERSIONS:
+            raise ValueError(f"{item!r} is not an HTTP version this setting knows")
+    return tuple(dict.fromkeys(value))  # each once, in the order given
+
+
+HttpVersionList = Annotated[
+    tuple[str, ...],
+    NoDecode,
+    BeforeValidator(split_commas),
+    AfterValidator(_http_versions),
+    allowed(f"comma-separated, from {', '.join(HTTP_VERSIONS)}"),
+]
 PathList = Annotated[
     tuple[str, ...],
     NoDecode,

@@ -26,10 +26,10 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.access_log import AccessLog
+from service.access_log import AccessLog, http_version
 from service.drain import DrainState
 from service.forwarded import TrustedProxies
-from service.metrics import in_progress, method_label, request_series
+from service.metrics import in_progress, method_label, protocol_count, request_series
 from service.middleware.metrics import COUNTED
 from service.request_id import HEADER, incoming_or_new, logger, request_id_var
 from service.security_headers import ALWAYS, HSTS, JSON_CSP
@@ -117,6 +117,7 @@ class EdgeMiddleware:
         if self.count_marked_only and not scope["state"].get(COUNTED, False):
             return  # answered by the Host allow-list or CORS, not by the app
         request_series(method, route_of(scope), status).observe(seconds)
+        protocol_count(scope.get("scheme", "http"), http_version(scope)).add()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -116,6 +116,8 @@ def test_the_access_line_has_the_fields_of_a_json_record_in_the_same_order(
         "status": 404,
         "duration_ms": 1.234,
         "client": "10.0.0.7:5123",
+        "scheme": "http",
+        "version": "1.1",
         "request_id": "access-line-test",
         "server": "granian",
         "time": built["time"],

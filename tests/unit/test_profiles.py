@@ -49,13 +49,23 @@ OTHER_VALUE: dict[str, Any] = {
     "ws_ping_timeout": 5.0,
     "broker_url": "redis://127.0.0.1:6379/0",
     "broker_password": "another-password",
+    "tls_cert_file": Path("/run/tls/tls.crt"),
+    "tls_key_file": Path("/run/tls/tls.key"),
+    "tls_client_ca_file": Path("/run/tls/ca.crt"),
 }
+TLS_PAIR = {"tls_cert_file": OTHER_VALUE["tls_cert_file"], "tls_key_file": OTHER_VALUE["tls_key_file"]}
 # Settings valid only together with another one.
 NEEDS: dict[str, dict[str, Any]] = {
     "otlp_headers": {"otlp_endpoint": OTHER_VALUE["otlp_endpoint"]},
     "ws_ping_timeout": {"ws_ping_interval": OTHER_VALUE["ws_ping_interval"]},
     "broker_password": {"broker_url": OTHER_VALUE["broker_url"]},
+    "tls_cert_file": {"tls_key_file": OTHER_VALUE["tls_key_file"]},
+    "tls_key_file": {"tls_cert_file": OTHER_VALUE["tls_cert_file"]},
+    "tls_client_ca_file": TLS_PAIR,
+    "tls_min_version": TLS_PAIR,
 }
+# Declared by each profile's `http` table, not its settings map: tests/unit/test_http_versions.py.
+DECLARED_APART = {"http_versions"}
 SELECTS_THE_PROFILE = {"server"}
 
 
@@ -96,7 +106,9 @@ def changed(name: str) -> list[Settings]:
     return [Settings(**{**BASE, **NEEDS.get(name, {}), name: value}) for value in other_values(name)]
 
 
-CASES = [(profile, name) for profile in PROFILES for name in Settings.model_fields]
+CASES = [
+    (profile, name) for profile in PROFILES for name in Settings.model_fields if name not in DECLARED_APART
+]
 
 
 @pytest.mark.parametrize(("profile", "name"), CASES, ids=[f"{p}-{n}" for p, n in CASES])

@@ -1,0 +1,50 @@
+"""What the profiles share to serve TLS: the minimum version through the servers' public context hooks.
+
+uvicorn (`ssl_context_factory`) and gunicorn (the `ssl_context` server hook) both hand a hook
+their default context factory, built from their own certificate options; the hook returns
+that context with APP_TLS_MIN_VERSION set.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from service.settings import Settings
+from service.tls import minimum_version
+
+MINIMUM_VERSION_HOW = "its default context with `minimum_version` set (deploy/tls.py)"
+
+
+@dataclass(frozen=True)
+class MinimumVersionHook:
+    """A server's context hook: its default context, with APP_TLS_MIN_VERSION set.
+    Equal by value (configs compare), picklable (a supervised worker receives it)."""
+
+    version: str
+
+    def __call__(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        context = default_factory()
+        context.minimum_version = minimum_version(self.version)
+        return context
+
+
+def minimum_version_hook(settings: Settings) -> MinimumVersionHook:
+    """The context hook of APP_TLS_MIN_VERSION (gunicorn calls its hook only with TLS)."""
+    return MinimumVersionHook(settings.tls_min_version)
+
+
+def context_hook(settings: Settings) -> MinimumVersionHook | None:
+    """uvicorn's context hook: None in cleartext, as uvicorn takes any hook for TLS."""
+    return minimum_version_hook(settings) if settings.tls_enabled else None
+
+
+def client_cert_reqs(settings: Settings) -> ssl.VerifyMode:
+    """Mutual TLS: with a client CA, a client without a certificate it signed fails the handshake."""
+    return ssl.CERT_REQUIRED if settings.tls_client_ca_file is not None else ssl.CERT_NONE
+
+
+def path_or_none(path: Any) -> str | None:
+    return None if path is None else str(path)
