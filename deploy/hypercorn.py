@@ -81,6 +81,8 @@ def native_config(settings: Settings) -> dict[str, Any]:
         # time between requests (it runs until a head is complete, whatever bytes arrive):
         # the shorter of the two settings, so neither deadline is ever exceeded.
         "keep_alive_timeout": min(settings.keepalive_timeout, settings.request_head_timeout),
+        # With TLS, the head deadline starts once the handshake is done; this bounds the handshake.
+        "ssl_handshake_timeout": settings.request_head_timeout,
         "graceful_timeout": settings.graceful_timeout,
         "max_requests": settings.max_requests or None,
         "max_requests_jitter": settings.max_requests_jitter,
@@ -211,7 +213,10 @@ PROFILE = Profile(
         "log_level": Native("loglevel", "upper case"),
         "log_format": Native("logconfig_dict", "service/logs.py's one dictConfig"),
         "keepalive_timeout": Native("keep_alive_timeout", "one idle timer: the shorter with the head one"),
-        "request_head_timeout": Native("keep_alive_timeout", "one idle timer: the shorter with keep-alive"),
+        "request_head_timeout": Native(
+            "keep_alive_timeout",
+            "one idle timer: the shorter with keep-alive; the TLS handshake gets as long",
+        ),
         "graceful_timeout": Native("graceful_timeout"),
         "max_requests": Native("max_requests", "the supervisor starts the replacement first"),
         **SUPERVISED_SETTINGS,

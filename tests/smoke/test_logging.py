@@ -18,7 +18,7 @@ from devkit.process import running_server
 pytestmark = pytest.mark.smoke
 
 APP_FIELDS = {"time", "level", "logger", "message", "request_id", "pid", "server"}
-ACCESS_FIELDS = APP_FIELDS | {"method", "path", "status", "duration_ms", "client"}
+ACCESS_FIELDS = APP_FIELDS | {"method", "path", "status", "duration_ms", "client", "scheme", "version"}
 # What an error line adds.
 ERROR_FIELDS = {"exc_info", "stack_info"}
 # The burst sent right before SIGTERM: small, but several connections on two workers at once.

@@ -241,6 +241,11 @@ REFUSALS: list[tuple[str, Callable[[Certificates], dict[str, str]], str]] = [
     ),
     ("granian", lambda c: {"APP_HTTP_VERSIONS": "h2"}, "h2 needs TLS"),
     (
+        "granian",
+        lambda c: {**c.env(), "APP_HTTP_VERSIONS": "http/1.1,h2"},
+        "granian cannot honour APP_HTTP_VERSIONS",
+    ),
+    (
         "hypercorn",
         lambda c: {**c.env(), "APP_HTTP_VERSIONS": "h3"},
         "hypercorn cannot honour APP_HTTP_VERSIONS=h3",

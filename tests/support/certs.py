@@ -40,8 +40,10 @@ def make_certificates(directory: Path) -> Certificates:
     ca = trustme.CA()
     now = datetime.now(UTC)
 
-    def server(name: str, **dates: datetime) -> tuple[Path, Path]:
-        issued = ca.issue_cert(LOOPBACK, **dates)
+    def server(
+        name: str, not_before: datetime | None = None, not_after: datetime | None = None
+    ) -> tuple[Path, Path]:
+        issued = ca.issue_cert(LOOPBACK, not_before=not_before, not_after=not_after)
         cert, key = directory / f"{name}.pem", directory / f"{name}.key"
         issued.cert_chain_pems[0].write_to_path(str(cert))
         issued.private_key_pem.write_to_path(str(key))
