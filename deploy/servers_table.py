@@ -33,6 +33,11 @@ def _mark(profile: Profile, name: str) -> str:
     return "alike"
 
 
+def versions_cell(profile: Profile) -> str:
+    """The README's cell of what a profile serves by default, in cleartext and over TLS."""
+    return f"`{spell(profile.http.every(False))}`; TLS: `{spell(profile.http.every(True))}`"
+
+
 def http_versions_table(profiles: list[Profile]) -> list[str]:
     """What each profile serves (APP_HTTP_VERSIONS): every set it can serve exactly, default in bold."""
 

@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from deploy.profile import HttpVersions, UnsupportedSettingError, lookup, spell
+from deploy.servers_table import versions_cell
 from deploy.profiles import PROFILES, load_profile
 from service.settings import Settings, SettingsError, load_settings
 from service.settings_types import HTTP_VERSIONS
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 TLS = {"tls_cert_file": Path("/run/tls/tls.crt"), "tls_key_file": Path("/run/tls/tls.key")}
 TRANSPORTS = {"cleartext": {}, "tls": TLS}
 # Every set of versions valid on that transport (h2/h3 need TLS, h2c is cleartext).
@@ -113,3 +115,11 @@ def test_the_versions_are_the_settings_own() -> None:
         for tls in (False, True):
             for versions in http.choices(tls):
                 assert versions <= set(HTTP_VERSIONS)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_the_readme_server_table_says_what_each_profile_serves(profile: str) -> None:
+    row = next(line for line in README.read_text().splitlines() if line.startswith(f"| `{profile}` | "))
+    assert row.split(" | ")[2] == versions_cell(load_profile(profile)), (
+        f"README.md's HTTP versions of {profile} are stale: {versions_cell(load_profile(profile))}"
+    )
