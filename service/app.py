@@ -23,7 +23,7 @@ from service.errors import install_error_handlers
 from service.forwarded import TrustedProxies
 from service.log_writer import flush_all as flush_log_lines
 from service.metrics import flush as flush_metrics
-from service.metrics import sample_process_periodically, worker_exited
+from service.metrics import publish_certificate_expiry, sample_process_periodically, worker_exited
 from service.middleware.edge import EdgeMiddleware
 from service.middleware.head import HeadAsGetMiddleware
 from service.middleware.hosts import HostAllowListMiddleware
@@ -103,6 +103,8 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         app.state.lifecycle = "running"
         app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
+        if settings.metrics_enabled and settings.tls_cert_file is not None:
+            publish_certificate_expiry(settings.tls_cert_file)
         await app.state.rooms.start()  # rooms: does not wait for the broker (service/brokers.py)
         async with watch(settings.drain_file, app.state.drain):
             yield

@@ -26,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client import generate_latest as _generate_latest
 
+from service.tls import certificate_validity
+
 LABELS = ("method", "route", "status")
 # Anything else a client sends as a method is counted as OTHER: labels must stay bounded.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -66,6 +68,15 @@ PROCESS_CPU = Gauge(
 )
 PROCESS_FDS = Gauge(
     "process_worker_open_fds", "Open file descriptors of each worker.", multiprocess_mode="liveall"
+)
+# When the certificate each worker loaded at its start (APP_TLS_CERT_FILE) expires: the earliest
+# over the live workers, so an alert fires before any of them serves a lapsed certificate. Labelled
+# by the file, so a worker that has not read it yet writes no 0 (which would be the minimum).
+CERTIFICATE_EXPIRY = Gauge(
+    "tls_certificate_expiry_timestamp_seconds",
+    "When the served TLS certificate expires (Unix seconds), earliest over the live workers.",
+    ("file",),
+    multiprocess_mode="livemin",
 )
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_SECONDS = 5.0
@@ -211,6 +222,12 @@ def sample_process() -> None:
         PROCESS_FDS.set(len(os.listdir("/proc/self/fd")))
     times = os.times()
     PROCESS_CPU.set(times.user + times.system)
+
+
+def publish_certificate_expiry(cert_file: Path) -> None:
+    """Read when the certificate expires, as the server loads it at the worker's start."""
+    with contextlib.suppress(OSError, ValueError, IndexError):  # checked by the launcher already
+        CERTIFICATE_EXPIRY.labels(str(cert_file)).set(certificate_validity(cert_file).not_after.timestamp())
 
 
 async def sample_process_periodically() -> None:

@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 
 from deploy.profiles import PROFILES, load_profile
 from devkit.process import LOOPBACK, ServerProcess, launched, refused_at_startup, running_server
+from service.tls import certificate_validity
 from tests.support.certs import Certificates, make_certificates
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
@@ -138,6 +139,16 @@ def test_alpn_offers_h2_exactly_where_the_profile_declares_it(
         )
 
     eventually(counted, f"https requests over HTTP/{expected} in the metrics")
+
+
+def test_the_metrics_expose_when_the_served_certificate_expires(
+    server: ServerProcess, certs: Certificates
+) -> None:
+    with client(certs) as scraper:
+        text = scraper.get(f"{server.base_url}/metrics").text
+    expiry = certificate_validity(certs.cert).not_after.timestamp()
+    # Right after start-up too: a worker that has not read the file yet must not pull it to 0.
+    assert metric(text, "tls_certificate_expiry_timestamp_seconds", file=str(certs.cert)) == expiry
 
 
 def test_the_body_limit_holds_over_every_version(server: ServerProcess, certs: Certificates) -> None:

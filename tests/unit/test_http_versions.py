@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from deploy.profile import HttpVersions, UnsupportedSettingError, lookup, spell
-from deploy.servers_table import versions_cell
 from deploy.profiles import PROFILES, load_profile
+from deploy.servers_table import versions_cell
 from service.settings import Settings, SettingsError, load_settings
 from service.settings_types import HTTP_VERSIONS
 
