@@ -123,7 +123,7 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     limit = recycle_after(config.max_requests, config.max_requests_jitter)
     app = ReportingApp(import_app(config.application_path), link, limit)
     binds = [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]  # serve() owns the fds now
-    serve_app(app, single_worker(config, binds), shutdown_trigger=lambda: stop_requested(link))
+    serve_app(app, single_worker(config, binds), shutdown_trigger=lambda: stop_requested(link, app))
 
 
 def single_worker(config: Config, binds: list[str]) -> Config:
@@ -145,19 +145,14 @@ def serve_app(
         runner.run(serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
 
 
-async def stop_requested(link: WorkerLink) -> None:
+async def stop_requested(link: WorkerLink, app: object) -> None:
     """hypercorn's shutdown trigger: returns once the supervisor asks the worker to stop, having told
     the app's long-lived connections (no signal reaches a supervised worker)."""
     while not link.stop_requested():  # noqa: ASYNC110 - a byte another process sets: polled
         await asyncio.sleep(STOP_POLL_SECONDS)
-    stop_long_lived_connections()
+    from service.sessions import begin_stop_of  # noqa: PLC0415 - imported by the app anyway; not by the launcher
 
-
-def stop_long_lived_connections() -> None:
-    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
-    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
-
-    stop_all()
+    begin_stop_of(app)
 
 
 PROFILE = Profile(

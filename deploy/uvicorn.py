@@ -179,7 +179,10 @@ async def _report_to_supervisor(
             link.report(READY)
         if not stopping and link.stop_requested():
             stopping = True
-            stop_long_lived_connections()  # no signal reaches a supervised worker (service/realtime.py)
+            # No signal reaches a supervised worker: the app's WebSockets and streams are told here.
+            from service.sessions import begin_stop_of  # noqa: PLC0415 - the app imports it; the launcher need not
+
+            begin_stop_of(requests.app)
             await _stop_accepting_then_settle(server)
             server.should_exit = True
         elif not retiring and recycle_after is not None and requests.total >= recycle_after:
@@ -213,13 +216,6 @@ class RequestCount:
         if scope["type"] != "lifespan":
             self.total += 1
         await self.app(scope, receive, send)
-
-
-def stop_long_lived_connections() -> None:
-    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
-    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
-
-    stop_all()
 
 
 PROFILE = Profile(
