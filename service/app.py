@@ -22,13 +22,13 @@ from service.drain_flag import DrainState, watch
 from service.errors import install_error_handlers
 from service.forwarded import TrustedProxies
 from service.log_writer import flush_all as flush_log_lines
-from service.metrics import flush as flush_metrics
-from service.metrics import sample_process_periodically, worker_exited
+from service.middleware.counted_marker import CountedMarker
 from service.middleware.edge import EdgeMiddleware
 from service.middleware.head import HeadAsGetMiddleware
 from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
-from service.middleware.metrics import CountedMarker
+from service.multiprocess_metrics import flush as flush_metrics
+from service.multiprocess_metrics import sample_process_periodically, worker_exited
 from service.sessions import RealtimeState
 from service.settings import Settings
 from service.tracing import tracing_for

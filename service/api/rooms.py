@@ -38,7 +38,7 @@ from service.api.websocket_handshake import (
     sessions_in,
 )
 from service.brokers import Broker
-from service.rooms import (
+from service.room_hub import (
     BROKER_UNAVAILABLE,
     ROOM_NAME,
     ROOM_NAME_RULE,

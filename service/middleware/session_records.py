@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from service import session_metrics
 from service.access_log import AccessLog
-from service.metrics import UNMATCHED_ROUTE, request_series
+from service.multiprocess_metrics import UNMATCHED_ROUTE, request_series
 
 Headers = Iterable[tuple[bytes, bytes]]
 ABNORMAL_CLOSURE = 1006  # RFC 6455: ended without a close frame
