@@ -50,6 +50,7 @@ from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope,
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
 from deploy.metrics_dir import forget_worker
+from deploy.worker_timing import ACCEPTING_SETTLE_SECONDS
 
 GRANIAN_2_8 = ">=2.8,<2.9"  # 2.8.7 (the lock) and 2.8.9 (the newest) checked
 MODULE = "deploy/granian_internals.py"
@@ -126,9 +127,6 @@ SERVER_PATCHES = (REPLACEMENT_SERVES_FIRST, MEMORY_LEAD, CRASHES_REPLACED)
 
 logger = logging.getLogger("deploy.granian")
 
-# From a worker's ready mark (end of its lifespan start-up) to its accepting: granian starts
-# its listener right after, in the same thread.
-ACCEPTING_SETTLE_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
 
 

@@ -24,9 +24,10 @@ from gunicorn.app.base import BaseApplication
 
 from deploy.carried import CarriedPatch
 from deploy.common import SHM_DIR, bind_address
-from deploy.gunicorn_hooks import MEMORY_CHECK_SECONDS, child_exit, post_fork, post_worker_init, when_ready
+from deploy.gunicorn_hooks import child_exit, post_fork, post_worker_init, when_ready
 from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import INERT_PROXY_LIST, Native, Profile, Support
+from deploy.worker_timing import MEMORY_CHECK_SECONDS
 from service.logs import log_config
 from service.settings import Settings
 

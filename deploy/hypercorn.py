@@ -35,12 +35,10 @@ from deploy.supervisor import (
     needs_supervisor,
     supervisor_options,
 )
+from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
 from service.logs import log_config
 from service.settings import Settings
 
-# A new worker reports READY once it serves; an old one it replaces stops then, or after
-# this long without the report (a worker that failed to boot stops the server).
-WORKER_BOOT_BOUND_SECONDS = 30.0
 # What a worker imports of hypercorn, imported once by the supervisor's fork server.
 WORKER_LIBRARIES = (*APP_LIBRARIES, "hypercorn.asyncio", "hypercorn.config", "wsproto")
 # How often a worker looks at its stop flag (hypercorn polls its own shutdown event as often).

@@ -38,13 +38,11 @@ from deploy.supervisor import (
     supervisor_options,
 )
 from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, UVICORN_PATCHES, http_protocol
+from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
 from service.logs import log_config
 from service.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
-# A new worker reports READY once it accepts; an old one it replaces stops then, or
-# after this long without the report (a worker that failed to boot stops the server).
-WORKER_BOOT_BOUND_SECONDS = 30.0
 # From a stopping worker's last accept to its shutdown: a connection accepted just before
 # delivers its first request meanwhile (see _stop_accepting_then_settle).
 ACCEPTED_SETTLE_SECONDS = 0.2

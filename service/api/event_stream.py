@@ -23,7 +23,7 @@ from service.sessions import RealtimeState
 
 router = APIRouter(tags=["realtime"])
 
-HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps idle proxies from cutting a slow stream
+STREAM_PING_SECONDS = 15.0  # a comment line this often keeps idle proxies from cutting a slow stream
 # A client told to reconnect after a shutdown waits 1-5 s, spread so they do not all come back at once.
 RETRY_MIN_MS, RETRY_MAX_MS = 1000, 5000
 
@@ -105,7 +105,7 @@ class EventStream(EventStreamResponse):
                 number += 1
                 next_event = max(next_event + self.interval, now)  # a late tick is not caught up in a burst
                 continue
-            wait = min(next_event - now, HEARTBEAT_SECONDS)
+            wait = min(next_event - now, STREAM_PING_SECONDS)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await wake.wait()

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from service import rooms_metrics
-from service.api.event_stream import HEARTBEAT_SECONDS, RETRY_MAX_MS, RETRY_MIN_MS, EventStreamResponse
+from service.api.event_stream import RETRY_MAX_MS, RETRY_MIN_MS, STREAM_PING_SECONDS, EventStreamResponse
 from service.api.websocket_handshake import (
     MESSAGE_TOO_BIG,
     SERVICE_RESTART,
@@ -206,7 +206,7 @@ class RoomStream(EventStreamResponse):
         delivered = rooms_metrics.delivered(EVENT_STREAM)
         while True:
             try:
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                async with asyncio.timeout(STREAM_PING_SECONDS):
                     message = await subscriber.next_message()
             except TimeoutError:
                 await send(_chunk(": ping\n\n"))
