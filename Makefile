@@ -42,19 +42,24 @@ venv-run: | $(UV) ## Install the locked runtime dependencies into .venv
 venv-dev: | $(UV) ## Install runtime and development dependencies into .venv
 	@$(UV) sync --locked --all-extras --quiet
 
+# A run on this machine (make run, run-<profile>, dev) serves one worker unless APP_WORKERS is
+# set in the environment, on make's command line or in .env: a laptop needs no more, and the
+# rooms' default in-process broker reaches one worker only. Deployments set their own.
+ONE_WORKER_UNLESS_SET = $(if $(APP_WORKERS)$(shell grep -Esq '^[[:space:]]*(export[[:space:]]+)?APP_WORKERS[[:space:]]*=' .env && echo set),,APP_WORKERS=1)
+
 .PHONY: dev
 dev: venv-run ## Development loop: APP_SERVER (default uvicorn) restarting on every saved edit (APP_RELOAD)
-	APP_RELOAD=true APP_WORKERS=$${APP_WORKERS:-1} exec $(RUN) -m deploy
+	APP_RELOAD=true $(ONE_WORKER_UNLESS_SET) exec $(RUN) -m deploy
 
 # The profiles, read from their one list (deploy/profiles.py) so that make never names a server.
 PROFILES := $(shell sed -n 's/^    "\([a-z0-9-]*\)": "deploy\..*",$$/\1/p' deploy/profiles.py)
 
 .PHONY: run
-run: venv-run ## Run the server named by APP_SERVER (default uvicorn)
-	exec $(RUN) -m deploy
+run: venv-run ## Run the server named by APP_SERVER (default uvicorn), one worker unless APP_WORKERS
+	$(ONE_WORKER_UNLESS_SET) exec $(RUN) -m deploy
 
 run-%: venv-run ## Run the service under <profile>, one of: $(PROFILES)
-	exec $(RUN) -m deploy $*
+	$(ONE_WORKER_UNLESS_SET) exec $(RUN) -m deploy $*
 
 .PHONY: config
 config: venv-run ## Print effective settings and native server config (PROFILE=uvicorn|...)

@@ -1,4 +1,6 @@
-"""The drain front: the launcher waits before the server for the drain window (app side: service/drain.py).
+"""The drain front: the launcher waits before the server for the drain window.
+
+The app side of the drain is service/drain_flag.py.
 
 With a window of N > 0 seconds the launcher forks the server and stays in front
 of it as PID 1. On SIGTERM it creates the drain file (every worker then answers

@@ -70,7 +70,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "loop": Loops.uvloop,
         "http": HTTP.native(settings),
-        # Granian has no message-size limit of its own: the app closes with 1009 (service/api/realtime.py).
+        # Granian has no message-size limit of its own: the app closes with 1009 (service/api/).
         "websockets": True,
         "http1_settings": HTTP1Settings(
             keep_alive=True, header_read_timeout=settings.request_head_timeout * 1000

@@ -50,6 +50,7 @@ from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope,
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
 from deploy.metrics_dir import forget_worker
+from deploy.worker_timing import ACCEPTING_SETTLE_SECONDS
 
 GRANIAN_2_8 = ">=2.8,<2.9"  # 2.8.7 (the lock) and 2.8.9 (the newest) checked
 MODULE = "deploy/granian_internals.py"
@@ -126,9 +127,6 @@ SERVER_PATCHES = (REPLACEMENT_SERVES_FIRST, MEMORY_LEAD, CRASHES_REPLACED)
 
 logger = logging.getLogger("deploy.granian")
 
-# From a worker's ready mark (end of its lifespan start-up) to its accepting: granian starts
-# its listener right after, in the same thread.
-ACCEPTING_SETTLE_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
 
 
@@ -143,9 +141,10 @@ def load_in_worker(parent_pid: int, marks: Path, beat: bool, sessions_bound: flo
     """granian's `target_loader`, run in each spawned worker before it serves: die with the main
     process, hold its stop until the long-lived sessions have ended, load the app."""
     die_with_parent(parent_pid)
+    app = cast(ASGIApp, import_app(target))  # granian's loader is private
     if STOP_AFTER_SESSIONS.applies():
-        hold_stop_for_sessions(sessions_bound)
-    return worker_app(cast(ASGIApp, import_app(target)), marks, beat)  # granian's loader is private
+        hold_stop_for_sessions(app, sessions_bound)
+    return worker_app(app, marks, beat)
 
 
 def worker_app(app: ASGIApp, marks: Path, beat: bool) -> ASGIApp:
@@ -340,10 +339,10 @@ class _SessionIO:
                 self.closed.set()
 
 
-def hold_stop_for_sessions(bound: float) -> None:
+def hold_stop_for_sessions(app: object, bound: float) -> None:
     """In the worker: wrap granian's `set_loop_signals`, which its worker calls after this loader
     and before serving, so that SIGTERM/SIGINT first has the app end every WebSocket and event
-    stream (service/realtime.py `stop_all_and_wait`), then begins granian's stop."""
+    stream (service/sessions.py `stop_and_wait`), then begins granian's stop."""
     granian_set_loop_signals: Callable[[asyncio.AbstractEventLoop], Any] = granian._signals.set_loop_signals
 
     def set_loop_signals(loop: asyncio.AbstractEventLoop) -> Any:
@@ -353,7 +352,7 @@ def hold_stop_for_sessions(bound: float) -> None:
         def on_stop_signal(signum: int) -> None:
             # Once only: a Ctrl-C reaches the worker as SIGINT and, from the main process, SIGTERM.
             if not holding:
-                holding.append(loop.create_task(stop_after_sessions(granian_stop, bound)))
+                holding.append(loop.create_task(stop_after_sessions(granian_stop, app, bound)))
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_stop_signal, signum)  # replaces granian's own
@@ -362,11 +361,12 @@ def hold_stop_for_sessions(bound: float) -> None:
     granian._signals.set_loop_signals = set_loop_signals
 
 
-async def stop_after_sessions(granian_stop: Any, bound: float) -> None:
-    from service.realtime import stop_all_and_wait  # noqa: PLC0415 - the worker's app imports it; the launcher need not
+async def stop_after_sessions(granian_stop: Any, app: object, bound: float) -> None:
+    from service.sessions import sessions_of  # noqa: PLC0415 - the worker's app imports it; the launcher need not
 
+    sessions = sessions_of(app)
     try:
-        still_open = await stop_all_and_wait(bound)
+        still_open = await sessions.stop_and_wait(bound) if sessions is not None else 0
         if still_open:
             logger.warning(
                 "%d long-lived connections still open after %.1f s: granian cuts them", still_open, bound

@@ -19,7 +19,7 @@ from deploy.gunicorn_app import (
     gunicorn_profile,
 )
 from deploy.profile import Native
-from deploy.tls import MINIMUM_VERSION_HOW, context_hook
+from deploy.tls_options import MINIMUM_VERSION_HOW, context_hook
 from deploy.uvicorn import UVICORN_HTTP, websocket_options
 from deploy.uvicorn_internals import (
     CONFIG_ATTRIBUTE,
@@ -27,12 +27,12 @@ from deploy.uvicorn_internals import (
     give_worker_head_deadline,
     http_protocol,
 )
+from deploy.worker_timing import KILL_BACKSTOP_SECONDS
 from service.settings import Settings
 
 WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
 # The worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by
 # itself; gunicorn's SIGKILL is only a backstop this much later.
-KILL_BACKSTOP_SECONDS = 2
 WORKER_KEY = "uvicorn_worker"  # the worker's part of the native config
 
 

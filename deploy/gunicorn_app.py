@@ -24,10 +24,11 @@ from gunicorn.app.base import BaseApplication
 
 from deploy.carried import CarriedPatch
 from deploy.common import SHM_DIR, bind_address
-from deploy.gunicorn_hooks import MEMORY_CHECK_SECONDS, child_exit, post_fork, post_worker_init, when_ready
+from deploy.gunicorn_hooks import child_exit, post_fork, post_worker_init, when_ready
 from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import INERT_PROXY_LIST, HttpVersions, Native, Profile, Support
-from deploy.tls import MINIMUM_VERSION_HOW, client_cert_reqs, minimum_version_hook, path_or_none
+from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, minimum_version_hook, path_or_none
+from deploy.worker_timing import MEMORY_CHECK_SECONDS
 from service.logs import log_config
 from service.settings import Settings
 

@@ -24,8 +24,8 @@ from typing import Any
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, MemoryWatch
 from deploy.metrics_dir import forget_worker
+from deploy.worker_timing import MEMORY_CHECK_SECONDS
 
-MEMORY_CHECK_SECONDS = 0.5
 # A worker told to stop takes requests until its loop next looks (gunicorn's ASGI worker: once a
 # second): retire it when it would reach the limit within that.
 MEMORY_LEAD_SECONDS = 1.0

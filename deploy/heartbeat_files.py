@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.lifecycle import parent_of
+from deploy.worker_timing import HEARTBEAT_SECONDS
 
-HEARTBEAT_SECONDS = 0.5
 _STAMP = struct.Struct("d")
 
 logger = logging.getLogger("deploy.heartbeat")

@@ -36,14 +36,12 @@ from deploy.supervisor import (
     needs_supervisor,
     supervisor_options,
 )
-from deploy.tls import client_cert_reqs, path_or_none
+from deploy.tls_options import client_cert_reqs, path_or_none
+from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
 from service.logs import log_config
 from service.settings import Settings
 from service.tls import minimum_version
 
-# A new worker reports READY once it serves; an old one it replaces stops then, or after
-# this long without the report (a worker that failed to boot stops the server).
-WORKER_BOOT_BOUND_SECONDS = 30.0
 # What a worker imports of hypercorn, imported once by the supervisor's fork server.
 WORKER_LIBRARIES = (*APP_LIBRARIES, "hypercorn.asyncio", "hypercorn.config", "wsproto")
 # How often a worker looks at its stop flag (hypercorn polls its own shutdown event as often).
@@ -165,7 +163,7 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     worker = single_worker(config, secure) if config.ssl_enabled else single_worker(config, insecure)
     if config.ssl_enabled:
         worker.insecure_bind = insecure
-    serve_app(app, worker, shutdown_trigger=lambda: stop_requested(link))
+    serve_app(app, worker, shutdown_trigger=lambda: stop_requested(link, app))
 
 
 def single_worker(config: Config, binds: list[str]) -> Config:
@@ -187,19 +185,14 @@ def serve_app(
         runner.run(serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
 
 
-async def stop_requested(link: WorkerLink) -> None:
+async def stop_requested(link: WorkerLink, app: object) -> None:
     """hypercorn's shutdown trigger: returns once the supervisor asks the worker to stop, having told
     the app's long-lived connections (no signal reaches a supervised worker)."""
     while not link.stop_requested():  # noqa: ASYNC110 - a byte another process sets: polled
         await asyncio.sleep(STOP_POLL_SECONDS)
-    stop_long_lived_connections()
+    from service.sessions import begin_stop_of  # noqa: PLC0415 - imported by the app anyway; not by the launcher
 
-
-def stop_long_lived_connections() -> None:
-    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
-    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
-
-    stop_all()
+    begin_stop_of(app)
 
 
 PROFILE = Profile(

@@ -3,7 +3,7 @@
 It must exist, empty, and be exported *before* anything imports
 prometheus_client: the library picks its storage mode at import time. So this
 module imports it only in `forget_worker`, which main processes call once a worker
-has exited; they never import the service's metrics (service/metrics.py), whose
+has exited; they never import the service's metrics (service/multiprocess_metrics.py), whose
 module-level gauges would write series of the main process's own.
 """
 

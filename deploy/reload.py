@@ -35,10 +35,10 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from deploy.worker_timing import KILL_BACKSTOP_SECONDS
 from service.settings import DEFAULT_ENV_FILE, Settings, env_name
 
-POLL_SECONDS = 0.5
-KILL_BACKSTOP_SECONDS = 2.0
+FILE_POLL_SECONDS = 0.5
 
 Snapshot = dict[Path, int]
 
@@ -159,11 +159,11 @@ class Reloader:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         watched = ", ".join(str(root) for root in self.roots)
-        self.say(f"watching {watched} and {self.env_file} (polling every {POLL_SECONDS}s)")
+        self.say(f"watching {watched} and {self.env_file} (polling every {FILE_POLL_SECONDS}s)")
         before = snapshot(self.roots, self.env_file)
         self.start()
         while not self.stopping:
-            time.sleep(POLL_SECONDS)
+            time.sleep(FILE_POLL_SECONDS)
             self.report_exit()
             after = snapshot(self.roots, self.env_file)
             edited = changed(before, after)

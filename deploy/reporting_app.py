@@ -18,11 +18,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from deploy.heartbeat_files import ASGIApp, Message, Receive, Scope, Send
-from deploy.supervisor import HEARTBEAT_SECONDS, READY, RETIRING, WorkerLink
-
-# From the end of the lifespan start-up to the server accepting: hypercorn starts its listeners
-# right after, on the same loop. Until then the shared socket's backlog holds new connections.
-ACCEPTING_SETTLE_SECONDS = 0.1
+from deploy.supervisor import READY, RETIRING, WorkerLink
+from deploy.worker_timing import ACCEPTING_SETTLE_SECONDS, HEARTBEAT_SECONDS
 
 
 def recycle_after(max_requests: int | None, jitter: int) -> int | None:

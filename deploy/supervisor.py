@@ -50,15 +50,13 @@ from deploy.lifecycle import die_with, ignore_operator_signals
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
 from deploy.metrics_dir import forget_worker
 from deploy.profile import Native, Support
+from deploy.worker_timing import KILL_BACKSTOP_SECONDS, MEMORY_CHECK_SECONDS
 from service.settings import Settings
 
 READY = "ready"
 RETIRING = "retiring"
 
-KILL_BACKSTOP_SECONDS = 2.0
-POLL_SECONDS = 0.2
-MEMORY_CHECK_SECONDS = 0.5
-HEARTBEAT_SECONDS = 0.5  # how often a worker's event loop beats (uvicorn's: every 0.1 s tick)
+SUPERVISOR_POLL_SECONDS = 0.2
 
 logger = logging.getLogger("deploy.supervisor")
 
@@ -213,7 +211,7 @@ class Supervisor:
         while not self.stopping:
             waitables: list[Any] = [w.process.sentinel for w in self.workers]
             waitables += [w.reports for w in self.workers if w.reports is not None]
-            wait(waitables, timeout=POLL_SECONDS)
+            wait(waitables, timeout=SUPERVISOR_POLL_SECONDS)
             self.read_reports()
             self.reap()
             if self.reload_requested and not self.stopping:

@@ -37,15 +37,13 @@ from deploy.supervisor import (
     needs_supervisor,
     supervisor_options,
 )
-from deploy.tls import MINIMUM_VERSION_HOW, client_cert_reqs, context_hook, path_or_none
+from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, context_hook, path_or_none
 from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, UVICORN_PATCHES, http_protocol
+from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
 from service.logs import log_config
 from service.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
-# A new worker reports READY once it accepts; an old one it replaces stops then, or
-# after this long without the report (a worker that failed to boot stops the server).
-WORKER_BOOT_BOUND_SECONDS = 30.0
 # From a stopping worker's last accept to its shutdown: a connection accepted just before
 # delivers its first request meanwhile (see _stop_accepting_then_settle).
 ACCEPTED_SETTLE_SECONDS = 0.2
@@ -207,7 +205,10 @@ async def _report_to_supervisor(
             link.report(READY)
         if not stopping and link.stop_requested():
             stopping = True
-            stop_long_lived_connections()  # no signal reaches a supervised worker (service/realtime.py)
+            # No signal reaches a supervised worker: the app's WebSockets and streams are told here.
+            from service.sessions import begin_stop_of  # noqa: PLC0415 - the app imports it; the launcher need not
+
+            begin_stop_of(requests.app)
             await _stop_accepting_then_settle(server)
             server.should_exit = True
         elif not retiring and recycle_after is not None and requests.total >= recycle_after:
@@ -241,13 +242,6 @@ class RequestCount:
         if scope["type"] != "lifespan":
             self.total += 1
         await self.app(scope, receive, send)
-
-
-def stop_long_lived_connections() -> None:
-    """Tell the app's WebSockets and event streams the graceful stop has begun (service/realtime.py)."""
-    from service.realtime import stop_all  # noqa: PLC0415 - imported by the app anyway; not by the launcher
-
-    stop_all()
 
 
 PROFILE = Profile(

@@ -8,7 +8,7 @@ One protocol, uvicorn's httptools protocol with two fixes its public options can
   `request_head_timeout` seconds, from connection or from the end of the previous response.
   The timer is deploy/head_deadline.py's, shared with gunicorn-asgi's protocol.
 - the WebSocket scope's real HTTP version: uvicorn writes "1.1" whatever the request said, so
-  the app could not refuse an HTTP/1.0 upgrade (service/api/realtime.py handshake_problem).
+  the app could not refuse an HTTP/1.0 upgrade (service/api/websocket_handshake.py handshake_problem).
 
 Gunicorn's uvicorn workers hand the head deadline to the protocol on their Config, which only
 uvicorn-worker's internals reach. Outside a patch's tested range `http_protocol()` answers

@@ -113,7 +113,7 @@ class AccessLog:
             line = json_line(fields)
         handler.add_line(line)
 
-    # Long-lived connections (service/realtime.py): one line when each ends, same fields plus its own.
+    # Long-lived connections (service/session_metrics.py): one line when each ends, same fields plus its own.
 
     def websocket(self, scope: Scope, close_code: int, seconds: float, received: int, sent: int) -> None:
         """A WebSocket session that was accepted, once it has ended."""

@@ -14,22 +14,26 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from service.access_log import ACCESS_LOGGER, AccessLog
-from service.api import echo, health, metrics, realtime, root
+from service.api import echo, event_stream, health, metrics, root, websocket_echo
 from service.api import rooms as rooms_api
 from service.api.health import ReadinessCheck
 from service.brokers import broker_for
-from service.drain import DrainState, watch
+from service.drain_flag import DrainState, watch
 from service.errors import install_error_handlers
 from service.forwarded import TrustedProxies
 from service.log_writer import flush_all as flush_log_lines
-from service.metrics import flush as flush_metrics
-from service.metrics import publish_certificate_expiry, sample_process_periodically, worker_exited
+from service.middleware.counted_marker import CountedMarker
 from service.middleware.edge import EdgeMiddleware
 from service.middleware.head import HeadAsGetMiddleware
 from service.middleware.hosts import HostAllowListMiddleware
 from service.middleware.limits import LimitsMiddleware
-from service.middleware.metrics import CountedMarker
-from service.realtime import RealtimeState
+from service.multiprocess_metrics import flush as flush_metrics
+from service.multiprocess_metrics import (
+    publish_certificate_expiry,
+    sample_process_periodically,
+    worker_exited,
+)
+from service.sessions import RealtimeState
 from service.settings import Settings
 from service.tracing import tracing_for
 
@@ -142,7 +146,14 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
-    for router in (root.router, health.router, echo.router, realtime.router, rooms_api.router):
+    for router in (
+        root.router,
+        health.router,
+        echo.router,
+        websocket_echo.router,
+        event_stream.router,
+        rooms_api.router,
+    ):
         app.include_router(router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from service import rooms_metrics
-from service.rooms import BROKER_UNAVAILABLE, BrokerUnavailableError, RoomHub, Subscriber
+from service.room_hub import BROKER_UNAVAILABLE, BrokerUnavailableError, RoomHub, Subscriber
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Whole log lines to a file descriptor, batched per event-loop iteration, never torn or lost.
 
 Access lines are queued (`add`) and written once per event-loop iteration, scheduled with
-`call_soon` by the first line of the iteration (as the metrics are, service/metrics.py): under
+`call_soon` by the first line of the iteration (as the metrics are, service/multiprocess_metrics.py): under
 load one write carries dozens of requests' lines, off each request's own path. Any other line
 (`write_now`: app and server messages) first writes what is queued, so the stream keeps its order.
 

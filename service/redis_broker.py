@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from service import rooms_metrics
 from service.brokers import Broker
-from service.rooms import BROKER_UNAVAILABLE, BrokerUnavailableError
+from service.room_hub import BROKER_UNAVAILABLE, BrokerUnavailableError
 
 logger = logging.getLogger("service.brokers")
 

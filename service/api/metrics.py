@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.ip_lists import IPAllowList
-from service.metrics import CONTENT_TYPE_LATEST, render
+from service.multiprocess_metrics import CONTENT_TYPE_LATEST, render
 
 router = APIRouter()
 

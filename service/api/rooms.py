@@ -3,7 +3,7 @@
 Every text message a WebSocket sends, and every `POST`, goes to every subscriber of the room
 (the sender included) on every worker and instance sharing the broker, in the broker's order
 (service/brokers.py). The WebSocket limits, Origin check, per-worker cap and drain are those of
-`/ws` (service/api/realtime.py). How a session ends, and why (docs/rooms.md):
+`/ws` (service/api/websocket_echo.py). How a session ends, and why (docs/rooms.md):
 
 | why                          | WebSocket close | event stream             |
 |------------------------------|-----------------|--------------------------|
@@ -29,20 +29,16 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from service import rooms_metrics
-from service.api.realtime import (
-    HEARTBEAT_SECONDS,
+from service.api.event_stream import RETRY_MAX_MS, RETRY_MIN_MS, STREAM_PING_SECONDS, EventStreamResponse
+from service.api.websocket_handshake import (
     MESSAGE_TOO_BIG,
-    RETRY_MAX_MS,
-    RETRY_MIN_MS,
     SERVICE_RESTART,
-    EventStreamResponse,
     admitted,
-    realtime_of,
     refuse_upgrade,
+    sessions_in,
 )
 from service.brokers import Broker
-from service.realtime import EVENT_STREAM, WEBSOCKET
-from service.rooms import (
+from service.room_hub import (
     BROKER_UNAVAILABLE,
     ROOM_NAME,
     ROOM_NAME_RULE,
@@ -50,6 +46,7 @@ from service.rooms import (
     BrokerUnavailableError,
     Subscriber,
 )
+from service.session_metrics import EVENT_STREAM, WEBSOCKET
 
 router = APIRouter(tags=["rooms"])
 WS_PATH = "/rooms/{room}"
@@ -93,7 +90,7 @@ async def room_websocket(websocket: WebSocket) -> None:
     except BrokerUnavailableError as error:
         await refuse_upgrade(websocket, 503, f"Rooms unavailable: {error}", retry_after=True)
         return
-    realtime = realtime_of(websocket.scope)
+    realtime = sessions_in(websocket.scope)
 
     def on_stop() -> None:
         subscriber.end(SERVICE_RESTART)
@@ -160,7 +157,7 @@ class RoomStream(EventStreamResponse):
 
     Ends when the client goes away, or with a last event saying why (the module's table), with a
     jittered `retry:` where coming back makes sense. What it sent and how it ended go into the
-    request's state for the access line and the metrics (service/websocket_session.py).
+    request's state for the access line and the metrics (service/middleware/session_records.py).
     """
 
     def __init__(self, broker: Broker, subscriber: Subscriber) -> None:
@@ -169,7 +166,7 @@ class RoomStream(EventStreamResponse):
         self.subscriber = subscriber
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        realtime = realtime_of(scope)
+        realtime = sessions_in(scope)
         subscriber = self.subscriber
         state = scope.setdefault("state", {})
         state["events_sent"] = 0
@@ -209,7 +206,7 @@ class RoomStream(EventStreamResponse):
         delivered = rooms_metrics.delivered(EVENT_STREAM)
         while True:
             try:
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                async with asyncio.timeout(STREAM_PING_SECONDS):
                     message = await subscriber.next_message()
             except TimeoutError:
                 await send(_chunk(": ping\n\n"))
@@ -244,7 +241,7 @@ async def room_events(request: Request, room: str) -> Response:
     problem = room_problem(room)
     if problem is not None:
         return JSONResponse({"detail": problem}, 400)
-    if realtime_of(request.scope).refusing_new():
+    if sessions_in(request.scope).refusing_new():
         return JSONResponse(
             {"detail": "Server is restarting, reconnect shortly"}, 503, headers={"retry-after": "1"}
         )
@@ -275,7 +272,7 @@ async def post_message(request: Request, room: str, body: RoomMessage) -> JSONRe
     problem = room_problem(room)
     if problem is not None:
         return JSONResponse({"detail": problem}, 400)
-    limit = realtime_of(request.scope).max_message_bytes
+    limit = sessions_in(request.scope).max_message_bytes
     if len(body.message.encode()) > limit:
         return JSONResponse({"detail": f"Message larger than {limit} bytes"}, 413)
     try:

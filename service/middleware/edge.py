@@ -8,9 +8,9 @@
   has started is logged here, once, with it.
 - The access line (service/access_log.py), when access logging is on.
 - `Connection: close` on every response while the drain window is open
-  (service/drain.py): the request is served, the client moves off.
+  (service/drain_flag.py): the request is served, the client moves off.
 - The security headers (service/security_headers.py).
-- The request metrics (service/middleware/metrics.py), when `metrics` is set: the
+- The request metrics (service/middleware/counted_marker.py), when `metrics` is set: the
   app builder sets it when no other layer sits between this one and the metrics'
   place in the stack (a Host allow-list or CORS answer some requests themselves,
   and those are not counted).
@@ -27,19 +27,19 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.access_log import AccessLog, http_version
-from service.drain import DrainState
+from service.drain_flag import DrainState
 from service.forwarded import TrustedProxies
-from service.metrics import in_progress, method_label, protocol_count, request_series
-from service.middleware.metrics import COUNTED
-from service.request_id import HEADER, incoming_or_new, logger, request_id_var
-from service.security_headers import ALWAYS, HSTS, JSON_CSP
-from service.websocket_session import (
+from service.middleware.counted_marker import COUNTED
+from service.middleware.session_records import (
     WebSocketSession,
     log_response,
     route_of,
     stream_ended,
     stream_started,
 )
+from service.multiprocess_metrics import in_progress, method_label, protocol_count, request_series
+from service.request_id import HEADER, incoming_or_new, logger, request_id_var
+from service.security_headers import ALWAYS, HSTS, JSON_CSP
 
 CLOSE = (b"connection", b"close")
 
@@ -84,7 +84,7 @@ class EdgeMiddleware:
         self.trusted_proxies = trusted_proxies
         self.access_log = access_log
         self.metrics = metrics
-        self.count_marked_only = count_marked_only  # see service/middleware/metrics.py
+        self.count_marked_only = count_marked_only  # see service/middleware/counted_marker.py
 
     async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket session: request id, trusted proxy, one access line and its metrics when it ends."""
@@ -111,8 +111,8 @@ class EdgeMiddleware:
             request_id_var.reset(token)
 
     def _record(self, scope: Scope, method: str, status: int, seconds: float, stream: str | None) -> None:
-        """The request metrics: recorded here, and only here (service/middleware/metrics.py)."""
-        if stream is not None:  # a stream's lifetime is not a latency (service/realtime.py)
+        """The request metrics: recorded here, and only here (service/middleware/counted_marker.py)."""
+        if stream is not None:  # a stream's lifetime is not a latency (service/sessions.py)
             return
         if self.count_marked_only and not scope["state"].get(COUNTED, False):
             return  # answered by the Host allow-list or CORS, not by the app
@@ -135,7 +135,7 @@ class EdgeMiddleware:
         if access_log is not None and scope["path"] in access_log.skip_paths:
             access_log = None
         status = 0
-        stream_route = None  # set when the response is an event stream (service/realtime.py)
+        stream_route = None  # set when the response is an event stream (service/sessions.py)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, stream_route

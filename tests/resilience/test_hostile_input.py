@@ -237,7 +237,7 @@ BROKEN_UPGRADES = {
 }
 
 
-# The app refuses what the server lets through and it can see (service/api/realtime.py
+# The app refuses what the server lets through and it can see (service/api/websocket_handshake.py
 # handshake_problem: the HTTP version, the key). An ASGI WebSocket scope carries no method.
 # What remains is upgraded (101): a strict xfail, so that a fix upstream shows up here.
 UPGRADE_GAPS = {

@@ -34,7 +34,7 @@ WINDOW = 2
 GRACEFUL = 15
 RETRY_RANGE_MS = (1000, 5000)
 # Servers without ASGI's WebSocket denial-response extension: an upgrade refused before
-# `accept` can only be answered with their 403 (service/api/realtime.py refuse_upgrade).
+# `accept` can only be answered with their 403 (service/api/websocket_handshake.py refuse_upgrade).
 NO_DENIAL_RESPONSE = {"gunicorn-asgi"}
 BOUND_SECONDS = 30 + WINDOW + GRACEFUL  # the whole exchange, opening 200 sessions included
 

@@ -19,6 +19,7 @@ from deploy.gunicorn_internals import head_timeout_worker
 from deploy.profile import Refused, UnsupportedSettingError, lookup
 from deploy.profiles import PROFILES, load_profile
 from deploy.uvicorn_internals import HeadTimeoutHttpToolsProtocol
+from deploy.worker_timing import KILL_BACKSTOP_SECONDS
 from service.logs import log_config
 from service.settings import Settings, env_name
 
@@ -211,7 +212,7 @@ def test_gunicorn_ignores_its_environment_fallbacks(monkeypatch: pytest.MonkeyPa
     assert cfg.workers == 3
     assert cfg.bind == ["[::1]:9123"]
     assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "127.0.0.1"]
-    assert cfg.graceful_timeout == 17 + gunicorn_adapter.KILL_BACKSTOP_SECONDS
+    assert cfg.graceful_timeout == 17 + KILL_BACKSTOP_SECONDS
     assert cfg.worker_class_str == gunicorn_adapter.WORKER_CLASS
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import granian._signals
@@ -32,8 +33,9 @@ from deploy.granian_internals import (
     worker_app,
 )
 from deploy.profiles import load_profile
-from service.drain import DrainState
-from service.realtime import WEBSOCKET, RealtimeState, _serving
+from service.drain_flag import DrainState
+from service.session_metrics import WEBSOCKET
+from service.sessions import RealtimeState
 from service.settings import Settings
 
 UNTESTED = "2.99.0"
@@ -275,7 +277,7 @@ class Session:
 
 
 async def app_closing_from_another_task(scope: Any, receive: Any, send: Any) -> None:
-    """Reads in one task; the stop's close (1012) comes from another, as service/realtime.py does."""
+    """Reads in one task; the stop's close (1012) comes from another, as service/sessions.py does."""
     reading = asyncio.ensure_future(receive())
     await asyncio.sleep(0.05)
     await send({"type": "websocket.close", "code": 1012})
@@ -330,8 +332,9 @@ def test_sigterm_begins_granians_stop_only_once_every_session_has_ended(
             self.signal.set()
 
     monkeypatch.setattr(granian._signals, "set_loop_signals", GranianStop)
-    internals.hold_stop_for_sessions(bound=5.0)
     state = RealtimeState(DrainState(), max_message_bytes=1024, max_websockets=0)
+    app = SimpleNamespace(state=SimpleNamespace(realtime=state))  # what create_app's app holds
+    internals.hold_stop_for_sessions(app, bound=5.0)
     ended: list[float] = []
 
     async def run() -> None:
@@ -345,7 +348,6 @@ def test_sigterm_begins_granians_stop_only_once_every_session_has_ended(
             loop.call_later(0.2, end)
 
         state.session_started(WEBSOCKET, end_session_soon)
-        _serving.append(state)
         granian._signals.set_loop_signals(loop)
         os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler: ours
         await asyncio.sleep(1.0)  # the session ends after 0.2 s; granian's stop then begins

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.metrics import REQUESTS
+from service.multiprocess_metrics import REQUESTS
 from service.settings import Settings
 
 

@@ -56,3 +56,28 @@ def test_every_named_path_exists() -> None:
             if not (ROOT / path).exists() and not relative:
                 missing.append(f"{file.relative_to(ROOT)}: {path}")
     assert not missing, "\n".join(missing)
+
+
+def test_no_two_modules_of_the_app_and_the_launcher_share_a_name() -> None:
+    # A name says what a module holds: two `drain.py` or `metrics.py` with different jobs
+    # make every import and every mention in prose ambiguous.
+    modules: dict[str, list[str]] = {}
+    for path in tracked_text_files():
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] in {"service", "deploy"} and path.suffix == ".py" and path.name != "__init__.py":
+            modules.setdefault(path.name, []).append(str(relative))
+    assert {name: paths for name, paths in modules.items() if len(paths) > 1} == {}
+
+
+TIMING = re.compile(r"^([A-Z][A-Z0-9_]*_(?:SECONDS|MS))\b[^=\n]*=", re.MULTILINE)
+
+
+def test_each_timing_constant_is_defined_once() -> None:
+    # One name, one value: a second definition drifts, and prose quoting one of them is wrong.
+    defined: dict[str, list[str]] = {}
+    for path in tracked_text_files():
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] in {"service", "deploy"} and path.suffix == ".py":
+            for name in TIMING.findall(path.read_text()):
+                defined.setdefault(name, []).append(str(relative))
+    assert {name: paths for name, paths in defined.items() if len(paths) > 1} == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,11 @@ from starlette.testclient import WebSocketDenialResponse
 from deploy.profile import UnsupportedSettingError
 from deploy.profiles import load_profile
 from deploy.reload import changed, syntax_error
-from service import realtime
-from service.api.realtime import handshake_problem
+from service.api.websocket_handshake import handshake_problem
 from service.app import create_app
-from service.drain import DrainState
-from service.realtime import EVENT_STREAM, WEBSOCKET, RealtimeState, stop_all_and_wait
+from service.drain_flag import DrainState
+from service.session_metrics import EVENT_STREAM, WEBSOCKET
+from service.sessions import RealtimeState, begin_stop_of, sessions_of
 from service.settings import Settings, SettingsError, load_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_env")
@@ -52,11 +53,8 @@ def test_stop_runs_every_callback_once_and_refuses_new_sessions() -> None:
     assert state.refusing_new()
 
 
-def test_a_stop_held_for_the_sessions_ends_when_the_last_one_has_ended(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_stop_held_for_the_sessions_ends_when_the_last_one_has_ended() -> None:
     state = RealtimeState(DrainState(), 1024, 0)
-    monkeypatch.setattr(realtime, "_serving", [state])
     ended: list[str] = []
 
     async def scenario() -> int:
@@ -71,19 +69,18 @@ def test_a_stop_held_for_the_sessions_ends_when_the_last_one_has_ended(
         session(WEBSOCKET)
         session(EVENT_STREAM)
         async with asyncio.timeout(10):  # bounds a failure; the hold's own bound is far longer
-            return await stop_all_and_wait(bound=60)
+            return await state.stop_and_wait(bound=60)
 
     assert asyncio.run(scenario()) == 0
     assert sorted(ended) == [EVENT_STREAM, WEBSOCKET]
     assert (state.open_websockets, state.open_streams, state.stop_callbacks) == (0, 0, set())
 
 
-def test_a_stop_held_for_the_sessions_gives_up_at_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stop_held_for_the_sessions_gives_up_at_its_bound() -> None:
     state = RealtimeState(DrainState(), 1024, 0)
-    monkeypatch.setattr(realtime, "_serving", [state])
     told: list[str] = []
     state.session_started(WEBSOCKET, lambda: told.append("a peer that never answers"))
-    assert asyncio.run(asyncio.wait_for(stop_all_and_wait(bound=0.1), 10)) == 1
+    assert asyncio.run(asyncio.wait_for(state.stop_and_wait(bound=0.1), 10)) == 1
     assert told == ["a peer that never answers"]
     assert state.refusing_new()
 
@@ -203,3 +200,44 @@ def test_ping_and_message_limit_reach_the_servers_that_have_them() -> None:
     assert (hypercorn["websocket_ping_interval"], hypercorn["websocket_max_message_size"]) == (10.0, 4096)
     asgi = load_profile("gunicorn-asgi").native_config(Settings(ws_max_message_bytes=4096))
     assert asgi["gunicorn"]["websocket_max_message_size"] == 4096
+
+
+def test_the_stop_reaches_the_sessions_of_that_app_only_through_its_middleware() -> None:
+    first, second = create_app(Settings()), create_app(Settings())
+
+    class Wrapper:  # an adapter's ASGI wrapper (deploy/uvicorn.py RequestCount), keeping `.app`
+        def __init__(self, app: object) -> None:
+            self.app = app
+
+    assert sessions_of(Wrapper(Wrapper(first))) is first.state.realtime
+    assert sessions_of(Wrapper(object())) is None  # APP_ASGI_APP may name any ASGI app
+    begin_stop_of(Wrapper(first))
+    assert first.state.realtime.stopping_now
+    assert not second.state.realtime.stopping_now  # no process-wide registry
+
+
+def test_attach_chains_onto_the_servers_signal_handler_and_detach_gives_it_back() -> None:
+    state = RealtimeState(DrainState(), 1024, 0)
+    server_saw: list[int] = []
+
+    def server_handler(signum: int, frame: object) -> None:
+        server_saw.append(signum)
+
+    original = signal.signal(signal.SIGTERM, server_handler)
+    try:
+
+        async def scenario() -> None:
+            told = asyncio.Event()
+            state.session_started(WEBSOCKET, told.set)
+            state.attach(asyncio.get_running_loop())
+            assert signal.getsignal(signal.SIGTERM) is not server_handler
+            os.kill(os.getpid(), signal.SIGTERM)
+            async with asyncio.timeout(10):
+                await told.wait()  # the stop began on the loop, from the handler
+            state.detach()
+
+        asyncio.run(scenario())
+        assert server_saw == [signal.SIGTERM]  # the server's own handler still ran
+        assert signal.getsignal(signal.SIGTERM) is server_handler
+    finally:
+        signal.signal(signal.SIGTERM, original)

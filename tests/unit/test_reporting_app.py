@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from deploy.reporting_app import ACCEPTING_SETTLE_SECONDS, ReportingApp, recycle_after
+from deploy.reporting_app import ReportingApp, recycle_after
 from deploy.supervisor import READY, RETIRING, StopFlag, WorkerLink
+from deploy.worker_timing import ACCEPTING_SETTLE_SECONDS
 
 SETTLED = ACCEPTING_SETTLE_SECONDS * 3
 

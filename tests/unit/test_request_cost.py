@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 
-from service import metrics, request_id
+from service import multiprocess_metrics as metrics
+from service import request_id
 from service.app import create_app
 from service.settings import Settings
 

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from service.app import create_app
-from service.realtime import WEBSOCKET
-from service.rooms import BROKER_UNAVAILABLE, TOO_SLOW, RoomHub, Subscriber
+from service.room_hub import BROKER_UNAVAILABLE, TOO_SLOW, RoomHub, Subscriber
+from service.session_metrics import WEBSOCKET
 from service.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_env")

@@ -15,7 +15,7 @@ from typing import Any
 from service.settings import Settings
 from service.tls import minimum_version
 
-MINIMUM_VERSION_HOW = "its default context with `minimum_version` set (deploy/tls.py)"
+MINIMUM_VERSION_HOW = "its default context with `minimum_version` set (deploy/tls_options.py)"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-POLL_SECONDS = 0.1
+DRAIN_FILE_POLL_SECONDS = 0.1
 
 
 class DrainState:
@@ -32,7 +32,7 @@ async def watch(flag: Path | None, state: DrainState) -> AsyncIterator[None]:
     async def poll() -> None:
         # A file has no change event to await; one stat() a poll is cheaper than a thread hop.
         while not flag.exists():  # noqa: ASYNC110, ASYNC240
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(DRAIN_FILE_POLL_SECONDS)
         state.draining = True
 
     task = asyncio.create_task(poll())

@@ -3,7 +3,7 @@
 A WebSocket session: its messages in and out, its close code (whoever closed first:
 the app's close frame, or the peer's disconnect), and, for an upgrade refused before
 `accept`, the HTTP status it got. When it ends: one access line and its metrics
-(service/realtime.py says how long-lived connections are counted).
+(service/session_metrics.py says how long-lived connections are counted).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from service import realtime
+from service import session_metrics
 from service.access_log import AccessLog
-from service.metrics import UNMATCHED_ROUTE, request_series
+from service.multiprocess_metrics import UNMATCHED_ROUTE, request_series
 
 Headers = Iterable[tuple[bytes, bytes]]
 ABNORMAL_CLOSURE = 1006  # RFC 6455: ended without a close frame
@@ -37,7 +37,7 @@ def stream_started(scope: Scope, headers: Headers) -> str | None:
     if not is_event_stream(headers):
         return None
     route = route_of(scope)
-    realtime.open_gauge(realtime.EVENT_STREAM, route).inc()
+    session_metrics.open_gauge(session_metrics.EVENT_STREAM, route).inc()
     return route
 
 
@@ -53,9 +53,9 @@ def log_response(access_log: AccessLog, scope: Scope, status: int, seconds: floa
 def stream_ended(scope: Scope, route: str) -> None:
     """The metrics of an event stream that has ended (its state is written by the route)."""
     state = scope["state"]
-    realtime.open_gauge(realtime.EVENT_STREAM, route).dec()
-    realtime.session_ended(realtime.EVENT_STREAM, route, state.get("stream_end", "client"))
-    realtime.events_delivered(route, state.get("events_sent", 0))
+    session_metrics.open_gauge(session_metrics.EVENT_STREAM, route).dec()
+    session_metrics.session_ended(session_metrics.EVENT_STREAM, route, state.get("stream_end", "client"))
+    session_metrics.events_delivered(route, state.get("events_sent", 0))
 
 
 class WebSocketSession:
@@ -112,16 +112,16 @@ class WebSocketSession:
         self.accepted = True
         self.route = route_of(self.scope)
         if self.metrics:
-            realtime.open_gauge(realtime.WEBSOCKET, self.route).inc()
-            self.messages_in = realtime.messages_counter(self.route, "in")
-            self.messages_out = realtime.messages_counter(self.route, "out")
+            session_metrics.open_gauge(session_metrics.WEBSOCKET, self.route).inc()
+            self.messages_in = session_metrics.messages_counter(self.route, "in")
+            self.messages_out = session_metrics.messages_counter(self.route, "out")
 
     def ended(self, seconds: float, access_log: AccessLog | None) -> None:
         if self.accepted:
             code = self.close_code or ABNORMAL_CLOSURE
             if self.metrics:
-                realtime.open_gauge(realtime.WEBSOCKET, self.route).dec()
-                realtime.session_ended(realtime.WEBSOCKET, self.route, str(code))
+                session_metrics.open_gauge(session_metrics.WEBSOCKET, self.route).dec()
+                session_metrics.session_ended(session_metrics.WEBSOCKET, self.route, str(code))
             if access_log is not None:
                 access_log.websocket(self.scope, code, seconds, self.received, self.sent)
             return
