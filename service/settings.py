@@ -42,6 +42,7 @@ from service.settings_problems import (
     unknown_variables,
 )
 from service.settings_types import (
+    HTTP_VERSIONS,
     AbsolutePath,
     BrokerUrl,
     Host,
@@ -373,6 +374,7 @@ class Settings(BaseSettings):
             "with prior knowledge), `h3`. Unset: every version the profile serves with the TLS settings "
             "given (docs/servers.md); a profile refuses a set it cannot serve exactly."
         ),
+        json_schema_extra={"allowed": f"comma-separated, from {', '.join(HTTP_VERSIONS)}"},
     )
 
     reload: bool = Field(
