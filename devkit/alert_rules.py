@@ -68,6 +68,7 @@ class Parameters:
     memory_near: float = 0.9  # share of APP_MAX_WORKER_MEMORY that warns
     worker_starts: int = 3  # workers started in 15 minutes in one running pod that warn
     abnormal_close_ratio: float = 0.1  # share of WebSocket sessions closed abnormally that warns
+    certificate_days: int = 14  # days before the served TLS certificate expires that warn
     runbook: str = "docs/alerts.md"  # where docs/alerts.md is served for your team
     window_scale: float = 1.0  # tests only: every window and `for` multiplied by this
 
@@ -230,6 +231,7 @@ SEVERITY = {
     "AsgiDeployWorkerRestarts": "warning",
     "AsgiDeployWebSocketAbnormalCloses": "warning",
     "AsgiDeployNoTargetUp": "critical",
+    "AsgiDeployCertificateExpiresSoon": "warning",
 }
 
 
@@ -355,6 +357,19 @@ def alert_rules(p: Parameters) -> list[dict[str, Any]]:
                 f"WebSocket sessions of {where} end abnormally",
                 "{{ $value | humanizePercentage }} of WebSocket sessions ended with a close code other than "
                 "1000, 1001 or 1012 over 10 minutes.",
+            ),
+        ),
+        _alert(
+            p,
+            "AsgiDeployCertificateExpiresSoon",
+            # Only pods serving TLS have the series (k8s/components/tls); the earliest file per pod.
+            f"min by ({POD}, file) ({_sel(p, 'tls_certificate_expiry_timestamp_seconds')}) - time()"
+            f" < {p.certificate_days} * 86400",
+            "1h",
+            (
+                f"The TLS certificate {pod} serves expires soon",
+                "{{ $labels.file }} expires in {{ $value | humanizeDuration }}: the renewal did not reach "
+                "this pod (a Secret not renewed, or a pod not restarted since).",
             ),
         ),
         _alert(

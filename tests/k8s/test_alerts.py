@@ -137,8 +137,10 @@ def rule_tests_against(rules: str, promtool: str, tmp_path: Path) -> subprocess.
         (alert_rules.Parameters(max_concurrency=1024), "AsgiDeploySaturated"),
         (alert_rules.Parameters(worker_starts=4), "AsgiDeployWorkerRestarts"),
         (alert_rules.Parameters(job="other"), "AsgiDeployNoTargetUp"),
+        # 7 days: a certificate 11.5 days from its end no longer warns.
+        (alert_rules.Parameters(certificate_days=7), "AsgiDeployCertificateExpiresSoon"),
     ],
-    ids=["objective", "concurrency", "restarts", "job"],
+    ids=["objective", "concurrency", "restarts", "job", "certificate"],
 )
 def test_rule_tests_fail_on_other_rules(
     promtool: str, tmp_path: Path, change: alert_rules.Parameters, alert: str
