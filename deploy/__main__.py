@@ -59,7 +59,7 @@ def _launch(plan: LaunchPlan) -> int:
     try:
         plan.hand_over()
         # The launcher's own lines (and a supervisor's) in the format of every other line.
-        logging.config.dictConfig(log_config(settings))
+        logging.config.dictConfig(log_config(settings, plan.profile.loggers))
         # Until a server installs its own handlers, no operator signal may end the service;
         # servers that scale (gunicorn's arbiter, our supervisor) replace these.
         ignore_operator_signals(settings.server)

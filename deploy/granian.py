@@ -32,7 +32,7 @@ from deploy.common import SHM_DIR
 from deploy.granian_internals import PATCHES, REPLACEMENT_SERVES_FIRST, granian_server, load_in_worker
 from deploy.heartbeat_files import HeartbeatWatch
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Profile, Refused
-from service.logs import log_config
+from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 
 RSS_SAMPLE_SECONDS = 0.5
@@ -60,6 +60,10 @@ HTTP = HttpVersions(
 # Granian's own default minimum is TLS 1.3: the setting's default (1.2) is passed on as any value.
 TLS_VERSIONS = {"1.2": SSLProtocols.tls12, "1.3": SSLProtocols.tls13}
 
+# Where the server logs (service/logs.py configures them as the app's, its access lines silenced).
+# `granian`: its configure_logging sets that one's level itself; ours keeps it in step.
+LOGGERS = ServerLoggers(messages=("_granian", "granian"), access=("granian.access",))
+
 
 def native_config(settings: Settings) -> dict[str, Any]:
     return {
@@ -77,7 +81,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         ),
         "log_enabled": True,
         "log_level": LogLevels(settings.log_level),
-        "log_dictconfig": log_config(settings),
+        "log_dictconfig": log_config(settings, LOGGERS),
         "log_access": False,  # the app writes access lines (service/access_log.py)
         # Time a worker gets to finish in-flight requests once told to stop.
         "workers_kill_timeout": settings.graceful_timeout,
@@ -129,6 +133,7 @@ NO_REQUEST_COUNT = "granian recycles workers by lifetime or memory, not by reque
 
 PROFILE = Profile(
     name="granian",
+    loggers=LOGGERS,
     summary="Granian, a Rust HTTP server, driving the app through its ASGI interface on uvloop",
     settings={
         "asgi_app": Native("target"),

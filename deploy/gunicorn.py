@@ -28,12 +28,16 @@ from deploy.uvicorn_internals import (
     http_protocol,
 )
 from deploy.worker_timing import KILL_BACKSTOP_SECONDS
+from service.logs import ServerLoggers
 from service.settings import Settings
 
 WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
 # The worker cuts requests still running at APP_GRACEFUL_TIMEOUT and exits by
 # itself; gunicorn's SIGKILL is only a backstop this much later.
 WORKER_KEY = "uvicorn_worker"  # the worker's part of the native config
+
+# Where the arbiter and its uvicorn workers log (service/logs.py configures them, access silenced).
+LOGGERS = ServerLoggers(messages=("gunicorn.error", "uvicorn"), access=("gunicorn.access", "uvicorn.access"))
 
 
 def native_config(settings: Settings) -> dict[str, Any]:
@@ -42,7 +46,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
 
 def options(settings: Settings) -> dict[str, Any]:
     return {
-        **gunicorn_options(settings, WORKER_CLASS),
+        **gunicorn_options(settings, WORKER_CLASS, LOGGERS),
         "graceful_timeout": settings.graceful_timeout + KILL_BACKSTOP_SECONDS,
     }
 
@@ -84,6 +88,7 @@ def application(settings: Settings) -> GunicornApplication:
 
 PROFILE = gunicorn_profile(
     name="gunicorn",
+    loggers=LOGGERS,
     summary="gunicorn's arbiter with Uvicorn workers (uvicorn-worker) on uvloop + httptools",
     build=native_config,
     application=application,

@@ -29,17 +29,19 @@ from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import INERT_PROXY_LIST, HttpVersions, Native, Profile, Support
 from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, minimum_version_hook, path_or_none
 from deploy.worker_timing import MEMORY_CHECK_SECONDS
-from service.logs import log_config
+from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 
 
-def gunicorn_options(settings: Settings, worker_class: str | type[Any]) -> dict[str, Any]:
+def gunicorn_options(
+    settings: Settings, worker_class: str | type[Any], loggers: ServerLoggers
+) -> dict[str, Any]:
     return {
         "bind": [bind_address(settings.host, settings.port)],
         "workers": settings.workers,
         "worker_class": worker_class,
         "loglevel": settings.log_level,
-        "logconfig_dict": log_config(settings),
+        "logconfig_dict": log_config(settings, loggers),
         "accesslog": None,  # the app writes access lines (service/access_log.py)
         "errorlog": "-",
         "keepalive": settings.keepalive_timeout,
@@ -162,6 +164,7 @@ def gunicorn_profile(
     worker_settings: dict[str, Support],
     *,
     http: HttpVersions,
+    loggers: ServerLoggers,
     carried: tuple[CarriedPatch, ...] = (),
 ) -> Profile:
     """A gunicorn profile: what both declare alike, plus what its worker does with the rest."""
@@ -178,4 +181,5 @@ def gunicorn_profile(
         serve=serve,
         http=http,
         carried=(STOPPED_WORKER_KILL, *carried),
+        loggers=loggers,
     )

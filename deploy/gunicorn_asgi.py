@@ -20,6 +20,7 @@ from deploy.gunicorn_app import (
 )
 from deploy.gunicorn_internals import HEAD_DEADLINE, WORKER_SETTING, head_timeout_worker
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Refused
+from service.logs import ServerLoggers
 from service.settings import Settings
 
 WORKER_KEY = "asgi_worker"  # the worker's part of the native config
@@ -36,6 +37,9 @@ HTTP = HttpVersions(
     ),
 )
 
+# Where gunicorn and its ASGI worker log (service/logs.py configures them, access silenced).
+LOGGERS = ServerLoggers(messages=("gunicorn.error",), access=("gunicorn.access",))
+
 
 def native_config(settings: Settings) -> dict[str, Any]:
     return gunicorn_native_config(settings, options(settings), WORKER_KEY, worker_overrides(settings))
@@ -44,7 +48,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
 def options(settings: Settings) -> dict[str, Any]:
     return {
         # gunicorn's `asgi` worker, plus a request-head deadline where that patch applies
-        **gunicorn_options(settings, head_timeout_worker() if HEAD_DEADLINE.applies() else "asgi"),
+        **gunicorn_options(settings, head_timeout_worker() if HEAD_DEADLINE.applies() else "asgi", LOGGERS),
         "asgi_loop": "uvloop",
         "asgi_lifespan": "on",
         "root_path": "",  # applied by the app, see service/app.py
@@ -66,6 +70,7 @@ def application(settings: Settings) -> GunicornApplication:
 
 PROFILE = gunicorn_profile(
     name="gunicorn-asgi",
+    loggers=LOGGERS,
     summary="gunicorn's arbiter with its own ASGI worker (`-k asgi`) on uvloop: no uvicorn at all",
     build=native_config,
     application=application,

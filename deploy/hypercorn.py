@@ -38,7 +38,7 @@ from deploy.supervisor import (
 )
 from deploy.tls_options import client_cert_reqs, path_or_none
 from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
-from service.logs import log_config
+from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 from service.tls import minimum_version
 
@@ -60,6 +60,9 @@ HTTP = HttpVersions(
     ),
 )
 
+# Where the server logs (service/logs.py configures them as the app's, its access lines silenced).
+LOGGERS = ServerLoggers(messages=("hypercorn.error",), access=("hypercorn.access",))
+
 
 def native_config(settings: Settings) -> dict[str, Any]:
     supervised = settings.workers > 1 or needs_supervisor(settings)
@@ -71,7 +74,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers if supervised else 0,
         "worker_class": "uvloop",
         "loglevel": settings.log_level.upper(),
-        "logconfig_dict": log_config(settings),
+        "logconfig_dict": log_config(settings, LOGGERS),
         "accesslog": None,  # the app writes access lines (service/access_log.py)
         # A Logger (not "-") so hypercorn keeps the handlers logconfig_dict gives it.
         "errorlog": logging.getLogger("hypercorn.error"),
@@ -197,6 +200,7 @@ async def stop_requested(link: WorkerLink, app: object) -> None:
 
 PROFILE = Profile(
     name="hypercorn",
+    loggers=LOGGERS,
     summary="Hypercorn's uvloop worker; several workers under deploy/supervisor.py",
     settings={
         "asgi_app": Native("application_path"),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy.carried import CarriedPatch
+from service.logs import NO_SERVER, ServerLoggers
 from service.settings import Settings, env_name
 from service.settings_types import HTTP_VERSIONS
 
@@ -135,6 +136,7 @@ class Profile:
     serve: Callable[[Settings], int]  # runs the server in this process until it stops
     http: HttpVersions = HTTP1_SERVER  # the HTTP versions it can serve (APP_HTTP_VERSIONS)
     carried: tuple[CarriedPatch, ...] = ()  # its patches of the server's internals (deploy/carried.py)
+    loggers: ServerLoggers = NO_SERVER  # where the server logs: configured by service/logs.py
 
     def refusals(self, settings: Settings) -> list[str]:
         refused = [

@@ -40,7 +40,7 @@ from deploy.supervisor import (
 from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, context_hook, path_or_none
 from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, UVICORN_PATCHES, http_protocol
 from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
-from service.logs import log_config
+from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
@@ -57,6 +57,9 @@ WORKER_LIBRARIES = (
     "uvicorn.protocols.websockets.websockets_sansio_impl",
 )
 
+# Where the server logs (service/logs.py configures them as the app's, its access lines silenced).
+LOGGERS = ServerLoggers(messages=("uvicorn",), access=("uvicorn.access",))
+
 
 def native_config(settings: Settings) -> dict[str, Any]:
     return {
@@ -68,7 +71,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "http": http_protocol(),  # httptools, plus a request-head deadline where tested
         "lifespan": "on",
         "log_level": settings.log_level,
-        "log_config": log_config(settings),
+        "log_config": log_config(settings, LOGGERS),
         "access_log": False,  # the app writes access lines (service/access_log.py)
         **websocket_options(settings),
         "timeout_keep_alive": settings.keepalive_timeout,
@@ -246,6 +249,7 @@ class RequestCount:
 
 PROFILE = Profile(
     name="uvicorn",
+    loggers=LOGGERS,
     summary="Uvicorn on uvloop + httptools; several workers under deploy/supervisor.py",
     settings={
         "asgi_app": Native("app"),

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import orjson
@@ -30,10 +31,16 @@ from service.log_writer import LineWriter, writer_for
 from service.request_id import request_id_var
 from service.settings import Settings
 
-# Loggers the servers write their own messages to.
-SERVER_LOGGERS = ("uvicorn", "hypercorn.error", "gunicorn.error", "_granian")
-# Their access loggers, silenced: the app logs access itself.
-SERVER_ACCESS_LOGGERS = ("uvicorn.access", "hypercorn.access", "gunicorn.access", "granian.access")
+
+@dataclass(frozen=True)
+class ServerLoggers:
+    """The loggers a server writes to (each profile declares its own: deploy/profile.py)."""
+
+    messages: tuple[str, ...] = ()  # its own messages: configured as the app's
+    access: tuple[str, ...] = ()  # its access lines: silenced, the app writes access lines itself
+
+
+NO_SERVER = ServerLoggers()  # the app alone (tests, the in-process bench)
 
 
 class RequestContextFilter(logging.Filter):
@@ -185,7 +192,7 @@ class LineHandler(logging.Handler):
             self.writer.flush()
 
 
-def log_config(settings: Settings) -> dict[str, Any]:
+def log_config(settings: Settings, server: ServerLoggers = NO_SERVER) -> dict[str, Any]:
     level = settings.log_level.upper()
     formatters: dict[str, Any] = {
         "json": {"()": "service.logs.JsonFormatter"},
@@ -201,13 +208,11 @@ def log_config(settings: Settings) -> dict[str, Any]:
     }
     loggers: dict[str, Any] = {
         name: {"handlers": ["default"], "level": level, "propagate": False}
-        for name in ("service", *SERVER_LOGGERS)
+        for name in ("service", *server.messages)
     }
     loggers.update(
-        {name: {"handlers": [], "level": "CRITICAL", "propagate": False} for name in SERVER_ACCESS_LOGGERS}
+        {name: {"handlers": [], "level": "CRITICAL", "propagate": False} for name in server.access}
     )
-    # Granian's configure_logging sets this one's level itself; keep ours in step.
-    loggers["granian"] = {"handlers": ["default"], "level": level, "propagate": False}
     return {
         "version": 1,
         "disable_existing_loggers": False,

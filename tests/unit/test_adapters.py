@@ -271,7 +271,7 @@ SERVER_ACCESS_LOG_KEY = {
 def test_every_server_gets_the_one_log_config(profile: str, log_format: str) -> None:
     settings = Settings(log_format=log_format, log_level="debug")  # type: ignore[arg-type]
     native = load_profile(profile).native_config(settings)
-    assert lookup(native, LOG_CONFIG_KEY[profile]) == log_config(settings)
+    assert lookup(native, LOG_CONFIG_KEY[profile]) == log_config(settings, load_profile(profile).loggers)
     assert set(PROFILES) == set(LOG_CONFIG_KEY) == set(SERVER_ACCESS_LOG_KEY)
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from deploy.profiles import PROFILES, load_profile
 from service.access_log import ACCESS_LOGGER, AccessLog, http_version
 from service.log_writer import PIPE_BUF
-from service.logs import ACCESS_FIELDS, JSON_FIELDS, JsonFormatter, log_config
+from service.logs import ACCESS_FIELDS, JSON_FIELDS, NO_SERVER, JsonFormatter, ServerLoggers, log_config
 from service.request_id import request_id_var
 from service.settings import Settings
 
@@ -24,14 +25,18 @@ def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     yield
-    for name in log_config(Settings())["loggers"]:
+    every_server = ServerLoggers(
+        tuple(name for profile in PROFILES for name in load_profile(profile).loggers.messages),
+        tuple(name for profile in PROFILES for name in load_profile(profile).loggers.access),
+    )
+    for name in log_config(Settings(), every_server)["loggers"]:
         logger = logging.getLogger(name)
         logger.handlers, logger.propagate, logger.level = [], True, logging.NOTSET
     root.handlers, root.level = saved
 
 
-def _configure(settings: Settings) -> None:
-    logging.config.dictConfig(log_config(settings))
+def _configure(settings: Settings, server: ServerLoggers = NO_SERVER) -> None:
+    logging.config.dictConfig(log_config(settings, server))
 
 
 def test_json_line_has_the_fields_and_the_request_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,7 +80,7 @@ def test_format_defaults_follow_the_environment() -> None:
 
 
 def test_a_server_extra_such_as_color_message_is_left_out(capsys: pytest.CaptureFixture[str]) -> None:
-    _configure(Settings(log_format="json"))
+    _configure(Settings(log_format="json"), load_profile("uvicorn").loggers)
     logging.getLogger("uvicorn.error").info("Started", extra={"color_message": "\x1b[36mStarted\x1b[0m"})
     record = json.loads(capsys.readouterr().out)
     assert set(record) == {"time", "level", "logger", "message", "pid", "request_id", "server"}
