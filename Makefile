@@ -62,8 +62,8 @@ run-%: venv-run ## Run the service under <profile>, one of: $(PROFILES)
 	$(ONE_WORKER_UNLESS_SET) exec $(RUN) -m deploy $*
 
 .PHONY: config
-config: venv-run ## Print effective settings and native server config (PROFILE=uvicorn|...)
-	@$(RUN) -m deploy config $(PROFILE)
+config: venv-run ## The settings, where each came from, what the server does (PROFILE=..., FULL=1: all, JSON)
+	@$(RUN) -m deploy config $(PROFILE) $(if $(FULL),--full)
 
 .PHONY: lint fmt
 lint: venv-dev ## ruff (lint + format check) and mypy --strict

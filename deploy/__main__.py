@@ -7,22 +7,21 @@ process with status 2 and one readable message, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging.config
 import os
 import sys
 from collections.abc import Sequence
 
-from deploy import drain_front, reload
+from deploy import config_view, drain_front, reload
 from deploy.carried import warn_outside_tested
 from deploy.common import check_address, check_app_module
 from deploy.lifecycle import ignore_operator_signals
 from deploy.plan import LaunchPlan, resolve, with_profile
-from deploy.profile import Profile, UnsupportedSettingError
+from deploy.profile import UnsupportedSettingError
 from deploy.profiles import PROFILES, load_profile
 from service import tracing
 from service.logs import log_config
-from service.settings import Settings, SettingsError, get_settings
+from service.settings import SettingsError, get_settings
 from service.tls import check_tls_files
 
 EXIT_USAGE = 2
@@ -35,8 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
         name = args.command if args.command in PROFILES else (args.profile or settings.server)
         if args.command == "config":
-            _print_config(load_profile(name), with_profile(settings, name))
-            return 0
+            server, chosen = load_profile(name), with_profile(settings, name)
+            named = (args.profile or args.command) not in (None, "config") and name != settings.server
+            text = (
+                config_view.full(server, chosen) if args.full else config_view.concise(server, chosen, named)
+            )
+            return _print_to_a_reader(text)
         server = load_profile(name)
         server.check(settings)  # refuse unsupported settings before touching anything
         tracing.check_available(settings)
@@ -76,6 +79,16 @@ def _launch(plan: LaunchPlan) -> int:
             plan.clean_up()
 
 
+def _print_to_a_reader(text: str) -> int:
+    """Print; a reader that stops early (`| head`) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deploy",
@@ -85,20 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     for name in choices:
         commands.add_parser(name, help=f"run the service under {name}")
-    config = commands.add_parser("config", help="print effective settings and native server config")
+    config = commands.add_parser(
+        "config", help="print the settings, where each came from and what the server does with it"
+    )
     config.add_argument("profile", nargs="?", choices=choices, help="default: APP_SERVER")
-    parser.set_defaults(command="run", profile=None)
+    config.add_argument("--full", action="store_true", help="everything as JSON, the native config included")
+    parser.set_defaults(command="run", profile=None, full=False)
     return parser
-
-
-def _print_config(server: Profile, settings: Settings) -> None:
-    document = {
-        "profile": server.name,
-        "settings": settings.public_dump(),
-        "native": server.native_config(settings),
-        "support": server.support(),
-    }
-    print(json.dumps(document, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,14 @@ import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, HttpUrl, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
@@ -588,6 +591,20 @@ class Settings(BaseSettings):
     # Derived values are named effective_<field>: the field, or what its unset default means.
     # Whether the process runs in Kubernetes is read with the rest of the environment, once.
     _in_kubernetes: bool = PrivateAttr(default_factory=lambda: "KUBERNETES_SERVICE_HOST" in os.environ)
+    # Where each value came from, for `python -m deploy config` (load_settings records it).
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def traced_to(self, sources: dict[str, str]) -> Self:
+        """These settings, knowing which source gave each value (load_settings calls it)."""
+        self._sources = sources
+        return self
+
+    def source_of(self, name: str) -> str:
+        """`environment`, `.env`, `secret file`, `argument`, or for a value no source gave,
+        `default` (or `default, computed` where the default depends on the machine)."""
+        if name in self._sources:
+            return self._sources[name]
+        return "default, computed" if type(self).model_fields[name].default_factory else "default"
 
     @property
     def effective_log_format(self) -> LogFormat:
@@ -677,9 +694,38 @@ def load_settings(
     if problems:
         raise SettingsError("\n".join(problems))
     try:
-        return settings_class(**kwargs, **overrides)
+        settings = settings_class(**kwargs, **overrides)
     except ValidationError as error:
         raise SettingsError(describe(error, settings_class, env_file)) from None
+    return settings.traced_to(value_sources(settings_class, env_file, kwargs["_secrets_dir"], overrides))
+
+
+def value_sources(
+    settings_class: type[Settings], env_file: Path | None, secrets_dir: Path | None, overrides: dict[str, Any]
+) -> dict[str, str]:
+    """Which source gave each field its value: the same sources, in the same order of precedence,
+    that `settings_customise_sources` gives pydantic-settings, each asked what it provides."""
+    ordered = settings_class.settings_customise_sources(
+        settings_class,
+        InitSettingsSource(settings_class, init_kwargs=overrides),
+        EnvSettingsSource(settings_class),
+        DotEnvSettingsSource(settings_class, env_file=env_file),
+        SecretsSettingsSource(settings_class, secrets_dir=secrets_dir),
+    )
+    found: dict[str, str] = {}
+    for source in reversed(ordered):  # the first source wins: it is applied last
+        label = _SOURCE_LABELS[next(kind for kind in _SOURCE_LABELS if isinstance(source, kind))]
+        found.update({name: label for name in source() if name in settings_class.model_fields})
+    return found
+
+
+# Most specific first: a DotEnvSettingsSource is an EnvSettingsSource too.
+_SOURCE_LABELS: dict[type[PydanticBaseSettingsSource], str] = {
+    DotEnvSettingsSource: ".env",
+    EnvSettingsSource: "environment",
+    SecretsSettingsSource: "secret file",
+    InitSettingsSource: "argument",
+}
 
 
 @lru_cache(maxsize=1)

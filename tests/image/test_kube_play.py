@@ -279,7 +279,7 @@ def setting_text(value: Any) -> str:
 
 def settings_inside(deployed: Deployed) -> dict[str, Any]:
     if "config" not in deployed.facts:
-        deployed.facts["config"] = json.loads(deployed.exec("python", "-m", "deploy", "config"))
+        deployed.facts["config"] = json.loads(deployed.exec("python", "-m", "deploy", "config", "--full"))
     settings: dict[str, Any] = deployed.facts["config"]["settings"]
     return settings
 

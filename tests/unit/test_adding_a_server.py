@@ -43,7 +43,7 @@ def test_a_sixth_profile_is_known_everywhere_from_one_line(
     monkeypatch.setenv("APP_SERVER", sixth)
     get_settings.cache_clear()
     try:
-        assert launcher_main(["config", sixth]) == 0
+        assert launcher_main(["config", sixth, "--full"]) == 0
     finally:
         get_settings.cache_clear()
     assert json.loads(capsys.readouterr().out)["profile"] == sixth

@@ -170,9 +170,14 @@ def test_deploy_config_masks_the_secret(
     monkeypatch.setenv("APP_OTLP_ENDPOINT", ENDPOINT)
     get_settings.cache_clear()
     try:
+        assert launcher_main(["config", "--full"]) == 0
         assert launcher_main(["config"]) == 0
     finally:
         get_settings.cache_clear()
     out = capsys.readouterr()
-    assert json.loads(out.out)["settings"]["otlp_headers"] == "**********"
+    full, _, concise = out.out.partition("\n}\n")
+    assert json.loads(full + "}")["settings"]["otlp_headers"] == "**********"
+    assert json.loads(full + "}")["sources"]["otlp_headers"] == "secret file"
+    [row] = [line for line in concise.splitlines() if line.startswith("APP_OTLP_HEADERS ")]
+    assert row.split()[1:5] == ["(set,", "secret)", "secret", "file"]
     assert TOKEN not in out.out + out.err
