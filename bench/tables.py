@@ -186,7 +186,10 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
         "",
     ]
     if chart_name:
-        parts += [f"![throughput, p99 and memory per server: the service beside bare FastAPI]({chart_name})", ""]
+        parts += [
+            f"![throughput, p99 and memory per server: the service beside bare FastAPI]({chart_name})",
+            "",
+        ]
     parts += [
         "## Service app per profile",
         "",
