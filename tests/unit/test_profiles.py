@@ -49,6 +49,7 @@ OTHER_VALUE: dict[str, Any] = {
     "ws_ping_timeout": 5.0,
     "broker_url": "redis://127.0.0.1:6379/0",
     "broker_password": "another-password",
+    "quotes_url": "http://127.0.0.1:8080/",
 }
 # Settings valid only together with another one.
 NEEDS: dict[str, dict[str, Any]] = {
