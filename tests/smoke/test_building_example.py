@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy.profiles import PROFILES as ALL_PROFILES
 from devkit.process import LOOPBACK, ServerProcess, running_server
 from tests.smoke import test_http_contract as contract
 
 pytestmark = [pytest.mark.smoke, pytest.mark.own_app, pytest.mark.usefixtures("local_only")]
 
-# uvicorn and a gunicorn profile, as the guide promises; the others honour the same lifespan.
-PROFILES = ["uvicorn", "gunicorn", "granian"]
+PROFILES = sorted(ALL_PROFILES)
 WORKERS = 2
 QUOTE = "Simple things should be simple."
 CLOSED = "quotes client closed"
