@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
@@ -99,24 +99,47 @@ class ServiceApp(FastAPI):
 TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
+# A lifespan of yours: Starlette's own shape, an async context manager built from the app.
+# Open your resources before its `yield` (put them on `app.state`), close them after it.
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings,
+    readiness_checks: Sequence[ReadinessCheck] = (),
+    *,
+    lifespan: Lifespan | None = None,
+    routers: Sequence[APIRouter] = (),
+    demo_routes: bool = True,
+) -> FastAPI:
+    """The service: its probes, `GET /` and `/metrics`, plus what you pass.
+
+    `lifespan` runs inside the service's own: it opens before the worker reports ready
+    (`/readyz` is 503 until it has), and closes once the server has stopped serving, after
+    in-flight requests and long-lived connections have ended (or the server's graceful
+    timeout has cut them), before the worker exits. `routers` are included after the
+    service's own. `demo_routes=False` leaves out the demo: `/echo`, `/ws`, `/events` and
+    `/rooms/...` (docs/building.md).
+    """
     tracing = tracing_for(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.lifecycle = "running"
+    async def service_lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
         if settings.metrics_enabled and settings.tls_cert_file is not None:
             publish_certificate_expiry(settings.tls_cert_file)
-        await app.state.rooms.start()  # rooms: does not wait for the broker (service/brokers.py)
-        async with watch(settings.drain_file, app.state.drain):
+        if demo_routes:
+            await app.state.rooms.start()  # rooms: does not wait for the broker (service/brokers.py)
+        async with watch(settings.drain_file, app.state.drain), _optional(lifespan, app):
+            app.state.lifecycle = "running"
             yield
+            app.state.lifecycle = "stopping"
         if sampler is not None:
             sampler.cancel()
         app.state.realtime.detach()
-        await app.state.rooms.stop()  # rooms
-        app.state.lifecycle = "stopping"
+        if demo_routes:
+            await app.state.rooms.stop()  # rooms
         if settings.metrics_enabled:
             flush_metrics()  # the requests of the last loop iteration
             worker_exited(os.getpid(), settings.metrics_dir)
@@ -128,7 +151,7 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
     app = ServiceApp(
         telemetry=tracing.telemetry_config() if tracing is not None else TELEMETRY_OFF,
         title="asgi-deploy service",
-        lifespan=lifespan,
+        lifespan=service_lifespan,
         root_path=settings.root_path,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
@@ -142,20 +165,27 @@ def create_app(settings: Settings, readiness_checks: Sequence[ReadinessCheck] = 
         settings.ws_max_connections,
         settings.ws_allowed_origins,
     )
-    app.state.rooms = broker_for(settings)  # rooms
+    app.state.demo_routes = demo_routes  # the test suite follows it (tests/conftest.py)
+    if demo_routes:
+        app.state.rooms = broker_for(settings)  # rooms
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
-    for router in (
-        root.router,
-        health.router,
-        echo.router,
-        websocket_echo.router,
-        event_stream.router,
-        rooms_api.router,
-    ):
-        app.include_router(router)
+    service_routers = [root.router, health.router]
+    if demo_routes:
+        service_routers += [echo.router, websocket_echo.router, event_stream.router, rooms_api.router]
     if settings.metrics_enabled:
-        app.include_router(metrics.router)
+        service_routers.append(metrics.router)
+    for router in (*service_routers, *routers):
+        app.include_router(router)
     install_error_handlers(app)
     return app
+
+
+@asynccontextmanager
+async def _optional(lifespan: Lifespan | None, app: FastAPI) -> AsyncIterator[None]:
+    if lifespan is None:
+        yield
+        return
+    async with lifespan(app):
+        yield

@@ -464,6 +464,15 @@ class Settings(BaseSettings):
             "(a stream: `event: too-slow`) instead of growing the worker's memory. One message always fits."
         ),
     )
+    # The worked example's own setting (docs/building.md): a fork deletes it with examples/.
+    quotes_url: HttpUrl | None = Field(
+        default=None,
+        description=(
+            "Base URL of the quotes upstream that the worked example of docs/building.md "
+            "(examples/quotes.py) calls. Read only by that example; a fork deletes it with it."
+        ),
+        json_schema_extra={"allowed": "an http(s) URL"},
+    )
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> Settings:

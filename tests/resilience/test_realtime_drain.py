@@ -25,7 +25,7 @@ from deploy.profiles import PROFILES
 from devkit.process import LOOPBACK, ServerProcess, running_server
 from tests.resilience.support import Report, wait_workers
 
-pytestmark = pytest.mark.resilience
+pytestmark = [pytest.mark.resilience, pytest.mark.demo_routes]
 
 SOCKETS = 100
 STREAMS = 100

@@ -34,7 +34,7 @@ from devkit.process import LOOPBACK, ServerProcess, running_server
 from tests.resilience.support import Report, wait_for, wait_workers
 from tests.support.redis import RedisServer, running_redis
 
-pytestmark = pytest.mark.resilience
+pytestmark = [pytest.mark.resilience, pytest.mark.demo_routes]
 
 MESSAGES_PER_PUBLISHER = 100
 SLOW_MESSAGES, SLOW_MESSAGE_BYTES = 200, 50_000  # 10 MB: past the socket buffers on the way

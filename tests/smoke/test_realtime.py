@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from deploy.profiles import PROFILES
 from devkit.process import ServerProcess, running_server
 
-pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
+pytestmark = [pytest.mark.smoke, pytest.mark.demo_routes, pytest.mark.usefixtures("local_only")]
 
 T = TypeVar("T")
 WAIT_SECONDS = 10.0

@@ -16,7 +16,7 @@ from deploy.profiles import PROFILES
 from devkit.process import refused_at_startup, running_server
 from tests.smoke.test_realtime import access_line, eventually, metric, scrape
 
-pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
+pytestmark = [pytest.mark.smoke, pytest.mark.demo_routes, pytest.mark.usefixtures("local_only")]
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from fastapi import Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -89,3 +91,57 @@ def test_drain_file_turns_readiness_off_and_closes_connections(tmp_path: Path) -
         response = client.get("/")
         assert response.status_code == 200
         assert response.headers["connection"] == "close"
+
+
+def test_a_lifespan_of_yours_opens_before_ready_and_closes_after_serving() -> None:
+    seen: list[str] = []
+
+    @asynccontextmanager
+    async def client_pool(app: FastAPI) -> AsyncIterator[None]:
+        seen.append(f"open while {app.state.lifecycle}")
+        app.state.pool = "open"
+        yield
+        app.state.pool = "closed"
+        seen.append(f"closed while {app.state.lifecycle}")
+
+    router = APIRouter()
+
+    @router.get("/pool")
+    async def pool(request: Request) -> dict[str, str]:
+        return {"pool": request.app.state.pool}
+
+    app = create_app(Settings(), lifespan=client_pool, routers=[router])
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/pool").json() == {"pool": "open"}
+    assert seen == ["open while starting", "closed while stopping"]
+    assert app.state.pool == "closed"
+
+
+def test_a_failing_lifespan_of_yours_stops_startup() -> None:
+    @asynccontextmanager
+    async def unreachable(_app: FastAPI) -> AsyncIterator[None]:
+        raise ConnectionError("the database is down")
+        yield
+
+    with pytest.raises(ConnectionError), TestClient(create_app(Settings(), lifespan=unreachable)):
+        pass
+
+
+@pytest.mark.parametrize("demo_routes", [True, False])
+def test_demo_routes_are_served_only_when_asked(demo_routes: bool) -> None:
+    with TestClient(create_app(Settings(), demo_routes=demo_routes)) as client:
+        statuses = {
+            "/echo": client.post("/echo", json={"message": "hi"}).status_code,
+            "/events": client.head("/events").status_code,
+            "/rooms/lobby/events": client.head("/rooms/lobby/events").status_code,
+        }
+        assert client.get("/").status_code == 200
+        assert client.get("/readyz").status_code == 200
+        paths = set(client.get("/openapi.json").json()["paths"])
+    if demo_routes:
+        assert statuses["/echo"] == 200
+        assert {"/echo", "/events"} <= paths
+    else:
+        assert set(statuses.values()) == {404}
+        assert not {path for path in paths if path.startswith(("/echo", "/ws", "/events", "/rooms"))}

@@ -52,6 +52,7 @@ OTHER_VALUE: dict[str, Any] = {
     "tls_cert_file": Path("/run/tls/tls.crt"),
     "tls_key_file": Path("/run/tls/tls.key"),
     "tls_client_ca_file": Path("/run/tls/ca.crt"),
+    "quotes_url": "http://127.0.0.1:8080/",
 }
 TLS_PAIR = {"tls_cert_file": OTHER_VALUE["tls_cert_file"], "tls_key_file": OTHER_VALUE["tls_key_file"]}
 # Settings valid only together with another one.
