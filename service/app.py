@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -131,7 +132,8 @@ def create_app(
             publish_certificate_expiry(settings.tls_cert_file)
         if demo_routes:
             await app.state.rooms.start()  # rooms: does not wait for the broker (service/brokers.py)
-        async with watch(settings.drain_file, app.state.drain), _optional(lifespan, app):
+        yours = lifespan(app) if lifespan is not None else contextlib.nullcontext()
+        async with watch(settings.drain_file, app.state.drain), yours:
             app.state.lifecycle = "running"
             yield
             app.state.lifecycle = "stopping"
@@ -180,12 +182,3 @@ def create_app(
         app.include_router(router)
     install_error_handlers(app)
     return app
-
-
-@asynccontextmanager
-async def _optional(lifespan: Lifespan | None, app: FastAPI) -> AsyncIterator[None]:
-    if lifespan is None:
-        yield
-        return
-    async with lifespan(app):
-        yield
