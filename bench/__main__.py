@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"keep-alive connections (default {DEFAULT_CONNECTIONS})",
     )
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "latest.json", help="results file")
-    parser.add_argument("--png", type=Path, help="bar chart of requests/s (default: next to --json)")
+    parser.add_argument("--png", type=Path, help="chart of throughput, p99, memory (default: beside --json)")
     parser.add_argument("--markdown", type=Path, help="also write the tables and machine as Markdown")
     return parser
 
