@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from devkit import alert_rules, dashboard
-from devkit.process import running_server
+from devkit.process import launched, running_server
+from tests.support.certs import make_certificates, tls_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 
@@ -31,7 +32,7 @@ KEYWORDS = frozenset(
 FUNCTIONS = frozenset(
     {
         "rate", "irate", "increase", "delta", "sum", "count", "max", "min", "avg", "absent",
-        "histogram_quantile", "count_over_time", "label_values", "vector", "scalar",
+        "histogram_quantile", "count_over_time", "label_values", "vector", "scalar", "time",
     }
 )  # fmt: skip
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
@@ -106,7 +107,7 @@ def recorded_names() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def exposition() -> Exported:
+def exposition(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     env = {"APP_WORKERS": "2"}
     with running_server("uvicorn", env) as server:
         for _ in range(6):  # new connections: both workers answer some
@@ -127,7 +128,16 @@ def exposition() -> Exported:
             if {"realtime_sessions_ended_total", "websocket_messages_total"} <= set(found):
                 break
             found = ended()
-    return {**found, **PROMETHEUS_SERIES}
+    return {**found, **tls_exposition(tmp_path_factory), **PROMETHEUS_SERIES}
+
+
+def tls_exposition(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """What a server adds with TLS on: the served certificate's expiry time."""
+    certs = make_certificates(tmp_path_factory.mktemp("certs"))
+    with launched(tls_server(certs.client_context()), "uvicorn", certs.env()) as server:
+        server.wait_ready()
+        text = httpx.get(f"{server.base_url}/metrics", verify=certs.client_context()).text
+    return exported(text)
 
 
 def test_every_rule_uses_exported_metrics_and_labels(exposition: Exported) -> None:

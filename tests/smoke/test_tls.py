@@ -8,7 +8,6 @@ and docs/servers.md read them. Refused settings are real launches of `python -m 
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
@@ -24,7 +23,7 @@ from websockets.sync.client import connect
 from deploy.profiles import PROFILES, load_profile
 from devkit.process import LOOPBACK, ServerProcess, launched, refused_at_startup, running_server
 from service.tls import certificate_validity
-from tests.support.certs import Certificates, make_certificates
+from tests.support.certs import Certificates, make_certificates, tls_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 
@@ -42,27 +41,6 @@ def serves(profile: str, version: str, tls: bool) -> bool:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
-def tls_server(context: ssl.SSLContext) -> type[ServerProcess]:
-    """A ServerProcess whose readiness poll and base URL speak HTTPS with this client context."""
-
-    class TlsServer(ServerProcess):
-        @property
-        def base_url(self) -> str:
-            return f"https://{LOOPBACK}:{self.port}"
-
-        def _get_status(self, path: str) -> int | None:
-            connection = http.client.HTTPSConnection(LOOPBACK, self.port, timeout=1.0, context=context)
-            try:
-                connection.request("GET", path)
-                return connection.getresponse().status
-            except (OSError, http.client.HTTPException):
-                return None
-            finally:
-                connection.close()
-
-    return TlsServer
 
 
 @pytest.fixture(scope="module", params=sorted(PROFILES))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import trustme
+
+from devkit.process import ServerProcess
 
 LOOPBACK = "127.0.0.1"
 
@@ -71,3 +74,24 @@ def make_certificates(directory: Path) -> Certificates:
         not_yet_valid=future,
         not_yet_valid_key=future_key,
     )
+
+
+def tls_server(context: ssl.SSLContext) -> type[ServerProcess]:
+    """A ServerProcess whose readiness poll and base URL speak HTTPS with this client context."""
+
+    class TlsServer(ServerProcess):
+        @property
+        def base_url(self) -> str:
+            return f"https://{LOOPBACK}:{self.port}"
+
+        def _get_status(self, path: str) -> int | None:
+            connection = http.client.HTTPSConnection(LOOPBACK, self.port, timeout=1.0, context=context)
+            try:
+                connection.request("GET", path)
+                return connection.getresponse().status
+            except (OSError, http.client.HTTPException):
+                return None
+            finally:
+                connection.close()
+
+    return TlsServer
