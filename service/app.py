@@ -34,6 +34,7 @@ from service.multiprocess_metrics import (
     sample_process_periodically,
     worker_exited,
 )
+from service.session_metrics import declare_open_sessions
 from service.sessions import RealtimeState
 from service.settings import Settings
 from service.tracing import tracing_for
@@ -128,6 +129,8 @@ def create_app(
     async def service_lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
+        if settings.metrics_enabled:
+            declare_open_sessions(route for router in (*service_routers, *routers) for route in router.routes)
         if settings.metrics_enabled and settings.tls_cert_file is not None:
             publish_certificate_expiry(settings.tls_cert_file)
         if demo_routes:

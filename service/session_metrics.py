@@ -17,12 +17,16 @@ A refused upgrade or stream (403, 503, 4xx) is an HTTP answer, and counted as on
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
+from fastapi.routing import APIRoute
 from prometheus_client import Counter, Gauge
+from starlette.routing import BaseRoute, WebSocketRoute
 
 WEBSOCKET = "websocket"
 EVENT_STREAM = "event_stream"
+EVENT_STREAM_TYPE = "text/event-stream"
 
 SESSIONS_OPEN = Gauge(
     "realtime_sessions_open",
@@ -49,6 +53,27 @@ def open_gauge(kind: str, route: str) -> Any:
 @functools.cache
 def messages_counter(route: str, direction: str) -> Any:
     return WS_MESSAGES.labels(route, direction)
+
+
+def declare_open_sessions(routes: Iterable[BaseRoute]) -> None:
+    """Export 0 open sessions for each long-lived route, so a worker shows them before its first.
+
+    Without it a worker started after a crash has no series until a client connects, and a
+    dashboard panel or a rule reads "no data" where the truth is 0. A WebSocket route is known
+    by its class; an event stream by the `text/event-stream` answer its OpenAPI entry declares.
+    A router nested in an included router is not walked: its sessions show from the first one.
+    """
+    for route in routes:
+        if isinstance(route, WebSocketRoute):
+            open_gauge(WEBSOCKET, route.path)
+        elif isinstance(route, APIRoute) and EVENT_STREAM_TYPE in _answers(route, 200):
+            open_gauge(EVENT_STREAM, route.path)
+
+
+def _answers(route: APIRoute, status: int) -> dict[str, Any]:
+    """The media types a route declares for `status` in its OpenAPI entry."""
+    content: dict[str, Any] = route.responses.get(status, {}).get("content", {})
+    return content
 
 
 def session_ended(kind: str, route: str, close: str) -> None:

@@ -48,6 +48,13 @@ def test_request_total_is_summed_over_all_workers(profile: str, tmp_path: Path) 
     in_progress = _samples(scrape.text, "http_requests_in_progress")
     assert in_progress[(("method", "GET"),)] == 1  # the scrape itself
     assert _samples(scrape.text, "http_request_duration_seconds_count")[root] == requests
+    # No session yet, and every long-lived route already reads 0 (not "no data") on a dashboard.
+    assert _samples(scrape.text, "realtime_sessions_open") == {
+        (("kind", "websocket"), ("route", "/ws")): 0,
+        (("kind", "websocket"), ("route", "/rooms/{room}")): 0,
+        (("kind", "event_stream"), ("route", "/events")): 0,
+        (("kind", "event_stream"), ("route", "/rooms/{room}/events")): 0,
+    }
     rss = _samples(scrape.text, "process_worker_resident_memory_bytes")
     assert len(rss) >= 2  # one series per worker (pid label), at least the scraped one fresh
     assert all(value > 10_000_000 for value in rss.values())
