@@ -139,6 +139,7 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "ssl_client_verify": settings.tls_client_ca_file is not None,
     }
     native = assemble(settings, DECLARATIONS, extras=extras, http=HTTP)
+    # Keep-alive on, with no idle timeout of granian's (APP_KEEPALIVE_TIMEOUT is refused).
     native[HTTP1] = HTTP1Settings(keep_alive=True, **native[HTTP1])
     return native
 

@@ -39,12 +39,6 @@ def options(settings: Settings) -> dict[str, Any]:
     return {"graceful_timeout": settings.graceful_timeout + KILL_BACKSTOP_SECONDS}
 
 
-def worker(settings: Settings) -> dict[str, Any]:
-    """What each Uvicorn worker runs with, beyond what uvicorn-worker maps from gunicorn (which
-    includes gunicorn's certificate options: uvicorn builds the context with them)."""
-    return protocol_options()
-
-
 class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
     """Uvicorn worker with our explicit fast path, graceful timeout and head deadline."""
 
@@ -84,7 +78,9 @@ PROFILE = gunicorn_profile(
         ),
     },
     options=options,
-    worker=worker,
+    # Beyond what uvicorn-worker maps from gunicorn's options (its certificate options included:
+    # uvicorn builds the context with them).
+    worker=protocol_options,
     http=UVICORN_HTTP,
     carried=GUNICORN_PATCHES,
 )

@@ -156,7 +156,7 @@ def gunicorn_profile(
     worker_class: Callable[[], str | type[Any]],
     worker_settings: dict[str, Support],
     options: Callable[[Settings], dict[str, Any]],
-    worker: Callable[[Settings], dict[str, Any]],
+    worker: Callable[[], dict[str, Any]] = dict,
     http: HttpVersions,
     loggers: ServerLoggers,
     carried: tuple[CarriedPatch, ...] = (),
@@ -171,7 +171,7 @@ def gunicorn_profile(
     def build(settings: Settings) -> dict[str, Any]:
         extras = {
             GUNICORN: {**gunicorn_options(settings, worker_class()), **options(settings)},
-            worker_key: worker(settings),
+            worker_key: worker(),
         }
         return assemble(settings, shared, worker_settings, extras=extras, http=http)
 

@@ -71,7 +71,6 @@ PROFILE = gunicorn_profile(
         "graceful_timeout": Native(f"{GUNICORN}.graceful_timeout", "the ASGI worker drains this long itself"),
     },
     options=options,
-    worker=lambda settings: {},
     http=HTTP,
     carried=(HEAD_DEADLINE,),
 )

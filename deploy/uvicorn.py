@@ -155,9 +155,8 @@ def _server_config(native: dict[str, Any]) -> uvicorn.Config:
     """uvicorn's Config of the native config: all but the project's keys, which go beside it."""
     options = {key: value for key, value in native.items() if key not in (CONFIG_ATTRIBUTE, SUPERVISOR_KEY)}
     config = uvicorn.Config(**options)
-    setattr(
-        config, CONFIG_ATTRIBUTE, native[CONFIG_ATTRIBUTE]
-    )  # read by deploy/uvicorn_internals.py's protocol
+    # Not uvicorn's option: read from the Config by deploy/uvicorn_internals.py's protocol.
+    setattr(config, CONFIG_ATTRIBUTE, native[CONFIG_ATTRIBUTE])
     return config
 
 
