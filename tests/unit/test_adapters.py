@@ -19,7 +19,7 @@ from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
 from deploy.gunicorn_internals import head_timeout_worker
-from deploy.profile import Native, Refused, UnsupportedSettingError, as_it_is, lookup
+from deploy.profile import Native, Refused, Support, UnsupportedSettingError, as_it_is, assemble, lookup
 from deploy.profiles import PROFILES, load_profile
 from deploy.uvicorn_internals import HeadTimeoutHttpToolsProtocol
 from deploy.worker_timing import KILL_BACKSTOP_SECONDS
@@ -45,7 +45,6 @@ VALUES: dict[str, Any] = {
 }
 SETTINGS = Settings(**VALUES)
 # A server that cannot honour a setting refuses it at start-up, as its profile declares.
-REFUSED = object()
 REFUSED_BY = {
     name: {field for field, support in load_profile(name).settings.items() if isinstance(support, Refused)}
     for name in PROFILES
@@ -187,11 +186,31 @@ def test_a_translated_setting_reaches_its_key_as_the_server_takes_it(profile: st
     assert lookup(server.native_config(settings_for(profile)), support.key) == TRANSLATED[profile, name]
 
 
-def test_off_is_the_servers_off() -> None:
-    # 0 turns a limit off in the settings; None does in uvicorn's and granian's configs.
-    off = Settings(max_requests=0, max_worker_memory=0)
-    assert load_profile("uvicorn").native_config(off)["limit_max_requests"] is None
-    assert load_profile("granian").native_config(off)["workers_max_rss"] is None
+# 0 turns a limit off in the settings; None does in these servers' configs.
+OFF_IS_NONE = [("uvicorn", "max_requests"), ("hypercorn", "max_requests"), ("granian", "max_worker_memory")]
+
+
+@pytest.mark.parametrize(("profile", "name"), OFF_IS_NONE, ids=[f"{p}-{n}" for p, n in OFF_IS_NONE])
+def test_off_is_the_servers_off(profile: str, name: str) -> None:
+    server = load_profile(profile)
+    support = server.settings[name]
+    assert isinstance(support, Native)
+    assert lookup(server.native_config(Settings(**{name: 0})), support.key) is None
+
+
+def test_each_key_has_one_definition() -> None:
+    # An extra (what no setting drives) never replaces a declared key, nested or not; settings that
+    # share a key (host and port in one bind address) must give it one value.
+    declared: dict[str, Support] = {"workers": Native("workers"), "port": Native("part.port")}
+    assert assemble(Settings(), declared, extras={"part": {"other": 1}}) == {
+        "workers": Settings().workers,
+        "part": {"port": Settings().port, "other": 1},
+    }
+    for extras in ({"workers": 5}, {"part": {"port": 1}}):
+        with pytest.raises(ValueError, match="define it once"):
+            assemble(Settings(), declared, extras=extras)
+    with pytest.raises(ValueError, match="APP_PORT sets `workers`"):
+        assemble(Settings(), {"workers": Native("workers"), "port": Native("workers")}, extras={})
 
 
 REFUSALS = [
