@@ -23,7 +23,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from deploy.carried import CarriedPatch
-from deploy.common import SHM_DIR, bind_address
+from deploy.common import SHM_DIR, binds
 from deploy.gunicorn_hooks import child_exit, post_fork, post_worker_init, when_ready
 from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import (
@@ -51,11 +51,7 @@ WORKER_MEMORY = Native(
 
 def gunicorn_declarations(loggers: ServerLoggers) -> dict[str, Support]:
     """What both gunicorn profiles declare alike; each adds what its worker does with the rest."""
-    bind = Native(
-        "bind",
-        "`host:port`, IPv6 bracketed",
-        derive=lambda settings: [bind_address(settings.host, settings.port)],
-    )
+    bind = Native("bind", "`host:port`, IPv6 bracketed", derive=binds)
     options: dict[str, Native] = {
         "host": bind,
         "port": bind,

@@ -24,7 +24,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
 
 from deploy import hypercorn_internals
-from deploy.common import bind_address, import_app
+from deploy.common import binds, import_app
 from deploy.profile import (
     NO_PING_TIMEOUT,
     HttpVersions,
@@ -86,11 +86,7 @@ def _idle_timer(settings: Settings) -> float:
 
 
 IDLE_TIMER = "keep_alive_timeout"
-BIND = Native(
-    "bind",
-    "`host:port`, IPv6 bracketed",
-    derive=lambda settings: [bind_address(settings.host, settings.port)],
-)
+BIND = Native("bind", "`host:port`, IPv6 bracketed", derive=binds)
 
 DECLARATIONS: dict[str, Support] = {
     "asgi_app": Native("application_path"),
