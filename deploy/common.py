@@ -26,6 +26,11 @@ def bind_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def binds(settings: Settings) -> list[str]:
+    """APP_HOST and APP_PORT as the servers that take a list of `host:port` binds want them."""
+    return [bind_address(settings.host, settings.port)]
+
+
 def check_app_module(settings: Settings) -> None:
     """Refuse an APP_ASGI_APP whose module cannot be found, before any server starts.
 

@@ -31,7 +31,17 @@ from granian.log import LogLevels
 from deploy.common import SHM_DIR
 from deploy.granian_internals import PATCHES, REPLACEMENT_SERVES_FIRST, granian_server, load_in_worker
 from deploy.heartbeat_files import HeartbeatWatch
-from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Profile, Refused
+from deploy.profile import (
+    NO_PING_TIMEOUT,
+    NO_PINGS,
+    HttpVersions,
+    Native,
+    Profile,
+    Refused,
+    Support,
+    assemble,
+    none_if_zero,
+)
 from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 
@@ -65,28 +75,58 @@ TLS_VERSIONS = {"1.2": SSLProtocols.tls12, "1.3": SSLProtocols.tls13}
 LOGGERS = ServerLoggers(messages=("_granian", "granian"), access=("granian.access",))
 
 
+def _off(value: int) -> bool:
+    return value == 0
+
+
+NO_REQUEST_COUNT = "granian recycles workers by lifetime or memory, not by request count; unset it"
+HTTP1 = "http1_settings"  # built as granian's HTTP1Settings
+
+DECLARATIONS: dict[str, Support] = {
+    "asgi_app": Native("target"),
+    "host": Native("address"),
+    "port": Native("port"),
+    "workers": Native("workers"),
+    "log_level": Native("log_level", convert=LogLevels),
+    "log_format": Native(
+        "log_dictconfig",
+        "service/logs.py's one dictConfig",
+        derive=lambda settings: log_config(settings, LOGGERS),
+    ),
+    "keepalive_timeout": Refused(
+        "granian's HTTP/1 keep-alive has no idle timeout; unset it or pick another profile"
+    ),
+    "request_head_timeout": Native(
+        f"{HTTP1}.header_read_timeout", "in milliseconds", convert=lambda seconds: seconds * 1000
+    ),
+    # Time a worker gets to finish in-flight requests once told to stop.
+    "graceful_timeout": Native("workers_kill_timeout"),
+    "max_requests": Refused(NO_REQUEST_COUNT, accepts=_off),
+    "max_requests_jitter": Refused(NO_REQUEST_COUNT, accepts=_off),
+    "worker_timeout": Native(WATCHDOG, "deploy/heartbeat_files.py: beats each worker's loop writes"),
+    "max_worker_memory": Native(  # MiB, as granian counts
+        "workers_max_rss",
+        "every 0.5 s; the replacement starts early enough to serve before the limit",
+        convert=none_if_zero,
+    ),
+    "ws_ping_interval": Refused(f"granian {NO_PINGS}"),
+    "ws_ping_timeout": Refused(f"granian {NO_PING_TIMEOUT}"),
+    "tls_cert_file": Native("ssl_cert"),
+    "tls_key_file": Native("ssl_key"),
+    "tls_client_ca_file": Native("ssl_ca", "with `ssl_client_verify`"),
+    "tls_min_version": Native("ssl_protocol_min", convert=TLS_VERSIONS.__getitem__),
+}
+
+
 def native_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "target": settings.asgi_app,
-        "address": settings.host,
-        "port": settings.port,
+    extras = {
         "interface": Interfaces.ASGI,  # with lifespan: /readyz depends on it
-        "workers": settings.workers,
         "loop": Loops.uvloop,
-        "http": HTTP.native(settings),
         # Granian has no message-size limit of its own: the app closes with 1009 (service/api/).
         "websockets": True,
-        "http1_settings": HTTP1Settings(
-            keep_alive=True, header_read_timeout=settings.request_head_timeout * 1000
-        ),
         "log_enabled": True,
-        "log_level": LogLevels(settings.log_level),
-        "log_dictconfig": log_config(settings, LOGGERS),
         "log_access": False,  # the app writes access lines (service/access_log.py)
-        # Time a worker gets to finish in-flight requests once told to stop.
-        "workers_kill_timeout": settings.graceful_timeout,
         "respawn_failed_workers": True,
-        "workers_max_rss": settings.max_worker_memory or None,  # MiB, as granian counts
         "rss_sample_interval": RSS_SAMPLE_SECONDS,  # MEMORY_LEAD's rule, or granian's own
         "rss_samples": 1,
         # With REPLACEMENT_SERVES_FIRST: the longest the worker being replaced waits for its replacement.
@@ -96,13 +136,12 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "url_path_prefix": None,  # root path is applied by the app, see service/app.py
         "reload": False,
         "env_files": None,
-        "ssl_cert": settings.tls_cert_file,
-        "ssl_key": settings.tls_key_file,
-        "ssl_ca": settings.tls_client_ca_file,
         "ssl_client_verify": settings.tls_client_ca_file is not None,
-        "ssl_protocol_min": TLS_VERSIONS[settings.tls_min_version],
-        WATCHDOG: settings.worker_timeout,  # deploy/heartbeat_files.py, in granian's main process
     }
+    native = assemble(settings, DECLARATIONS, extras=extras, http=HTTP)
+    # Keep-alive on, with no idle timeout of granian's (APP_KEEPALIVE_TIMEOUT is refused).
+    native[HTTP1] = HTTP1Settings(keep_alive=True, **native[HTTP1])
+    return native
 
 
 def run(settings: Settings) -> int:
@@ -125,41 +164,11 @@ def run(settings: Settings) -> int:
     return 0
 
 
-def _off(value: int) -> bool:
-    return value == 0
-
-
-NO_REQUEST_COUNT = "granian recycles workers by lifetime or memory, not by request count; unset it"
-
 PROFILE = Profile(
     name="granian",
     loggers=LOGGERS,
     summary="Granian, a Rust HTTP server, driving the app through its ASGI interface on uvloop",
-    settings={
-        "asgi_app": Native("target"),
-        "host": Native("address"),
-        "port": Native("port"),
-        "workers": Native("workers"),
-        "log_level": Native("log_level"),
-        "log_format": Native("log_dictconfig", "service/logs.py's one dictConfig"),
-        "keepalive_timeout": Refused(
-            "granian's HTTP/1 keep-alive has no idle timeout; unset it or pick another profile"
-        ),
-        "request_head_timeout": Native("http1_settings.header_read_timeout", "in milliseconds"),
-        "graceful_timeout": Native("workers_kill_timeout"),
-        "max_requests": Refused(NO_REQUEST_COUNT, accepts=_off),
-        "max_requests_jitter": Refused(NO_REQUEST_COUNT, accepts=_off),
-        "worker_timeout": Native(WATCHDOG, "deploy/heartbeat_files.py: beats each worker's loop writes"),
-        "max_worker_memory": Native(
-            "workers_max_rss", "every 0.5 s; the replacement starts early enough to serve before the limit"
-        ),
-        "ws_ping_interval": Refused(f"granian {NO_PINGS}"),
-        "ws_ping_timeout": Refused(f"granian {NO_PING_TIMEOUT}"),
-        "tls_cert_file": Native("ssl_cert"),
-        "tls_key_file": Native("ssl_key"),
-        "tls_client_ca_file": Native("ssl_ca", "with `ssl_client_verify`"),
-        "tls_min_version": Native("ssl_protocol_min"),
-    },
+    settings=DECLARATIONS,
     build=native_config,
     serve=run,
     http=HTTP,

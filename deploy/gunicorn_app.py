@@ -23,34 +23,72 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from deploy.carried import CarriedPatch
-from deploy.common import SHM_DIR, bind_address
+from deploy.common import SHM_DIR, binds
 from deploy.gunicorn_hooks import child_exit, post_fork, post_worker_init, when_ready
 from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
-from deploy.profile import INERT_PROXY_LIST, HttpVersions, Native, Profile, Support
+from deploy.profile import (
+    INERT_PROXY_LIST,
+    HttpVersions,
+    Native,
+    Profile,
+    Support,
+    assemble,
+    comma_separated,
+    lookup,
+)
 from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, minimum_version_hook, path_or_none
 from deploy.worker_timing import MEMORY_CHECK_SECONDS
 from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 
+GUNICORN = "gunicorn"  # gunicorn's own options: the part of the native config handed to `cfg.set`
+APP = Native("app", "resolved by GunicornApplication.load in each worker")
+WORKER_MEMORY = Native(
+    "worker_memory.max_mib",
+    f"each worker checks itself every {MEMORY_CHECK_SECONDS:g} s and stops gracefully, with SIGTERM",
+)
 
-def gunicorn_options(
-    settings: Settings, worker_class: str | type[Any], loggers: ServerLoggers
-) -> dict[str, Any]:
+
+def gunicorn_declarations(loggers: ServerLoggers) -> dict[str, Support]:
+    """What both gunicorn profiles declare alike; each adds what its worker does with the rest."""
+    bind = Native("bind", "`host:port`, IPv6 bracketed", derive=binds)
+    options: dict[str, Native] = {
+        "host": bind,
+        "port": bind,
+        "workers": Native("workers"),
+        "log_level": Native("loglevel"),
+        "log_format": Native(
+            "logconfig_dict",
+            "service/logs.py's one dictConfig",
+            derive=lambda settings: log_config(settings, loggers),
+        ),
+        "keepalive_timeout": Native("keepalive"),
+        "max_requests": Native("max_requests"),
+        "max_requests_jitter": Native("max_requests_jitter"),
+        "forwarded_allow_ips": Native("forwarded_allow_ips", INERT_PROXY_LIST, convert=comma_separated),
+        # gunicorn's heartbeat: a worker whose loop has not notified the arbiter for this long
+        # is killed (SIGABRT, then SIGKILL) and replaced; 0 turns it off, as APP_WORKER_TIMEOUT.
+        "worker_timeout": Native("timeout", "gunicorn's heartbeat: SIGABRT, then SIGKILL"),
+        "tls_cert_file": Native("certfile", convert=path_or_none),
+        "tls_key_file": Native("keyfile", convert=path_or_none),
+        "tls_client_ca_file": Native("ca_certs", "with `cert_reqs` CERT_REQUIRED", convert=path_or_none),
+        "tls_min_version": Native(  # gunicorn's server hook
+            "ssl_context", f"server hook: {MINIMUM_VERSION_HOW}", derive=minimum_version_hook
+        ),
+    }
     return {
-        "bind": [bind_address(settings.host, settings.port)],
-        "workers": settings.workers,
+        "asgi_app": APP,
+        **{name: native.within(GUNICORN) for name, native in options.items()},
+        "max_worker_memory": WORKER_MEMORY,
+    }
+
+
+def gunicorn_options(settings: Settings, worker_class: str | type[Any]) -> dict[str, Any]:
+    """gunicorn's options no setting drives (or only beside its declared key)."""
+    return {
         "worker_class": worker_class,
-        "loglevel": settings.log_level,
-        "logconfig_dict": log_config(settings, loggers),
         "accesslog": None,  # the app writes access lines (service/access_log.py)
         "errorlog": "-",
-        "keepalive": settings.keepalive_timeout,
-        # gunicorn's ASGI worker drains this long itself; the uvicorn worker's profile adds
-        # a backstop (deploy/gunicorn.py).
-        "graceful_timeout": settings.graceful_timeout,
-        "max_requests": settings.max_requests,
-        "max_requests_jitter": settings.max_requests_jitter,
-        "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
         "worker_tmp_dir": str(SHM_DIR) if SHM_DIR.is_dir() else None,
         "proc_name": "asgi-deploy",
         "preload_app": False,
@@ -61,21 +99,7 @@ def gunicorn_options(
         "post_fork": post_fork,
         "post_worker_init": post_worker_init,
         "child_exit": child_exit,
-        # gunicorn's heartbeat: a worker whose loop has not notified the arbiter for this long
-        # is killed (SIGABRT, then SIGKILL) and replaced; 0 turns it off, as APP_WORKER_TIMEOUT.
-        "timeout": settings.worker_timeout,
-        **tls_options(settings),
-    }
-
-
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """gunicorn's certificate options (None in cleartext); its uvicorn workers read them too."""
-    return {
-        "certfile": path_or_none(settings.tls_cert_file),
-        "keyfile": path_or_none(settings.tls_key_file),
-        "ca_certs": path_or_none(settings.tls_client_ca_file),
         "cert_reqs": client_cert_reqs(settings),
-        "ssl_context": minimum_version_hook(settings),  # gunicorn's server hook: APP_TLS_MIN_VERSION
     }
 
 
@@ -110,73 +134,51 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         arbiter_class()(self).run()  # gunicorn's arbiter, or ours (deploy/gunicorn_internals.py)
 
 
-def gunicorn_native_config(
-    settings: Settings, options: dict[str, Any], worker_key: str, worker: dict[str, Any]
-) -> dict[str, Any]:
-    """A gunicorn profile's complete native config: gunicorn's options, its worker's part, ours."""
-    return {
-        "app": settings.asgi_app,  # resolved by GunicornApplication.load in each worker
-        "gunicorn": options,
-        worker_key: worker,
-        "worker_memory": {"max_mib": settings.max_worker_memory},  # read by each worker's memory watch
-    }
-
-
 def application_from(native: dict[str, Any], worker_key: str, settings: Settings) -> GunicornApplication:
     return GunicornApplication(
-        native["app"],
-        options=native["gunicorn"],
+        native[APP.key],
+        options=native[GUNICORN],
         worker_overrides=native[worker_key],
         metrics_dir=settings.metrics_dir,
-        max_worker_memory=native["worker_memory"]["max_mib"],
+        max_worker_memory=lookup(native, WORKER_MEMORY.key),
     )
-
-
-# What both gunicorn profiles declare alike; each adds what its worker does with the rest.
-GUNICORN_SETTINGS: dict[str, Support] = {
-    "asgi_app": Native("app", "resolved by GunicornApplication.load in each worker"),
-    "host": Native("gunicorn.bind", "`host:port`, IPv6 bracketed"),
-    "port": Native("gunicorn.bind"),
-    "workers": Native("gunicorn.workers"),
-    "log_level": Native("gunicorn.loglevel"),
-    "log_format": Native("gunicorn.logconfig_dict", "service/logs.py's one dictConfig"),
-    "keepalive_timeout": Native("gunicorn.keepalive"),
-    "max_requests": Native("gunicorn.max_requests"),
-    "max_requests_jitter": Native("gunicorn.max_requests_jitter"),
-    "forwarded_allow_ips": Native("gunicorn.forwarded_allow_ips", INERT_PROXY_LIST),
-    "worker_timeout": Native("gunicorn.timeout", "gunicorn's heartbeat: SIGABRT, then SIGKILL"),
-    "max_worker_memory": Native(
-        "worker_memory.max_mib",
-        f"each worker checks itself every {MEMORY_CHECK_SECONDS:g} s and stops gracefully, with SIGTERM",
-    ),
-    "tls_cert_file": Native("gunicorn.certfile"),
-    "tls_key_file": Native("gunicorn.keyfile"),
-    "tls_client_ca_file": Native("gunicorn.ca_certs", "with `cert_reqs` CERT_REQUIRED"),
-    "tls_min_version": Native("gunicorn.ssl_context", f"server hook: {MINIMUM_VERSION_HOW}"),
-}
 
 
 def gunicorn_profile(
     name: str,
     summary: str,
-    build: Callable[[Settings], dict[str, Any]],
-    application: Callable[[Settings], GunicornApplication],
-    worker_settings: dict[str, Support],
     *,
+    worker_key: str,
+    worker_class: Callable[[], str | type[Any]],
+    worker_settings: dict[str, Support],
+    options: Callable[[Settings], dict[str, Any]],
+    worker: Callable[[], dict[str, Any]] = dict,
     http: HttpVersions,
     loggers: ServerLoggers,
     carried: tuple[CarriedPatch, ...] = (),
 ) -> Profile:
-    """A gunicorn profile: what both declare alike, plus what its worker does with the rest."""
+    """A gunicorn profile: what both declare alike, plus what its worker does with the rest.
+
+    Its native config: `app`, gunicorn's options (GUNICORN: the shared declarations, also for a
+    setting the worker declares as well, and `options`), the worker's part (`worker_key`:
+    `worker_settings` and `worker`) and `worker_memory`, read by each worker's memory watch."""
+    shared = gunicorn_declarations(loggers)
+
+    def build(settings: Settings) -> dict[str, Any]:
+        extras = {
+            GUNICORN: {**gunicorn_options(settings, worker_class()), **options(settings)},
+            worker_key: worker(),
+        }
+        return assemble(settings, shared, worker_settings, extras=extras, http=http)
 
     def serve(settings: Settings) -> int:
-        application(settings).run()
+        application_from(build(settings), worker_key, settings).run()
         return 0
 
     return Profile(
         name=name,
         summary=summary,
-        settings={**GUNICORN_SETTINGS, **worker_settings},
+        settings={**shared, **worker_settings},
         build=build,
         serve=serve,
         http=http,

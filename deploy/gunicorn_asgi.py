@@ -11,13 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.gunicorn_app import (
-    GunicornApplication,
-    application_from,
-    gunicorn_native_config,
-    gunicorn_options,
-    gunicorn_profile,
-)
+from deploy.gunicorn_app import GUNICORN, GunicornApplication, application_from, gunicorn_profile
 from deploy.gunicorn_internals import HEAD_DEADLINE, WORKER_SETTING, head_timeout_worker
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Refused
 from service.logs import ServerLoggers
@@ -41,48 +35,42 @@ HTTP = HttpVersions(
 LOGGERS = ServerLoggers(messages=("gunicorn.error",), access=("gunicorn.access",))
 
 
-def native_config(settings: Settings) -> dict[str, Any]:
-    return gunicorn_native_config(settings, options(settings), WORKER_KEY, worker_overrides(settings))
-
-
 def options(settings: Settings) -> dict[str, Any]:
     return {
-        # gunicorn's `asgi` worker, plus a request-head deadline where that patch applies
-        **gunicorn_options(settings, head_timeout_worker() if HEAD_DEADLINE.applies() else "asgi", LOGGERS),
         "asgi_loop": "uvloop",
         "asgi_lifespan": "on",
         "root_path": "",  # applied by the app, see service/app.py
         # Proxy headers are applied by the app; gunicorn must not trust any itself.
         "secure_scheme_headers": {},
-        "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
-        "http_protocols": HTTP.native(settings),
     }
 
 
-def worker_overrides(settings: Settings) -> dict[str, Any]:
-    """What each worker runs with beyond gunicorn's own settings (read by head_timeout_worker())."""
-    return {WORKER_SETTING: settings.request_head_timeout}
+def worker_class() -> str | type[Any]:
+    """gunicorn's `asgi` worker, plus a request-head deadline where that patch applies."""
+    return head_timeout_worker() if HEAD_DEADLINE.applies() else "asgi"
 
 
 def application(settings: Settings) -> GunicornApplication:
-    return application_from(native_config(settings), WORKER_KEY, settings)
+    return application_from(PROFILE.build(settings), WORKER_KEY, settings)
 
 
 PROFILE = gunicorn_profile(
     name="gunicorn-asgi",
     loggers=LOGGERS,
     summary="gunicorn's arbiter with its own ASGI worker (`-k asgi`) on uvloop: no uvicorn at all",
-    build=native_config,
-    application=application,
+    worker_key=WORKER_KEY,
+    worker_class=worker_class,
     worker_settings={
-        "ws_max_message_bytes": Native("gunicorn.websocket_max_message_size", "beyond it: close 1009"),
+        "ws_max_message_bytes": Native(f"{GUNICORN}.websocket_max_message_size", "beyond it: close 1009"),
         "ws_ping_interval": Refused(f"gunicorn-asgi {NO_PINGS}"),
         "ws_ping_timeout": Refused(f"gunicorn-asgi {NO_PING_TIMEOUT}"),
+        # What each worker runs with beyond gunicorn's own settings (read by head_timeout_worker()).
         "request_head_timeout": Native(
-            f"asgi_worker.{WORKER_SETTING}", "read by deploy/gunicorn_internals.py's protocol"
+            f"{WORKER_KEY}.{WORKER_SETTING}", "read by deploy/gunicorn_internals.py's protocol"
         ),
-        "graceful_timeout": Native("gunicorn.graceful_timeout", "the ASGI worker drains this long itself"),
+        "graceful_timeout": Native(f"{GUNICORN}.graceful_timeout", "the ASGI worker drains this long itself"),
     },
+    options=options,
     http=HTTP,
     carried=(HEAD_DEADLINE,),
 )

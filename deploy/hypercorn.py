@@ -24,8 +24,17 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
 
 from deploy import hypercorn_internals
-from deploy.common import bind_address, import_app
-from deploy.profile import NO_PING_TIMEOUT, HttpVersions, Native, Profile, Refused
+from deploy.common import binds, import_app
+from deploy.profile import (
+    NO_PING_TIMEOUT,
+    HttpVersions,
+    Native,
+    Profile,
+    Refused,
+    Support,
+    assemble,
+    none_if_zero,
+)
 from deploy.reporting_app import ReportingApp, recycle_after
 from deploy.supervisor import (
     APP_LIBRARIES,
@@ -34,7 +43,6 @@ from deploy.supervisor import (
     Supervisor,
     WorkerLink,
     needs_supervisor,
-    supervisor_options,
 )
 from deploy.tls_options import client_cert_reqs, path_or_none
 from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
@@ -64,42 +72,73 @@ HTTP = HttpVersions(
 LOGGERS = ServerLoggers(messages=("hypercorn.error",), access=("hypercorn.access",))
 
 
+def _worker_count(settings: Settings) -> int:
+    # workers=0 serves in this process (it gets the signals directly); recycling or
+    # watching workers needs the supervisor, even for a single worker.
+    return settings.workers if settings.workers > 1 or needs_supervisor(settings) else 0
+
+
+def _idle_timer(settings: Settings) -> float:
+    # One timer covers both a connection's wait for its first request head and the idle
+    # time between requests (it runs until a head is complete, whatever bytes arrive):
+    # the shorter of the two settings, so neither deadline is ever exceeded.
+    return min(settings.keepalive_timeout, settings.request_head_timeout)
+
+
+IDLE_TIMER = "keep_alive_timeout"
+BIND = Native("bind", "`host:port`, IPv6 bracketed", derive=binds)
+
+DECLARATIONS: dict[str, Support] = {
+    "asgi_app": Native("application_path"),
+    "host": BIND,
+    "port": BIND,
+    "workers": Native("workers", "0 (in process) for one worker without recycling", derive=_worker_count),
+    "log_level": Native("loglevel", "upper case", convert=str.upper),
+    "log_format": Native(
+        "logconfig_dict",
+        "service/logs.py's one dictConfig",
+        derive=lambda settings: log_config(settings, LOGGERS),
+    ),
+    "keepalive_timeout": Native(
+        IDLE_TIMER, "one idle timer: the shorter with the head one", derive=_idle_timer
+    ),
+    "request_head_timeout": Native(
+        IDLE_TIMER,
+        "one idle timer: the shorter with keep-alive; the TLS handshake gets as long",
+        derive=_idle_timer,
+    ),
+    "graceful_timeout": Native("graceful_timeout"),
+    "max_requests": Native(
+        "max_requests", "the supervisor starts the replacement first", convert=none_if_zero
+    ),
+    **SUPERVISED_SETTINGS,
+    "ws_max_message_bytes": Native("websocket_max_message_size", "beyond it: close 1009"),
+    "ws_ping_interval": Native("websocket_ping_interval"),
+    "ws_ping_timeout": Refused(f"hypercorn {NO_PING_TIMEOUT}"),
+    "max_requests_jitter": Native("max_requests_jitter"),
+    "tls_cert_file": Native("certfile", convert=path_or_none),
+    "tls_key_file": Native("keyfile", convert=path_or_none),
+    "tls_client_ca_file": Native("ca_certs", "with `verify_mode` CERT_REQUIRED", convert=path_or_none),
+    "tls_min_version": Native(
+        MIN_VERSION_ATTRIBUTE, "on ServiceConfig, whose `create_ssl_context` sets `minimum_version`"
+    ),
+}
+
+
 def native_config(settings: Settings) -> dict[str, Any]:
-    supervised = settings.workers > 1 or needs_supervisor(settings)
-    return {
-        "application_path": settings.asgi_app,
-        "bind": [bind_address(settings.host, settings.port)],
-        # workers=0 serves in this process (it gets the signals directly); recycling or
-        # watching workers needs the supervisor, even for a single worker.
-        "workers": settings.workers if supervised else 0,
+    extras = {
         "worker_class": "uvloop",
-        "loglevel": settings.log_level.upper(),
-        "logconfig_dict": log_config(settings, LOGGERS),
         "accesslog": None,  # the app writes access lines (service/access_log.py)
         # A Logger (not "-") so hypercorn keeps the handlers logconfig_dict gives it.
         "errorlog": logging.getLogger("hypercorn.error"),
-        # One timer covers both a connection's wait for its first request head and the idle
-        # time between requests (it runs until a head is complete, whatever bytes arrive):
-        # the shorter of the two settings, so neither deadline is ever exceeded.
-        "keep_alive_timeout": min(settings.keepalive_timeout, settings.request_head_timeout),
         # With TLS, the head deadline starts once the handshake is done; this bounds the handshake.
         "ssl_handshake_timeout": settings.request_head_timeout,
-        "graceful_timeout": settings.graceful_timeout,
-        "max_requests": settings.max_requests or None,
-        "max_requests_jitter": settings.max_requests_jitter,
         "root_path": "",  # applied by the app, see service/app.py
         "include_server_header": False,
-        "websocket_max_message_size": settings.ws_max_message_bytes,  # beyond it: close 1009
-        "websocket_ping_interval": settings.ws_ping_interval,
         "use_reloader": False,
-        "certfile": path_or_none(settings.tls_cert_file),
-        "keyfile": path_or_none(settings.tls_key_file),
-        "ca_certs": path_or_none(settings.tls_client_ca_file),
         "verify_mode": client_cert_reqs(settings) if settings.tls_enabled else None,
-        "alpn_protocols": HTTP.native(settings),
-        MIN_VERSION_ATTRIBUTE: settings.tls_min_version,
-        SUPERVISOR_KEY: supervisor_options(settings),  # deploy/supervisor.py, when it runs the workers
     }
+    return assemble(settings, DECLARATIONS, extras=extras, http=HTTP)
 
 
 class ServiceConfig(Config):
@@ -116,15 +155,21 @@ class ServiceConfig(Config):
 
 
 def build_config(settings: Settings) -> Config:
+    return _server_config(native_config(settings))
+
+
+def _server_config(native: dict[str, Any]) -> Config:
+    """hypercorn's Config of the native config: all but the supervisor's part."""
     config = ServiceConfig()
-    for key, value in native_config(settings).items():
+    for key, value in native.items():
         if key != SUPERVISOR_KEY:
             setattr(config, key, value)
     return config
 
 
 def run(settings: Settings) -> int:
-    config = build_config(settings)
+    native = native_config(settings)
+    config = _server_config(native)
     hypercorn_internals.install()
     if config.workers == 0:
         # In this process, stopped by SIGTERM/SIGINT: hypercorn's serve() handles them itself.
@@ -147,7 +192,7 @@ def run(settings: Settings) -> int:
         metrics_dir=settings.metrics_dir,
         close_sockets=close_sockets,
         preload=WORKER_LIBRARIES,
-        **supervisor_options(settings),
+        **native[SUPERVISOR_KEY],
     ).run()
 
 
@@ -202,32 +247,7 @@ PROFILE = Profile(
     name="hypercorn",
     loggers=LOGGERS,
     summary="Hypercorn's uvloop worker; several workers under deploy/supervisor.py",
-    settings={
-        "asgi_app": Native("application_path"),
-        "host": Native("bind", "`host:port`, IPv6 bracketed"),
-        "port": Native("bind"),
-        "workers": Native("workers", "0 (in process) for one worker without recycling"),
-        "log_level": Native("loglevel", "upper case"),
-        "log_format": Native("logconfig_dict", "service/logs.py's one dictConfig"),
-        "keepalive_timeout": Native("keep_alive_timeout", "one idle timer: the shorter with the head one"),
-        "request_head_timeout": Native(
-            "keep_alive_timeout",
-            "one idle timer: the shorter with keep-alive; the TLS handshake gets as long",
-        ),
-        "graceful_timeout": Native("graceful_timeout"),
-        "max_requests": Native("max_requests", "the supervisor starts the replacement first"),
-        **SUPERVISED_SETTINGS,
-        "ws_max_message_bytes": Native("websocket_max_message_size", "beyond it: close 1009"),
-        "ws_ping_interval": Native("websocket_ping_interval"),
-        "ws_ping_timeout": Refused(f"hypercorn {NO_PING_TIMEOUT}"),
-        "max_requests_jitter": Native("max_requests_jitter"),
-        "tls_cert_file": Native("certfile"),
-        "tls_key_file": Native("keyfile"),
-        "tls_client_ca_file": Native("ca_certs", "with `verify_mode` CERT_REQUIRED"),
-        "tls_min_version": Native(
-            MIN_VERSION_ATTRIBUTE, "on ServiceConfig, whose `create_ssl_context` sets `minimum_version`"
-        ),
-    },
+    settings=DECLARATIONS,
     build=native_config,
     serve=run,
     http=HTTP,

@@ -4,15 +4,16 @@ Each `deploy/<server>.py` ends with one `PROFILE`. Its `settings` map names ever
 setting the server itself takes part in: honoured natively (`Native`: where in the
 native config, and how it is translated) or refused (`Refused`: why). A setting it
 does not name is honoured identically on every server by the app or the launcher.
-The launcher's refusals, `python -m deploy config`, the adapter tests, the Kubernetes
-consistency check and docs/servers.md all read this declaration, and nothing else
-knows which server supports what.
+The declaration is code: `assemble` builds the native config from it, so each native
+key is written once, in its `Native`. The launcher's refusals, `python -m deploy config`,
+the adapter tests, the Kubernetes consistency check and docs/servers.md all read this
+declaration, and nothing else knows which server supports what.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deploy.carried import CarriedPatch
@@ -37,12 +38,30 @@ def _never(_: Any) -> bool:
     return False
 
 
+def as_it_is(value: Any) -> Any:
+    return value
+
+
 @dataclass(frozen=True)
 class Native:
-    """Honoured by the server itself: `key` of its native config (dots descend into nested parts)."""
+    """Honoured by the server itself at `key` of its native config (dots descend into nested parts),
+    with the value `convert` makes of the setting's, or `derive` makes of the settings when others
+    shape it too (several settings may share one such key)."""
 
     key: str
-    how: str = ""  # the translation, when the value is not passed on as it is
+    how: str = ""  # the translation in words, when the value is not passed on as it is
+    convert: Callable[[Any], Any] = as_it_is
+    derive: Callable[[Settings], Any] | None = None
+
+    def value(self, settings: Settings, name: str) -> Any:
+        """The native value of setting `name` (this declaration's) under `settings`."""
+        if self.derive is not None:
+            return self.derive(settings)
+        return self.convert(getattr(settings, name))
+
+    def within(self, part: str, how: str | None = None) -> Native:
+        """The same declaration for a nested part of another config (a worker's, say)."""
+        return replace(self, key=f"{part}.{self.key}", how=self.how if how is None else how)
 
     def describe(self) -> str:
         return f"`{self.key}`" + (f" ({self.how})" if self.how else "")
@@ -121,6 +140,54 @@ class HttpVersions:
 
         where = f"`{self.key}`" if self.key else "nothing to choose"
         return f"{where}; cleartext: {sets(False)}; TLS: {sets(True)} ({self.why})"
+
+
+def none_if_zero(value: Any) -> Any:
+    """0 (off, in the setting's words) as None (off, in the server's)."""
+    return value or None
+
+
+def comma_separated(values: Any) -> str:
+    return ",".join(values)
+
+
+def _place(config: dict[str, Any], key: str, value: Any, what: str) -> None:
+    *parts, last = key.split(".")
+    for part in parts:
+        config = config.setdefault(part, {})
+    if last in config and config[last] != value:
+        raise ValueError(f"{what} sets `{key}`, which another declaration sets to another value")
+    config[last] = value
+
+
+def _merge(config: dict[str, Any], extras: Mapping[str, Any], prefix: str = "") -> None:
+    for key, value in extras.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
+            _merge(config[key], value, f"{prefix}{key}.")
+        elif key in config:
+            raise ValueError(f"the extra `{prefix}{key}` is a declared key: define it once, in its Native")
+        else:
+            config[key] = value
+
+
+def assemble(
+    settings: Settings,
+    *declarations: Mapping[str, Support],
+    extras: Mapping[str, Any],
+    http: HttpVersions | None = None,
+) -> dict[str, Any]:
+    """A complete native config: each `Native` declaration's value at its key (dots nest mappings),
+    `http`'s choice at its key, plus `extras`: what no setting drives, or what a setting drives
+    beside its declared key. An extra never replaces a declared key: each has one definition."""
+    config: dict[str, Any] = {}
+    for declared in declarations:
+        for name, support in declared.items():
+            if isinstance(support, Native):
+                _place(config, support.key, support.value(settings, name), env_name(name))
+    if http is not None and http.key:
+        _place(config, http.key, http.native(settings), env_name("http_versions"))
+    _merge(config, extras)
+    return config
 
 
 HTTP1_ONLY = {frozenset({"http/1.1"}): None}

@@ -129,7 +129,8 @@ APP_LIBRARIES = ("fastapi", "pydantic.v1", "pydantic_settings", "orjson", "uvloo
 SUPERVISOR_KEY = "supervisor"  # our part of a profile's native config, never handed to the server
 
 
-# What the profiles whose workers this supervisor runs declare for its settings.
+# What the profiles whose workers this supervisor runs declare for its settings. The keys are
+# the Supervisor's own arguments: a profile hands its SUPERVISOR_KEY part over as it is.
 SUPERVISED_SETTINGS: dict[str, Support] = {
     "worker_timeout": Native(
         f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's loop beats"
@@ -139,11 +140,6 @@ SUPERVISED_SETTINGS: dict[str, Support] = {
         f"deploy/supervisor.py, every {MEMORY_CHECK_SECONDS:g} s, replacement first",
     ),
 }
-
-
-def supervisor_options(settings: Settings) -> dict[str, Any]:
-    """What the supervisor watches its workers with (shown in the profile's native config)."""
-    return {"worker_timeout": settings.worker_timeout, "max_memory_mib": settings.max_worker_memory}
 
 
 def needs_supervisor(settings: Settings) -> bool:

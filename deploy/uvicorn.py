@@ -25,7 +25,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
 from deploy.common import import_app
-from deploy.profile import HTTP1_ONLY, INERT_PROXY_LIST, HttpVersions, Native, Profile
+from deploy.profile import (
+    HTTP1_ONLY,
+    INERT_PROXY_LIST,
+    HttpVersions,
+    Native,
+    Profile,
+    Support,
+    assemble,
+    comma_separated,
+    none_if_zero,
+)
 from deploy.supervisor import (
     APP_LIBRARIES,
     READY,
@@ -35,7 +45,6 @@ from deploy.supervisor import (
     Supervisor,
     WorkerLink,
     needs_supervisor,
-    supervisor_options,
 )
 from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, context_hook, path_or_none
 from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, UVICORN_PATCHES, http_protocol
@@ -61,61 +70,72 @@ WORKER_LIBRARIES = (
 LOGGERS = ServerLoggers(messages=("uvicorn",), access=("uvicorn.access",))
 
 
-def native_config(settings: Settings) -> dict[str, Any]:
+# Shared with gunicorn's uvicorn workers (deploy/gunicorn.py), which run them too.
+WEBSOCKET_SETTINGS: dict[str, Native] = {
+    "ws_max_message_bytes": Native("ws_max_size", "beyond it: close 1009"),  # as on every profile
+    "ws_ping_interval": Native("ws_ping_interval"),
+    "ws_ping_timeout": Native("ws_ping_timeout"),
+}
+HEAD_DEADLINE_AT = Native(CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_internals.py's protocol")
+GRACEFUL_AT = Native("timeout_graceful_shutdown")
+MIN_VERSION_AT = Native("ssl_context_factory", MINIMUM_VERSION_HOW, derive=context_hook)
+
+DECLARATIONS: dict[str, Support] = {
+    "asgi_app": Native("app"),
+    "host": Native("host"),
+    "port": Native("port"),
+    "workers": Native("workers", "more than one, or recycling: deploy/supervisor.py runs them"),
+    "log_level": Native("log_level"),
+    "log_format": Native(
+        "log_config",
+        "service/logs.py's one dictConfig",
+        derive=lambda settings: log_config(settings, LOGGERS),
+    ),
+    "keepalive_timeout": Native("timeout_keep_alive"),
+    "request_head_timeout": HEAD_DEADLINE_AT,
+    "graceful_timeout": GRACEFUL_AT,
+    "max_requests": Native(
+        "limit_max_requests", "the supervisor starts the replacement first", convert=none_if_zero
+    ),
+    **SUPERVISED_SETTINGS,
+    "max_requests_jitter": Native("limit_max_requests_jitter"),
+    # uvicorn's own proxy handling is off (the app applies the headers, service/app.py), and
+    # given the setting so that FORWARDED_ALLOW_IPS in the environment cannot change anything.
+    "forwarded_allow_ips": Native("forwarded_allow_ips", INERT_PROXY_LIST, convert=comma_separated),
+    **WEBSOCKET_SETTINGS,
+    "tls_cert_file": Native("ssl_certfile", convert=path_or_none),
+    "tls_key_file": Native("ssl_keyfile", convert=path_or_none),
+    "tls_client_ca_file": Native("ssl_ca_certs", "with `ssl_cert_reqs` CERT_REQUIRED", convert=path_or_none),
+    "tls_min_version": MIN_VERSION_AT,
+}
+
+
+def protocol_options() -> dict[str, Any]:
+    """What uvicorn serves with, chosen explicitly ("auto" would depend on what happens to be
+    installed); also what gunicorn's uvicorn workers run."""
     return {
-        "app": settings.asgi_app,
-        "host": settings.host,
-        "port": settings.port,
-        "workers": settings.workers,
         "loop": "uvloop",  # also what a supervised worker's loop is (uvloop.new_event_loop)
         "http": http_protocol(),  # httptools, plus a request-head deadline where tested
         "lifespan": "on",
-        "log_level": settings.log_level,
-        "log_config": log_config(settings, LOGGERS),
-        "access_log": False,  # the app writes access lines (service/access_log.py)
-        **websocket_options(settings),
-        "timeout_keep_alive": settings.keepalive_timeout,
-        "timeout_graceful_shutdown": settings.graceful_timeout,
-        "limit_max_requests": settings.max_requests or None,
-        "limit_max_requests_jitter": settings.max_requests_jitter,
-        CONFIG_ATTRIBUTE: settings.request_head_timeout,  # not uvicorn's: read by the protocol
-        # Proxy headers and root path are applied by the app itself (service/app.py),
-        # identically on every server; uvicorn's own handling is switched off so that
-        # FORWARDED_ALLOW_IPS in the environment cannot change anything.
-        "proxy_headers": False,
-        "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
-        "root_path": "",
+        "ws": "websockets-sansio",
+        # Off on every profile: compression costs CPU per message and invites decompression bombs.
+        "ws_per_message_deflate": False,
+        "proxy_headers": False,  # applied by the app, see service/app.py
         "server_header": False,
-        **tls_options(settings),
+    }
+
+
+def native_config(settings: Settings) -> dict[str, Any]:
+    extras = {
+        **protocol_options(),
+        "access_log": False,  # the app writes access lines (service/access_log.py)
+        "root_path": "",  # applied by the app, see service/app.py
+        "ssl_cert_reqs": client_cert_reqs(settings),
         "env_file": None,
         "reload": False,
         "factory": False,
-        SUPERVISOR_KEY: supervisor_options(settings),  # deploy/supervisor.py, when it runs the workers
     }
-
-
-def websocket_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's WebSocket protocol, chosen explicitly ("auto" would depend on what happens to be
-    installed), with the limits every profile shares; also what gunicorn's uvicorn workers run."""
-    return {
-        "ws": "websockets-sansio",
-        "ws_max_size": settings.ws_max_message_bytes,  # beyond it: close 1009, as on every profile
-        "ws_ping_interval": settings.ws_ping_interval,
-        "ws_ping_timeout": settings.ws_ping_timeout,
-        # Off on every profile: compression costs CPU per message and invites decompression bombs.
-        "ws_per_message_deflate": False,
-    }
-
-
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's certificate options (all None in cleartext); also what gunicorn's uvicorn workers run."""
-    return {
-        "ssl_certfile": path_or_none(settings.tls_cert_file),
-        "ssl_keyfile": path_or_none(settings.tls_key_file),
-        "ssl_ca_certs": path_or_none(settings.tls_client_ca_file),
-        "ssl_cert_reqs": client_cert_reqs(settings),
-        "ssl_context_factory": context_hook(settings),  # APP_TLS_MIN_VERSION
-    }
+    return assemble(settings, DECLARATIONS, extras=extras, http=UVICORN_HTTP)
 
 
 # uvicorn's HTTP/1.1 protocols are all it has; gunicorn's uvicorn workers run them too.
@@ -125,25 +145,24 @@ UVICORN_HTTP = HttpVersions(
     tls=HTTP1_ONLY,
     why="uvicorn's protocols speak HTTP/1.1 only, no HTTP/2 or HTTP/3",
 )
-TLS_SETTINGS = {
-    "tls_cert_file": Native("ssl_certfile"),
-    "tls_key_file": Native("ssl_keyfile"),
-    "tls_client_ca_file": Native("ssl_ca_certs", "with `ssl_cert_reqs` CERT_REQUIRED"),
-    "tls_min_version": Native("ssl_context_factory", MINIMUM_VERSION_HOW),
-}
 
 
 def build_config(settings: Settings) -> uvicorn.Config:
-    native = native_config(settings)
-    head_timeout = native.pop(CONFIG_ATTRIBUTE)
-    native.pop(SUPERVISOR_KEY)
-    config = uvicorn.Config(**native)
-    setattr(config, CONFIG_ATTRIBUTE, head_timeout)  # read by deploy/uvicorn_internals.py's protocol
+    return _server_config(native_config(settings))
+
+
+def _server_config(native: dict[str, Any]) -> uvicorn.Config:
+    """uvicorn's Config of the native config: all but the project's keys, which go beside it."""
+    options = {key: value for key, value in native.items() if key not in (CONFIG_ATTRIBUTE, SUPERVISOR_KEY)}
+    config = uvicorn.Config(**options)
+    # Not uvicorn's option: read from the Config by deploy/uvicorn_internals.py's protocol.
+    setattr(config, CONFIG_ATTRIBUTE, native[CONFIG_ATTRIBUTE])
     return config
 
 
 def run(settings: Settings) -> int:
-    config = build_config(settings)
+    native = native_config(settings)
+    config = _server_config(native)
     if config.workers == 1 and not needs_supervisor(settings):
         server = uvicorn.Server(config)
         server.run()
@@ -159,7 +178,7 @@ def run(settings: Settings) -> int:
         metrics_dir=settings.metrics_dir,
         close_sockets=sock.close,
         preload=WORKER_LIBRARIES,
-        **supervisor_options(settings),
+        **native[SUPERVISOR_KEY],
     ).run()
 
 
@@ -251,27 +270,7 @@ PROFILE = Profile(
     name="uvicorn",
     loggers=LOGGERS,
     summary="Uvicorn on uvloop + httptools; several workers under deploy/supervisor.py",
-    settings={
-        "asgi_app": Native("app"),
-        "host": Native("host"),
-        "port": Native("port"),
-        "workers": Native("workers", "more than one, or recycling: deploy/supervisor.py runs them"),
-        "log_level": Native("log_level"),
-        "log_format": Native("log_config", "service/logs.py's one dictConfig"),
-        "keepalive_timeout": Native("timeout_keep_alive"),
-        "request_head_timeout": Native(
-            CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_internals.py's protocol"
-        ),
-        "graceful_timeout": Native("timeout_graceful_shutdown"),
-        "max_requests": Native("limit_max_requests", "the supervisor starts the replacement first"),
-        **SUPERVISED_SETTINGS,
-        "max_requests_jitter": Native("limit_max_requests_jitter"),
-        "forwarded_allow_ips": Native("forwarded_allow_ips", INERT_PROXY_LIST),
-        "ws_max_message_bytes": Native("ws_max_size", "beyond it: close 1009"),
-        "ws_ping_interval": Native("ws_ping_interval"),
-        "ws_ping_timeout": Native("ws_ping_timeout"),
-        **TLS_SETTINGS,
-    },
+    settings=DECLARATIONS,
     build=native_config,
     serve=run,
     http=UVICORN_HTTP,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +19,7 @@ from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
 from deploy.gunicorn_internals import head_timeout_worker
-from deploy.profile import Refused, UnsupportedSettingError, lookup
+from deploy.profile import Native, Refused, Support, UnsupportedSettingError, as_it_is, assemble, lookup
 from deploy.profiles import PROFILES, load_profile
 from deploy.uvicorn_internals import HeadTimeoutHttpToolsProtocol
 from deploy.worker_timing import KILL_BACKSTOP_SECONDS
@@ -42,7 +45,6 @@ VALUES: dict[str, Any] = {
 }
 SETTINGS = Settings(**VALUES)
 # A server that cannot honour a setting refuses it at start-up, as its profile declares.
-REFUSED = object()
 REFUSED_BY = {
     name: {field for field, support in load_profile(name).settings.items() if isinstance(support, Refused)}
     for name in PROFILES
@@ -54,103 +56,180 @@ def settings_for(profile: str) -> Settings:
     return Settings(**{k: v for k, v in VALUES.items() if k not in refused})
 
 
-# setting -> {profile: (path in native config, expected value)}
-TABLE: dict[str, dict[str, tuple[str, Any]]] = {
-    "asgi_app": {
-        "uvicorn": ("app", "tests.support.apps:app"),
-        "hypercorn": ("application_path", "tests.support.apps:app"),
-        "gunicorn": ("app", "tests.support.apps:app"),  # resolved by GunicornApplication.load
-        "granian": ("target", "tests.support.apps:app"),
-        "gunicorn-asgi": ("app", "tests.support.apps:app"),
-    },
-    "host+port": {
-        "uvicorn": ("host", "::1"),
-        "hypercorn": ("bind", ["[::1]:9123"]),
-        "gunicorn": ("gunicorn.bind", ["[::1]:9123"]),
-        "granian": ("address", "::1"),
-        "gunicorn-asgi": ("gunicorn.bind", ["[::1]:9123"]),
-    },
-    "workers": {
-        "uvicorn": ("workers", 3),
-        "hypercorn": ("workers", 3),
-        "gunicorn": ("gunicorn.workers", 3),
-        "granian": ("workers", 3),
-        "gunicorn-asgi": ("gunicorn.workers", 3),
-    },
-    "log_level": {
-        "uvicorn": ("log_level", "warning"),
-        "hypercorn": ("loglevel", "WARNING"),
-        "gunicorn": ("gunicorn.loglevel", "warning"),
-        "granian": ("log_level", "warning"),
-        "gunicorn-asgi": ("gunicorn.loglevel", "warning"),
-    },
-    "keepalive_timeout": {
-        "uvicorn": ("timeout_keep_alive", 75),
-        "hypercorn": ("keep_alive_timeout", 75),
-        "gunicorn": ("gunicorn.keepalive", 75),
-        "gunicorn-asgi": ("gunicorn.keepalive", 75),
-        "granian": ("", REFUSED),
-    },
-    "graceful_timeout": {
-        "uvicorn": ("timeout_graceful_shutdown", 17),
-        "hypercorn": ("graceful_timeout", 17),
-        "gunicorn": ("uvicorn_worker.timeout_graceful_shutdown", 17),
-        "granian": ("workers_kill_timeout", 17),
-        "gunicorn-asgi": ("gunicorn.graceful_timeout", 17),
-    },
-    "max_requests": {
-        "uvicorn": ("limit_max_requests", 1000),
-        "hypercorn": ("max_requests", 1000),
-        "gunicorn": ("gunicorn.max_requests", 1000),
-        "gunicorn-asgi": ("gunicorn.max_requests", 1000),
-        "granian": ("", REFUSED),
-    },
-    # Our supervisor (uvicorn, hypercorn), gunicorn's heartbeat and our arbiter, granian's own
-    # RSS limit and deploy/heartbeat_files.py: tests/resilience/test_worker_health.py proves them.
-    "worker_timeout": {
-        "uvicorn": ("supervisor.worker_timeout", 45),
-        "hypercorn": ("supervisor.worker_timeout", 45),
-        "gunicorn": ("gunicorn.timeout", 45),
-        "gunicorn-asgi": ("gunicorn.timeout", 45),
-        "granian": ("worker_timeout", 45),
-    },
-    "max_worker_memory": {
-        "uvicorn": ("supervisor.max_memory_mib", 300),
-        "hypercorn": ("supervisor.max_memory_mib", 300),
-        "gunicorn": ("worker_memory.max_mib", 300),
-        "gunicorn-asgi": ("worker_memory.max_mib", 300),
-        "granian": ("workers_max_rss", 300),
-    },
-    "max_requests_jitter": {
-        "uvicorn": ("limit_max_requests_jitter", 50),
-        "hypercorn": ("max_requests_jitter", 50),
-        "gunicorn": ("gunicorn.max_requests_jitter", 50),
-        "gunicorn-asgi": ("gunicorn.max_requests_jitter", 50),
-        "granian": ("", REFUSED),
-    },
+# Every declared setting, perturbed on its own from a base where everything the servers take is
+# set (TLS included): its declared key, read from the built config, changes; the value there is
+# the declaration's (the setting's own when it converts nothing); no key another setting declares
+# changes with it. The keys are read from the declarations, never written here a second time.
+TLS_PAIR: dict[str, Any] = {
+    "tls_cert_file": Path("/run/tls/tls.crt"),
+    "tls_key_file": Path("/run/tls/tls.key"),
+}
+EVERYTHING: dict[str, Any] = {
+    **VALUES,
+    **TLS_PAIR,
+    "tls_client_ca_file": Path("/run/tls/ca.crt"),
+    "tls_min_version": "1.2",
+    "log_format": "console",
+    "ws_max_message_bytes": 65536,
+    "ws_ping_interval": 10.0,
+    "ws_ping_timeout": 5.0,
+}
+OTHER: dict[str, Any] = {
+    "asgi_app": "service.main:app",
+    "host": "127.0.0.1",
+    "log_level": "error",
+    "log_format": "json",
+    "forwarded_allow_ips": "192.168.0.0/16",
+    "tls_cert_file": Path("/run/tls/other.crt"),
+    "tls_key_file": Path("/run/tls/other.key"),
+    "tls_client_ca_file": Path("/run/tls/other-ca.crt"),
+    "tls_min_version": "1.3",
 }
 
 
-CASES = [(setting, profile) for setting, row in TABLE.items() for profile in row]
+def base_for(profile: str) -> dict[str, Any]:
+    refused = REFUSED_BY.get(profile, set())
+    return {k: v for k, v in EVERYTHING.items() if k not in refused}
 
 
-@pytest.mark.parametrize(("setting", "profile"), CASES, ids=[f"{s}-{p}" for s, p in CASES])
-def test_setting_reaches_native_config(setting: str, profile: str) -> None:
-    path, expected = TABLE[setting][profile]
+def other_values(name: str, current: Any) -> list[Any]:
+    """Values of the setting other than the base's: above and below for a number (the shorter of
+    two settings a server folds into one timer is then the changed one at least once)."""
+    if name in OTHER:
+        return [OTHER[name]]
+    assert isinstance(current, int | float), f"add another value of {name} to OTHER"
+    return [current + 1, current / 2 if isinstance(current, float) else current // 2]
+
+
+def leaves(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a native config at its dotted key: nested mappings and dataclasses descended."""
+    if isinstance(config, Mapping):
+        parts = config.items()
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        parts = ((f.name, getattr(config, f.name)) for f in dataclasses.fields(config))
+    else:
+        return {prefix.rstrip("."): config}
+    return {key: value for name, part in parts for key, value in leaves(part, f"{prefix}{name}.").items()}
+
+
+def within(changed: set[str], keys: set[str]) -> set[str]:
+    """The changed leaves at one of `keys` or inside it."""
+    return {leaf for leaf in changed for key in keys if leaf == key or leaf.startswith(f"{key}.")}
+
+
+DECLARED = [
+    (profile, name)
+    for profile in PROFILES
+    for name, support in load_profile(profile).settings.items()
+    if isinstance(support, Native)
+]
+
+
+@pytest.mark.parametrize(("profile", "name"), DECLARED, ids=[f"{p}-{n}" for p, n in DECLARED])
+def test_a_setting_changes_its_declared_key_and_no_other_declared_one(profile: str, name: str) -> None:
     server = load_profile(profile)
-    if expected is REFUSED:
-        # Jitter is only valid together with max_requests, which is what gets refused then.
-        needed = {"max_requests_jitter": "max_requests"}.get(setting, setting)
-        only_this = Settings(**{setting: VALUES[setting], needed: VALUES[needed]})
-        with pytest.raises(UnsupportedSettingError, match=f"{profile} cannot honour {env_name(needed)}"):
-            server.native_config(only_this)
-        return
-    assert lookup(server.native_config(settings_for(profile)), path) == expected
+    support = server.settings[name]
+    assert isinstance(support, Native)
+    base = base_for(profile)
+    before = leaves(server.native_config(Settings(**base)))
+    # Keys other settings declare with a value of their own setting alone: nothing else moves them.
+    theirs = {
+        other.key
+        for other_name, other in server.settings.items()
+        if isinstance(other, Native)
+        and other_name != name
+        and other.derive is None
+        and other.key != support.key
+    }
+    moved = False
+    for value in other_values(name, base[name]):
+        settings = Settings(**{**base, name: value})
+        native = server.native_config(settings)
+        changed = {key for key, leaf in leaves(native).items() if before.get(key, leaf) != leaf}
+        moved = moved or bool(within(changed, {support.key}))
+        assert lookup(native, support.key) == support.value(settings, name)
+        if support.derive is None and support.convert is as_it_is:
+            assert lookup(native, support.key) == getattr(settings, name), (
+                f"{support.key} is not the setting's value"
+            )
+        assert not within(changed, theirs), (
+            f"{env_name(name)} moves what others declare: {within(changed, theirs)}"
+        )
+    assert moved, f"{profile} declares {env_name(name)} at {support.key}, which it never changes"
 
 
-def test_table_covers_every_profile() -> None:
-    for setting, row in TABLE.items():
-        assert set(row) == set(PROFILES), setting
+# What the translating declarations make of SETTINGS, in the settings' words: (profile, setting) -> value.
+TRANSLATED: dict[tuple[str, str], Any] = {
+    ("hypercorn", "host"): ["[::1]:9123"],
+    ("gunicorn", "port"): ["[::1]:9123"],
+    ("gunicorn-asgi", "host"): ["[::1]:9123"],
+    ("hypercorn", "workers"): 3,
+    ("hypercorn", "log_level"): "WARNING",
+    ("granian", "log_level"): "warning",
+    ("hypercorn", "keepalive_timeout"): 75,  # the shorter of keep-alive and the head deadline
+    ("hypercorn", "request_head_timeout"): 75,
+    ("granian", "request_head_timeout"): 90_000,  # milliseconds
+    ("uvicorn", "max_requests"): 1000,
+    ("uvicorn", "forwarded_allow_ips"): "10.0.0.0/8,127.0.0.1",
+    ("gunicorn", "graceful_timeout"): 17,
+    ("granian", "max_worker_memory"): 300,
+}
+
+
+@pytest.mark.parametrize(
+    ("profile", "name"), sorted(TRANSLATED), ids=[f"{p}-{n}" for p, n in sorted(TRANSLATED)]
+)
+def test_a_translated_setting_reaches_its_key_as_the_server_takes_it(profile: str, name: str) -> None:
+    server = load_profile(profile)
+    support = server.settings[name]
+    assert isinstance(support, Native)
+    assert lookup(server.native_config(settings_for(profile)), support.key) == TRANSLATED[profile, name]
+
+
+# 0 turns a limit off in the settings; None does in these servers' configs.
+OFF_IS_NONE = [("uvicorn", "max_requests"), ("hypercorn", "max_requests"), ("granian", "max_worker_memory")]
+
+
+@pytest.mark.parametrize(("profile", "name"), OFF_IS_NONE, ids=[f"{p}-{n}" for p, n in OFF_IS_NONE])
+def test_off_is_the_servers_off(profile: str, name: str) -> None:
+    server = load_profile(profile)
+    support = server.settings[name]
+    assert isinstance(support, Native)
+    assert lookup(server.native_config(Settings(**{name: 0})), support.key) is None
+
+
+def test_each_key_has_one_definition() -> None:
+    # An extra (what no setting drives) never replaces a declared key, nested or not; settings that
+    # share a key (host and port in one bind address) must give it one value.
+    declared: dict[str, Support] = {"workers": Native("workers"), "port": Native("part.port")}
+    assert assemble(Settings(), declared, extras={"part": {"other": 1}}) == {
+        "workers": Settings().workers,
+        "part": {"port": Settings().port, "other": 1},
+    }
+    for extras in ({"workers": 5}, {"part": {"port": 1}}):
+        with pytest.raises(ValueError, match="define it once"):
+            assemble(Settings(), declared, extras=extras)
+    with pytest.raises(ValueError, match="APP_PORT sets `workers`"):
+        assemble(Settings(), {"workers": Native("workers"), "port": Native("workers")}, extras={})
+
+
+REFUSALS = [
+    (profile, name)
+    for profile in PROFILES
+    for name, support in load_profile(profile).settings.items()
+    if isinstance(support, Refused)
+]
+
+
+@pytest.mark.parametrize(("profile", "name"), REFUSALS, ids=[f"{p}-{n}" for p, n in REFUSALS])
+def test_a_refused_setting_is_refused_as_declared(profile: str, name: str) -> None:
+    server = load_profile(profile)
+    # Jitter is only valid together with max_requests, which is what gets refused then.
+    needed = {"max_requests_jitter": "max_requests", "ws_ping_timeout": "ws_ping_interval"}.get(name, name)
+    refused = needed if isinstance(server.settings.get(needed), Refused) else name
+    only_this = Settings(**{name: EVERYTHING[name], needed: EVERYTHING[needed]})
+    with pytest.raises(UnsupportedSettingError, match=f"{profile} cannot honour {env_name(refused)}"):
+        server.native_config(only_this)
 
 
 # --- the servers' fast paths (regressions here cost 2x throughput or 44 ms per request) ---
@@ -171,10 +250,10 @@ def test_uvicorn_fast_path_is_pinned() -> None:
 def test_request_head_timeout_reaches_every_server() -> None:
     settings = Settings(request_head_timeout=7)
     assert uvicorn_adapter.build_config(settings).request_head_timeout == 7  # type: ignore[attr-defined]
-    assert gunicorn_adapter.worker_overrides(settings)["request_head_timeout"] == 7
+    assert gunicorn_adapter.application(settings).worker_overrides["request_head_timeout"] == 7
     granian_native = load_profile("granian").native_config(settings)
     assert granian_native["http1_settings"].header_read_timeout == 7000
-    assert gunicorn_asgi_adapter.worker_overrides(settings)["request_head_timeout"] == 7
+    assert gunicorn_asgi_adapter.application(settings).worker_overrides["request_head_timeout"] == 7
 
 
 def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
@@ -250,13 +329,6 @@ def test_hypercorn_one_idle_timer_honours_both_keepalive_and_head_timeouts() -> 
     assert hypercorn_adapter.build_config(keepalive_first).keep_alive_timeout == 5
 
 
-LOG_CONFIG_KEY = {
-    "uvicorn": "log_config",
-    "hypercorn": "logconfig_dict",
-    "gunicorn": "gunicorn.logconfig_dict",
-    "gunicorn-asgi": "gunicorn.logconfig_dict",
-    "granian": "log_dictconfig",
-}
 SERVER_ACCESS_LOG_KEY = {
     "uvicorn": ("access_log", False),
     "hypercorn": ("accesslog", None),
@@ -270,9 +342,11 @@ SERVER_ACCESS_LOG_KEY = {
 @pytest.mark.parametrize("log_format", ["json", "console"])
 def test_every_server_gets_the_one_log_config(profile: str, log_format: str) -> None:
     settings = Settings(log_format=log_format, log_level="debug")  # type: ignore[arg-type]
-    native = load_profile(profile).native_config(settings)
-    assert lookup(native, LOG_CONFIG_KEY[profile]) == log_config(settings, load_profile(profile).loggers)
-    assert set(PROFILES) == set(LOG_CONFIG_KEY) == set(SERVER_ACCESS_LOG_KEY)
+    server = load_profile(profile)
+    declared = server.settings["log_format"]
+    assert isinstance(declared, Native)
+    assert lookup(server.native_config(settings), declared.key) == log_config(settings, server.loggers)
+    assert set(PROFILES) == set(SERVER_ACCESS_LOG_KEY)
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -286,7 +360,7 @@ def test_app_applied_settings_are_neutral_in_every_server() -> None:
     uvicorn_native = load_profile("uvicorn").native_config(SETTINGS)
     assert (uvicorn_native["proxy_headers"], uvicorn_native["root_path"]) == (False, "")
     assert hypercorn_adapter.native_config(SETTINGS)["root_path"] == ""
-    worker = gunicorn_adapter.worker_overrides(SETTINGS)
+    worker = gunicorn_adapter.application(SETTINGS).worker_overrides
     assert worker["proxy_headers"] is False
     assert load_profile("granian").native_config(settings_for("granian"))["url_path_prefix"] is None
     gunicorn_asgi = load_profile("gunicorn-asgi").native_config(SETTINGS)["gunicorn"]
