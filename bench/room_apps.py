@@ -1,14 +1,16 @@
-"""The fan-out benchmark's bare side (bench/fanout.py): a bare `FastAPI()` with the rooms' WebSocket
-route, written the way the field writes it with redis-py's asyncio client directly.
+"""The fan-out benchmark's bare side (bench/fanout.py): a bare `FastAPI()` with the rooms' three
+routes, written the way the field writes them with redis-py's asyncio client directly.
 
-Same room semantics as the service's `WS /rooms/{room}` (service/api/rooms.py): a member is
-subscribed before its handshake completes, every text message it sends is published to the
-room, every message of the room (its own included) is sent to it, in Redis's order. The service's
-route code cannot run here (it needs the service's broker and session state); what differs is
-the plumbing: here each WebSocket holds its own pub/sub connection and Redis does the fan-out,
-where the service holds one subscription per worker and fans out in the worker, with a bounded
-queue per member. No limits, no drain, no metrics: a lost Redis ends the session with the
-server's own close code for an unhandled error.
+Same room semantics and bytes as the service's (service/api/rooms.py): a member (`WS /rooms/{room}`)
+or a stream (`GET /rooms/{room}/events`, `data: {"message": ...}` per message, `: joined` once
+subscribed) is subscribed before it hears anything, every text message a member sends is published
+to the room, every message of the room (its own included) reaches it, in Redis's order;
+`POST /rooms/{room}/messages` publishes and answers 202. The service's route code cannot run here
+(it needs the service's broker and session state); what differs is the plumbing: here each session
+holds its own pub/sub connection and Redis does the fan-out, where the service holds one
+subscription per worker and fans out in the worker, with a bounded queue per member. No limits,
+no drain, no metrics: a lost Redis ends the session with the server's own close code for an
+unhandled error.
 
 Its own module: redis-py stays out of the workers of bench/apps.py, whose memory the bench reports.
 The broker's URL is the service's setting (`APP_BROKER_URL`), read through `Settings`.
@@ -17,11 +19,15 @@ The broker's URL is the service's setting (`APP_BROKER_URL`), read through `Sett
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from service.api import root
 from service.settings import get_settings
@@ -49,11 +55,8 @@ async def _bare_room(websocket: WebSocket, room: str) -> None:
     redis: Redis = websocket.app.state.redis
     channel = CHANNEL_PREFIX + room
     async with redis.pubsub() as pubsub:
-        await pubsub.subscribe(channel)
         # Accepted once subscribed, as the service does: a member gets all that is published after it.
-        async with asyncio.timeout(SUBSCRIBE_SECONDS):
-            while (await pubsub.get_message(timeout=SUBSCRIBE_SECONDS)) is None:
-                pass
+        await _subscribed(pubsub, channel)
         await websocket.accept()
 
         async def forward() -> None:
@@ -75,3 +78,39 @@ async def _bare_room(websocket: WebSocket, room: str) -> None:
             task.cancel()
         for task in done:
             task.result()  # a lost Redis raises here: the server closes the session as an error
+
+
+async def _subscribed(pubsub: PubSub, channel: str) -> None:
+    await pubsub.subscribe(channel)
+    async with asyncio.timeout(SUBSCRIBE_SECONDS):
+        while (await pubsub.get_message(timeout=SUBSCRIBE_SECONDS)) is None:
+            pass
+
+
+@bare_rooms.get("/rooms/{room}/events")
+async def _bare_room_events(request: Request, room: str) -> StreamingResponse:
+    redis: Redis = request.app.state.redis
+    pubsub = redis.pubsub()
+    await _subscribed(pubsub, CHANNEL_PREFIX + room)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield ": joined\n\n"
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield f"data: {json.dumps({'message': message['data']})}\n\n"
+        finally:
+            await pubsub.aclose()
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+class _RoomMessage(BaseModel):
+    message: str
+
+
+@bare_rooms.post("/rooms/{room}/messages", status_code=202)
+async def _bare_post(request: Request, room: str, body: _RoomMessage) -> JSONResponse:
+    redis: Redis = request.app.state.redis
+    await redis.publish(CHANNEL_PREFIX + room, body.message)
+    return JSONResponse({"status": "accepted"}, 202)
