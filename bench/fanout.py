@@ -81,7 +81,7 @@ class Plan:
 def default_plan(profiles: Sequence[str], quick: bool) -> Plan:
     if quick:
         return Plan(profiles, 1, 1, paced_messages=40, paced_rate=200, burst_messages=100, outages=1)
-    return Plan(profiles, 3, 2, paced_messages=200, paced_rate=200, burst_messages=1000, outages=2)
+    return Plan(profiles, 3, 2, paced_messages=200, paced_rate=200, burst_messages=500, outages=2)
 
 
 @dataclass
@@ -137,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis.start()
         try:
             for profile in plan.profiles:
-                print(f"bench.fanout: {profile}", flush=True)
-                measure_profile(profile, plan, redis, result)
+                measure_profile(profile, plan, redis, result, Clock(started))
         finally:
             redis.stop()
     doc = fanout_report.document(
@@ -192,17 +191,31 @@ def started_apps(profile: str, redis: RedisServer) -> Iterator[dict[str, list[Se
         yield servers
 
 
-def measure_profile(profile: str, plan: Plan, redis: RedisServer, result: ProfileResult) -> None:
+@dataclass
+class Clock:
+    started: float
+
+    def say(self, what: str) -> None:
+        print(f"bench.fanout: {time.monotonic() - self.started:6.1f} s  {what}", flush=True)
+
+
+def measure_profile(
+    profile: str, plan: Plan, redis: RedisServer, result: ProfileResult, clock: Clock
+) -> None:
+    clock.say(f"{profile}: starting {len(APPS) * INSTANCES} servers")
     try:
         with started_apps(profile, redis) as servers:
             wait_broker(servers["service"])
             for number in range(plan.rounds):
                 order = list(APPS) if number % 2 == 0 else list(reversed(APPS))
                 for app in order:
+                    clock.say(f"{profile}: {app} round {number + 1}")
                     result.runs.append(asyncio.run(measure_round(profile, app, number, servers[app], plan)))
             for number in range(plan.outages):
+                clock.say(f"{profile}: outage {number + 1}")
                 result.outages.append(asyncio.run(outage(profile, number, servers, redis)))
                 wait_broker(servers["service"])
+            clock.say(f"{profile}: stopping")
             for app, instances in servers.items():
                 for index, server in enumerate(instances):
                     rss = server.worker_rss()
