@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -121,6 +122,9 @@ class ProfileResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.redraw:
+        fanout_report.redraw(args.json, args.markdown)
+        return 0
     plan = default_plan(_profiles(args.profiles), args.quick)
     binary = shutil.which("redis-server")
     if binary is None:
@@ -167,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profiles", help="comma-separated subset of the profiles (default: all)")
     parser.add_argument("--json", type=Path, default=DOCS / "rooms.json", help="results file")
     parser.add_argument("--markdown", type=Path, help="also write the tables and machine as Markdown")
+    parser.add_argument(
+        "--redraw", action="store_true", help="measure nothing: the summary and Markdown again from --json"
+    )
     return parser
 
 
@@ -182,6 +189,7 @@ def started_apps(profile: str, redis: RedisServer) -> Iterator[dict[str, list[Se
             ]
             for app, (target, _) in APPS.items()
         }
+        stack.callback(stop_together, [server for instances in servers.values() for server in instances])
         for app, instances in servers.items():
             for server in instances:
                 server.wait_ready(APPS[app][1])
@@ -189,6 +197,17 @@ def started_apps(profile: str, redis: RedisServer) -> Iterator[dict[str, list[Se
                 while len(server.worker_processes()) < WORKERS and time.monotonic() < deadline:
                     time.sleep(0.1)
         yield servers
+
+
+def stop_together(servers: list[Server]) -> None:
+    """SIGTERM to every server at once, then wait for each: they stop side by side, not in turn.
+    Each server's own stop (by PID, SIGKILL after its timeout) still runs after this."""
+    for server in servers:
+        if server.process.poll() is None:
+            server.signal(signal.SIGTERM)
+    for server in servers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait_exit(server.stop_timeout)
 
 
 @dataclass
