@@ -99,7 +99,7 @@ docs: venv-dev ## Regenerate the generated docs, alert rules and dashboard from 
 test-upstream: venv-dev ## Smoke + resilience suites on the newest release of every dependency; uv.lock untouched (~15 min)
 	$(RUN) -m devkit.upstream --uv $(UV) -- $(PYTEST_ARGS)
 
-.PHONY: bench bench-quick bench-tls
+.PHONY: bench bench-quick bench-tls bench-rooms
 bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~11 min; wrk if installed)
 	$(RUN) -m bench $(BENCH_ARGS)
 
@@ -108,6 +108,9 @@ bench-quick: venv-dev ## Quick benchmark: 1 worker, GET / only, 3 rounds (~3 min
 
 bench-tls: venv-dev ## What TLS costs per profile: HTTPS/HTTP, handshakes/s, HTTP/2 (h2load if installed; ~6 min)
 	$(RUN) -m bench.tls $(BENCH_ARGS)
+
+bench-rooms: venv-dev ## Rooms fan-out on a real Redis, service beside bare FastAPI + redis-py (redis-server; ~4 min)
+	$(RUN) -m bench.fanout --json docs/bench/rooms.json --markdown docs/bench/rooms.md $(BENCH_ARGS)
 
 .PHONY: k8s-validate k8s-render deploy
 k8s-validate: venv-dev ## Manifests: kustomize, strict schemas, checkov, hadolint, actionlint, consistency
