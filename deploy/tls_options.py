@@ -1,8 +1,7 @@
 """What the profiles share to serve TLS: the minimum version through the servers' public context hooks.
 
-A worker that cannot load the TLS files (a broken pair landed after the launcher's check and
-before the rotation watch refused it: deploy/certificate_watch.py) fails to boot, never serves
-cleartext.
+A worker that cannot load the TLS files (a pair the certificate watch refused is on disk when it
+starts: deploy/certificate_watch.py) fails to boot; it never serves cleartext.
 
 uvicorn (`ssl_context_factory`) and gunicorn (the `ssl_context` server hook) both hand a hook
 their default context factory, built from their own certificate options; the hook returns
