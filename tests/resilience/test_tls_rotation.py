@@ -21,12 +21,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.profiles import PROFILES
 from deploy.worker_timing import CERTIFICATE_POLL_SECONDS
 from devkit.process import LOOPBACK, ServerProcess, launched
+from service.tls import certificate_validity
 from tests.resilience.support import (
     TWO_WORKERS_ENV,
     WORKERS,
@@ -46,6 +49,7 @@ pytestmark = pytest.mark.resilience
 ROTATION_BOUND = 15.0
 STABLE_HANDSHAKES = 6  # the last this many new handshakes all saw the renewed certificate
 REFUSAL = "TLS files changed but refused"
+EXPIRY_METRIC = "tls_certificate_expiry_timestamp_seconds"
 # Profiles that cannot rotate cleanly, with the reason: their test is a strict xfail. None today.
 CANNOT_ROTATE: dict[str, str] = {}
 # Profiles whose old worker, as it stops, cuts a connection it has just accepted, before its first
@@ -187,6 +191,19 @@ def every_worker_new_and_serving(
     return len(now) == WORKERS and not now & before and now <= answered
 
 
+def served_expiry(server: ServerProcess, context: ssl.SSLContext, cert_file: Path) -> float | None:
+    """The expiry metric of the configured certificate file, as a scrape reads it now."""
+    try:
+        text = httpx.get(f"{server.base_url}/metrics", verify=context, timeout=5.0).text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == EXPIRY_METRIC and sample.labels.get("file") == str(cert_file):
+                return float(sample.value)
+    return None
+
+
 def refusals(server: ServerProcess) -> list[str]:
     return [line for line in server.log().splitlines() if REFUSAL in line]
 
@@ -215,7 +232,12 @@ def test_a_renewed_certificate_is_served_without_a_restart_or_a_lost_request(
     volume.publish(certs.cert, certs.key)
     old_serial, new_serial = serial_of(certs.cert), serial_of(certs.renewed)
     context = certs.client_context(with_certificate=False)
-    env = {**TWO_WORKERS_ENV, "APP_TLS_CERT_FILE": str(volume.cert), "APP_TLS_KEY_FILE": str(volume.key)}
+    env = {
+        **TWO_WORKERS_ENV,
+        "APP_TLS_CERT_FILE": str(volume.cert),
+        "APP_TLS_KEY_FILE": str(volume.key),
+        "APP_DRAIN_SECONDS": "0",  # as in Kubernetes: the server is the launched process itself
+    }
     with launched(tls_server(context), profile, env) as server:
         server.wait_ready()
         keepalive = Load(
@@ -240,6 +262,10 @@ def test_a_renewed_certificate_is_served_without_a_restart_or_a_lost_request(
                 # the files hold a refused pair loads it (docs/production.md).
                 replaced = wait_for(
                     lambda: every_worker_new_and_serving(server, fresh, before), ROTATION_BOUND
+                )
+                renewed_expiry = certificate_validity(certs.renewed).not_after.timestamp()
+                expiry_followed = wait_for(
+                    lambda: served_expiry(server, context, volume.cert) == renewed_expiry, ROTATION_BOUND
                 )
                 first_new = min((h.at for h in fresh.done if h.serial == new_serial), default=None)
                 last_old = max((h.at for h in fresh.done if h.serial == old_serial), default=None)
@@ -270,12 +296,14 @@ def test_a_renewed_certificate_is_served_without_a_restart_or_a_lost_request(
         last_old_serial_s=None if last_old is None else round(last_old - swapped, 3),
         workers_replaced_s=None if replaced is None or rotated is None else round(rotated + replaced, 3),
         refused_s=None if refused is None else round(refused, 3),
+        expiry_metric_followed_s=None if expiry_followed is None else round(expiry_followed, 3),
     )
     assert rotated is not None, (
         f"new handshakes not all on the renewed certificate within {ROTATION_BOUND}s",
         log_tail,
     )
     assert replaced is not None, f"the workers were not all replaced within {ROTATION_BOUND}s"
+    assert expiry_followed is not None, f"{EXPIRY_METRIC} does not show the renewed certificate's expiry"
     assert not failures(outcomes), summarize_errors(outcomes)
     assert_new_connections_served(profile, failed_handshakes, fresh.clients)
     assert refused is not None, f"the broken pair was not refused within {ROTATION_BOUND}s"

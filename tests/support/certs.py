@@ -63,7 +63,8 @@ def make_certificates(directory: Path) -> Certificates:
     future, future_key = server(
         "future", not_before=now + timedelta(days=1), not_after=now + timedelta(days=30)
     )
-    renewed, renewed_key = server("renewed")
+    # Valid for a shorter time than `cert`: the expiry metric tells which of the two is served.
+    renewed, renewed_key = server("renewed", not_after=now + timedelta(days=90))
     client = directory / "client.pem"
     ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(str(client))
     return Certificates(
