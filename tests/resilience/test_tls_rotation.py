@@ -188,6 +188,11 @@ def serves_only(connections: NewConnections, serial: int, after: float) -> bool:
     return len(latest) == STABLE_HANDSHAKES and all(h.at > after and h.serial == serial for h in latest)
 
 
+def every_worker_serving(connections: NewConnections, pids: set[int], serial: int) -> bool:
+    latest = connections.latest(4 * STABLE_HANDSHAKES)
+    return serves_only(connections, serial, 0.0) and pids <= {h.pid for h in latest if h.serial == serial}
+
+
 def every_worker_new_and_serving(
     server: ServerProcess, connections: NewConnections, before: set[int]
 ) -> bool:
@@ -259,7 +264,8 @@ def test_a_renewed_certificate_is_served_without_a_restart_or_a_lost_request(
             fresh.start()
             try:
                 before = wait_workers(server, WORKERS)
-                wait_for(lambda: serves_only(fresh, old_serial, 0.0), ROTATION_BOUND)
+                # Every worker serves the first certificate: none is still booting to load the second.
+                wait_for(lambda: every_worker_serving(fresh, before, old_serial), ROTATION_BOUND)
                 swapped = time.monotonic()
                 volume.publish(certs.renewed, certs.renewed_key)
                 rotated = wait_for(lambda: serves_only(fresh, new_serial, swapped), ROTATION_BOUND)
