@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from deploy import config_view, drain_front, reload
 from deploy.carried import warn_outside_tested
+from deploy.certificate_watch import watch_certificates
 from deploy.common import check_address, check_app_module
 from deploy.lifecycle import ignore_operator_signals
 from deploy.plan import LaunchPlan, resolve, with_profile
@@ -68,11 +69,14 @@ def _launch(plan: LaunchPlan) -> int:
         ignore_operator_signals(settings.server)
         # One line per capability the installed releases do not guarantee; the service starts.
         warn_outside_tested(plan.profile.carried)
+
+        def serve() -> int:
+            watch_certificates(settings)  # in the server's main process: a new pair is a SIGHUP
+            return plan.profile.run(settings)
+
         if plan.drain_seconds and settings.drain_file is not None:
-            return drain_front.run_with_drain(
-                lambda: plan.profile.run(settings), plan.drain_seconds, settings.drain_file
-            )
-        return plan.profile.run(settings)
+            return drain_front.run_with_drain(serve, plan.drain_seconds, settings.drain_file)
+        return serve()
     finally:
         # Forked workers (gunicorn) leave through here too: only the launcher cleans up.
         if os.getpid() == launcher_pid:

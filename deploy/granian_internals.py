@@ -1,4 +1,4 @@
-"""Everything of granian's that is not its public API, in one place: five carried patches.
+"""Everything of granian's that is not its public API, in one place: six carried patches.
 
 The granian profile (deploy/granian.py) runs granian's own server (`granian.server.MPServer`,
 embedded through its public `serve(target_loader=...)`). Each patch below declares the
@@ -14,6 +14,10 @@ In granian's main process, `RecyclingServer` replaces three private steps:
 - `CRASHES_REPLACED`: a worker killed or crashing once it served is replaced however often;
   granian's crash-loop rule (a worker index dying within 5.5 s of its respawn stops the whole
   server) is kept for the only case it is right for: a worker that fails before it serves.
+
+`CERTIFICATE_PATHS_REREAD`: granian resolves the certificate's paths once, at start-up, and
+spawns every worker with them; at each reload (SIGHUP, a rotation: deploy/certificate_watch.py)
+they are resolved again, so a Secret's `..data` swap is followed.
 
 In each worker, `load_in_worker` (granian's public `target_loader`) makes it die with the main
 process, beat when hung workers are watched (deploy/heartbeat_files.py) and mark when it is
@@ -33,6 +37,7 @@ frame, which takes two patches (without them 53-100 of 100 did; granian 2.8's Ru
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -122,7 +127,31 @@ STOP_AFTER_SESSIONS = CarriedPatch(
     ),
     module=MODULE,
 )
-PATCHES = (REPLACEMENT_SERVES_FIRST, MEMORY_LEAD, CRASHES_REPLACED, CLOSE_WHILE_READING, STOP_AFTER_SESSIONS)
+CERTIFICATE_PATHS_REREAD = CarriedPatch(
+    distribution="granian",
+    tested=GRANIAN_2_8,
+    capability=(
+        "a certificate renewed by a symlink swap (a Kubernetes Secret's `..data`) served after SIGHUP"
+        " or a rotation (deploy/certificate_watch.py)"
+    ),
+    fallback=(
+        "workers keep the paths granian resolved at start-up: a Secret's old directory is gone after its"
+        " swap, and a replacement worker fails to load it"
+    ),
+    upstream=(
+        "none filed; deleted once granian resolves ssl_cert/ssl_key when it spawns a worker (or keeps"
+        " the paths as given), not once in Server.build_ssl_context"
+    ),
+    module=MODULE,
+)
+PATCHES = (
+    REPLACEMENT_SERVES_FIRST,
+    MEMORY_LEAD,
+    CRASHES_REPLACED,
+    CLOSE_WHILE_READING,
+    STOP_AFTER_SESSIONS,
+    CERTIFICATE_PATHS_REREAD,
+)
 SERVER_PATCHES = (REPLACEMENT_SERVES_FIRST, MEMORY_LEAD, CRASHES_REPLACED)
 
 logger = logging.getLogger("deploy.granian")
@@ -131,10 +160,25 @@ READY_POLL_SECONDS = 0.02
 
 
 def granian_server(marks: Path, metrics_dir: Path | None, **options: Any) -> MPServer:
-    """granian's multi-process server, with RecyclingServer's patches where they apply."""
-    if any(patch.applies() for patch in SERVER_PATCHES):
-        return RecyclingServer(marks, metrics_dir, **options)
-    return MPServer(**options)
+    """granian's multi-process server, with RecyclingServer's patches where they apply, and the
+    certificate's paths resolved again at each reload (its public `on_reload` hook)."""
+    server = (
+        RecyclingServer(marks, metrics_dir, **options)
+        if any(patch.applies() for patch in SERVER_PATCHES)
+        else MPServer(**options)
+    )
+    cert, key = options.get("ssl_cert"), options.get("ssl_key")
+    if cert is not None and key is not None and CERTIFICATE_PATHS_REREAD.applies():
+        server.on_reload(functools.partial(resolve_certificate_again, server, Path(cert), Path(key)))
+    return server
+
+
+def resolve_certificate_again(server: MPServer, cert: Path, key: Path) -> None:
+    """Point granian's SSL settings, which its workers are spawned with, at what the configured
+    paths resolve to now. granian 2.8 keeps them in `ssl_ctx`, a tuple (enabled, cert, key, ...),
+    resolved once by `build_ssl_context`."""
+    context: tuple[Any, ...] = server.ssl_ctx
+    server.ssl_ctx = (context[0], str(cert.resolve()), str(key.resolve()), *context[3:])
 
 
 def load_in_worker(parent_pid: int, marks: Path, beat: bool, sessions_bound: float, target: str) -> Any:

@@ -143,8 +143,11 @@ SUPERVISED_SETTINGS: dict[str, Support] = {
 
 
 def needs_supervisor(settings: Settings) -> bool:
-    """Recycling or watching even a single worker takes a supervisor in front of it."""
-    return bool(settings.max_requests or settings.worker_timeout or settings.max_worker_memory)
+    """Recycling or watching even a single worker takes a supervisor in front of it; so does TLS,
+    whose renewed certificate is served by replacing the workers (deploy/certificate_watch.py)."""
+    return bool(
+        settings.max_requests or settings.worker_timeout or settings.max_worker_memory or settings.tls_enabled
+    )
 
 
 def _run_worker(target: WorkerTarget, link: WorkerLink, kwargs: dict[str, Any]) -> None:

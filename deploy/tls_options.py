@@ -1,5 +1,8 @@
 """What the profiles share to serve TLS: the minimum version through the servers' public context hooks.
 
+A worker that cannot load the TLS files (a pair the certificate watch refused is on disk when it
+starts: deploy/certificate_watch.py) fails to boot; it never serves cleartext.
+
 uvicorn (`ssl_context_factory`) and gunicorn (the `ssl_context` server hook) both hand a hook
 their default context factory, built from their own certificate options; the hook returns
 that context with APP_TLS_MIN_VERSION set.
@@ -7,6 +10,7 @@ that context with APP_TLS_MIN_VERSION set.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +18,11 @@ from typing import Any
 
 from service.settings import Settings
 from service.tls import minimum_version
+
+logger = logging.getLogger("deploy.tls")
+# The exit status gunicorn's arbiter reads as "a worker failed to boot" (Arbiter.WORKER_BOOT_ERROR):
+# it stops the server instead of respawning. uvicorn's supervised workers exit with it too.
+WORKER_BOOT_ERROR = 3
 
 MINIMUM_VERSION_HOW = "its default context with `minimum_version` set (deploy/tls_options.py)"
 
@@ -26,7 +35,13 @@ class MinimumVersionHook:
     version: str
 
     def __call__(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        context = default_factory()
+        try:
+            context = default_factory()
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            # gunicorn's ASGI worker would log the error and serve cleartext on the TLS port: this
+            # worker fails to boot instead, as every other profile's does (the server stops).
+            logger.error("cannot load the TLS files, this worker stops: %s", error)  # noqa: TRY400 - one line, no traceback
+            raise SystemExit(WORKER_BOOT_ERROR) from None
         context.minimum_version = minimum_version(self.version)
         return context
 

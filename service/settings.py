@@ -346,7 +346,9 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "PEM certificate (its chain after it) the server presents: with APP_TLS_KEY_FILE the "
-            "service serves HTTPS only. Checked at start-up: readable, valid now, matching the key."
+            "service serves HTTPS only. Checked at start-up: readable, valid now, matching the key. "
+            "Watched: a new pair that passes the same checks is served by replacing the workers with "
+            "overlap, without a restart (docs/production.md)."
         ),
         json_schema_extra={"allowed": "a path to a PEM certificate file"},
     )

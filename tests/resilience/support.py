@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import socket
+import ssl
 import statistics
 import threading
 import time
@@ -67,6 +68,7 @@ class Load:
     pause: float = 0.0
     timeout: float = 5.0
     retry_stale: bool = False
+    verify: ssl.SSLContext | bool = True  # for HTTPS: the client context that trusts the server
     outcomes: list[Outcome] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -101,7 +103,9 @@ class Load:
 
     def _run(self, index: int) -> None:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        with httpx.Client(base_url=self.base_url, limits=limits, timeout=self.timeout) as client:
+        with httpx.Client(
+            base_url=self.base_url, limits=limits, timeout=self.timeout, verify=self.verify
+        ) as client:
             while not self._stop.is_set() and time.monotonic() < self._deadline and self._take_ticket():
                 outcome = Outcome(started=time.monotonic(), ended=0.0, client=index)
                 self._attempt(client, outcome)

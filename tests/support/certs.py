@@ -26,6 +26,8 @@ class Certificates:
     expired_key: Path
     not_yet_valid: Path
     not_yet_valid_key: Path
+    renewed: Path  # another valid server certificate of the CA, for `renewed_key`: a rotation's
+    renewed_key: Path
 
     def client_context(self, with_certificate: bool = True) -> ssl.SSLContext:
         """A client that trusts the test CA only and, for mutual TLS, presents its certificate."""
@@ -61,6 +63,8 @@ def make_certificates(directory: Path) -> Certificates:
     future, future_key = server(
         "future", not_before=now + timedelta(days=1), not_after=now + timedelta(days=30)
     )
+    # Valid for a shorter time than `cert`: the expiry metric tells which of the two is served.
+    renewed, renewed_key = server("renewed", not_after=now + timedelta(days=90))
     client = directory / "client.pem"
     ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(str(client))
     return Certificates(
@@ -73,6 +77,8 @@ def make_certificates(directory: Path) -> Certificates:
         expired_key=expired_key,
         not_yet_valid=future,
         not_yet_valid_key=future_key,
+        renewed=renewed,
+        renewed_key=renewed_key,
     )
 
 
