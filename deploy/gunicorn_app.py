@@ -134,11 +134,12 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         arbiter_class()(self).run()  # gunicorn's arbiter, or ours (deploy/gunicorn_internals.py)
 
 
-def application_from(launch: LaunchConfig, worker_key: str) -> GunicornApplication:
+def application_from(launch: LaunchConfig, worker_key: str | None = None) -> GunicornApplication:
+    """The application of a launch config: `worker_key` names its worker's options, if it has any."""
     return GunicornApplication(
         launch.server[APP.key],
         options=launch.server[GUNICORN],
-        worker_overrides=launch.server.get(worker_key, {}),
+        worker_overrides=launch.server[worker_key] if worker_key else {},
         project=launch.project,
     )
 
@@ -147,7 +148,7 @@ def gunicorn_profile(
     name: str,
     summary: str,
     *,
-    worker_key: str = "",
+    worker_key: str | None = None,
     worker_class: Callable[[], str | type[Any]],
     worker_settings: dict[str, Support],
     options: Callable[[Settings], dict[str, Any]],
@@ -167,9 +168,8 @@ def gunicorn_profile(
 
     def build(settings: Settings) -> LaunchConfig:
         extras = {GUNICORN: {**gunicorn_options(settings, worker_class()), **options(settings)}}
-        worker_options = worker()
-        if worker_options:
-            extras[worker_key] = worker_options
+        if worker_key:
+            extras[worker_key] = worker()
         return assemble(settings, shared, worker_settings, extras=extras, http=http)
 
     def serve(launch: LaunchConfig) -> int:

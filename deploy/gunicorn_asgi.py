@@ -50,7 +50,7 @@ def worker_class() -> str | type[Any]:
 
 
 def application(settings: Settings) -> GunicornApplication:
-    return application_from(PROFILE.launch_config(settings), worker_key="")
+    return application_from(PROFILE.launch_config(settings))
 
 
 PROFILE = gunicorn_profile(
