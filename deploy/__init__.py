@@ -1,1 +1,1 @@
-"""Launch profiles: each turns the one `Settings` into one server's native configuration."""
+"""Launch profiles: each turns the one `Settings` into what one server runs (a LaunchConfig)."""

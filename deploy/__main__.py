@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "config", help="print the settings, where each came from and what the server does with it"
     )
     config.add_argument("profile", nargs="?", choices=choices, help="default: APP_SERVER")
-    config.add_argument("--full", action="store_true", help="everything as JSON, the native config included")
+    config.add_argument("--full", action="store_true", help="everything as JSON, what runs included")
     parser.set_defaults(command="run", profile=None, full=False)
     return parser
 

@@ -1,24 +1,25 @@
 """What `python -m deploy config [PROFILE]` prints: the settings that matter, where each value came
-from and what the chosen server does with it; `--full`, the native config as it runs (JSON)."""
+from and what the chosen server does with it; `--full`, the launch config as it runs (JSON): the
+server's own part and the project's, the very object the profile's `serve` is handed."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from deploy.profile import Native, Profile, Refused
+from deploy.profile import Native, Profile, Project, Refused
 from service.settings import Settings, env_name
 
 VALUE_WIDTH = 36  # a longer value is cut: `--full` has it whole
 
 
 def full(server: Profile, settings: Settings) -> str:
-    """Everything, for a program or a close look: settings, their sources, the native config."""
+    """Everything, for a program or a close look: settings, their sources, the launch config."""
     document = {
         "profile": server.name,
         "settings": settings.public_dump(),
         "sources": {name: settings.source_of(name) for name in type(settings).model_fields},
-        "native": server.native_config(settings),
+        **server.launch_config(settings).document(),
         "support": server.support(),
     }
     return json.dumps(document, indent=2, default=str)
@@ -40,7 +41,7 @@ def concise(server: Profile, settings: Settings, named_on_command_line: bool) ->
     lines = [
         f"{title}; the others are",
         "at their defaults, applied by the app or the launcher alike on every server (docs/settings.md).",
-        f"The native config as it runs: python -m deploy config {server.name} --full",
+        f"What runs (the server's config, the project's part): python -m deploy config {server.name} --full",
         "",
         "  ".join(
             (
@@ -67,9 +68,11 @@ def _value(value: Any) -> str:
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + "…"
 
 
-def _what_happens(support: Native | Refused | None) -> str:
+def _what_happens(support: Native | Project | Refused | None) -> str:
     if support is None:
         return "the app or the launcher, as on every server"
     if isinstance(support, Refused):
         return f"not applied: {support.why}"
+    if isinstance(support, Project):
+        return support.describe()
     return f"native {support.describe()}"

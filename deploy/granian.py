@@ -21,8 +21,8 @@ import functools
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
 from granian.http import HTTP1Settings
@@ -35,11 +35,14 @@ from deploy.profile import (
     NO_PING_TIMEOUT,
     NO_PINGS,
     HttpVersions,
+    LaunchConfig,
     Native,
     Profile,
+    Project,
     Refused,
     Support,
     assemble,
+    lookup,
     none_if_zero,
 )
 from service.logs import ServerLoggers, log_config
@@ -50,8 +53,6 @@ RSS_SAMPLE_SECONDS = 0.5
 RESPAWN_BOUND_SECONDS = 30.0
 # Without REPLACEMENT_SERVES_FIRST, how long granian waits before it stops the worker replaced: its default.
 GRANIAN_RESPAWN_SECONDS = 3.5
-# Ours, not granian's: taken out of the native config before it reaches granian's Server.
-WATCHDOG = "worker_timeout"
 # Share of APP_GRACEFUL_TIMEOUT the sessions get to end before granian's own stop begins; the rest
 # is its own: in-flight requests, then the lifespan shutdown, before the main process kills the worker.
 SESSIONS_SHARE_OF_GRACEFUL = 0.5
@@ -79,6 +80,8 @@ def _off(value: int) -> bool:
     return value == 0
 
 
+# Time a worker gets to finish in-flight requests once told to stop.
+GRACEFUL = Native("workers_kill_timeout")
 NO_REQUEST_COUNT = "granian recycles workers by lifetime or memory, not by request count; unset it"
 HTTP1 = "http1_settings"  # built as granian's HTTP1Settings
 
@@ -99,11 +102,10 @@ DECLARATIONS: dict[str, Support] = {
     "request_head_timeout": Native(
         f"{HTTP1}.header_read_timeout", "in milliseconds", convert=lambda seconds: seconds * 1000
     ),
-    # Time a worker gets to finish in-flight requests once told to stop.
-    "graceful_timeout": Native("workers_kill_timeout"),
+    "graceful_timeout": GRACEFUL,
     "max_requests": Refused(NO_REQUEST_COUNT, accepts=_off),
     "max_requests_jitter": Refused(NO_REQUEST_COUNT, accepts=_off),
-    "worker_timeout": Native(WATCHDOG, "deploy/heartbeat_files.py: beats each worker's loop writes"),
+    "worker_timeout": Project("worker_timeout", "deploy/heartbeat_files.py: beats each worker's loop writes"),
     "max_worker_memory": Native(  # MiB, as granian counts
         "workers_max_rss",
         "every 0.5 s; the replacement starts early enough to serve before the limit",
@@ -118,7 +120,7 @@ DECLARATIONS: dict[str, Support] = {
 }
 
 
-def native_config(settings: Settings) -> dict[str, Any]:
+def launch_config(settings: Settings) -> LaunchConfig:
     extras = {
         "interface": Interfaces.ASGI,  # with lifespan: /readyz depends on it
         "loop": Loops.uvloop,
@@ -138,21 +140,20 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "env_files": None,
         "ssl_client_verify": settings.tls_client_ca_file is not None,
     }
-    native = assemble(settings, DECLARATIONS, extras=extras, http=HTTP)
+    launch = assemble(settings, DECLARATIONS, extras=extras, http=HTTP)
     # Keep-alive on, with no idle timeout of granian's (APP_KEEPALIVE_TIMEOUT is refused).
-    native[HTTP1] = HTTP1Settings(keep_alive=True, **native[HTTP1])
-    return native
+    http1 = HTTP1Settings(keep_alive=True, **launch.server[HTTP1])
+    return replace(launch, server={**launch.server, HTTP1: http1})
 
 
-def run(settings: Settings) -> int:
-    native = native_config(settings)
-    worker_timeout = native.pop(WATCHDOG)
+def run(launch: LaunchConfig) -> int:
+    worker_timeout = launch.project.worker_timeout
     # Where workers leave their ready marks and, when hung workers are watched, their beats.
     marks = Path(tempfile.mkdtemp(prefix="asgi-deploy-workers-", dir=SHM_DIR if SHM_DIR.is_dir() else None))
-    server = granian_server(marks, settings.metrics_dir, **native)
+    server = granian_server(marks, launch.project.metrics_dir, **launch.server)
     if worker_timeout:
         HeartbeatWatch(marks, worker_timeout).start()
-    sessions_bound = settings.graceful_timeout * SESSIONS_SHARE_OF_GRACEFUL
+    sessions_bound = lookup(launch.server, GRACEFUL.key) * SESSIONS_SHARE_OF_GRACEFUL
     try:
         server.serve(
             target_loader=functools.partial(
@@ -169,7 +170,7 @@ PROFILE = Profile(
     loggers=LOGGERS,
     summary="Granian, a Rust HTTP server, driving the app through its ASGI interface on uvloop",
     settings=DECLARATIONS,
-    build=native_config,
+    build=launch_config,
     serve=run,
     http=HTTP,
     carried=PATCHES,

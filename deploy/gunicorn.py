@@ -7,6 +7,7 @@ public hook (`CONFIG_KWARGS`), and the head deadline deploy/uvicorn_internals.py
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from uvicorn_worker import UvicornWorker
@@ -21,13 +22,13 @@ from deploy.uvicorn import (
     WEBSOCKET_SETTINGS,
     protocol_options,
 )
-from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, GUNICORN_PATCHES, give_worker_head_deadline
+from deploy.uvicorn_internals import GUNICORN_PATCHES, give_worker_head_deadline
 from deploy.worker_timing import KILL_BACKSTOP_SECONDS
 from service.logs import ServerLoggers
 from service.settings import Settings
 
 WORKER_CLASS = "deploy.gunicorn.ServiceUvicornWorker"
-WORKER_KEY = "uvicorn_worker"  # the worker's part of the native config
+WORKER_KEY = "uvicorn_worker"  # the worker's part of the server's config
 
 # Where the arbiter and its uvicorn workers log (service/logs.py configures them, access silenced).
 LOGGERS = ServerLoggers(messages=("gunicorn.error", "uvicorn"), access=("gunicorn.access", "uvicorn.access"))
@@ -44,18 +45,17 @@ class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        give_worker_head_deadline(self.config, self.app.worker_overrides[CONFIG_ATTRIBUTE])
+        # No option of uvicorn's: the project's, put on the Config the worker built.
+        give_worker_head_deadline(self.config, self.app.project.request_head_timeout)
 
     @property
     def CONFIG_KWARGS(self) -> dict[str, Any]:  # noqa: N802 - uvicorn-worker's name for it
         """uvicorn-worker's hook for a subclass's Config options, read once gunicorn set `self.app`."""
-        overrides = dict(self.app.worker_overrides)
-        overrides.pop(CONFIG_ATTRIBUTE)  # no option of uvicorn's: handed over by __init__
-        return {**UvicornWorker.CONFIG_KWARGS, **overrides}
+        return {**UvicornWorker.CONFIG_KWARGS, **self.app.worker_overrides}
 
 
 def application(settings: Settings) -> GunicornApplication:
-    return application_from(PROFILE.build(settings), WORKER_KEY, settings)
+    return application_from(PROFILE.launch_config(settings), WORKER_KEY)
 
 
 PROFILE = gunicorn_profile(
@@ -66,8 +66,9 @@ PROFILE = gunicorn_profile(
     worker_class=lambda: WORKER_CLASS,
     worker_settings={
         **{name: native.within(WORKER_KEY) for name, native in WEBSOCKET_SETTINGS.items()},
-        "request_head_timeout": HEAD_DEADLINE_AT.within(
-            WORKER_KEY, "read by deploy/uvicorn_internals.py's protocol"
+        "request_head_timeout": replace(
+            HEAD_DEADLINE_AT,
+            how="set on each worker's uvicorn Config, read by deploy/uvicorn_internals.py's protocol",
         ),
         "graceful_timeout": GRACEFUL_AT.within(
             WORKER_KEY,

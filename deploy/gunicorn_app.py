@@ -16,8 +16,7 @@ environment fallbacks (`WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS`,
 from __future__ import annotations
 
 import pkgutil
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -29,22 +28,24 @@ from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import (
     INERT_PROXY_LIST,
     HttpVersions,
+    LaunchConfig,
     Native,
     Profile,
+    Project,
+    ProjectPart,
     Support,
     assemble,
     comma_separated,
-    lookup,
 )
 from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, minimum_version_hook, path_or_none
 from deploy.worker_timing import MEMORY_CHECK_SECONDS
 from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 
-GUNICORN = "gunicorn"  # gunicorn's own options: the part of the native config handed to `cfg.set`
+GUNICORN = "gunicorn"  # gunicorn's own options: the part of the server's config handed to `cfg.set`
 APP = Native("app", "resolved by GunicornApplication.load in each worker")
-WORKER_MEMORY = Native(
-    "worker_memory.max_mib",
+WORKER_MEMORY = Project(
+    "max_worker_memory",
     f"each worker checks itself every {MEMORY_CHECK_SECONDS:g} s and stops gracefully, with SIGTERM",
 )
 
@@ -104,22 +105,21 @@ def gunicorn_options(settings: Settings, worker_class: str | type[Any]) -> dict[
 
 
 class GunicornApplication(BaseApplication):  # type: ignore[misc]
-    """gunicorn's options, plus what each worker reads beyond them (`worker_overrides`)."""
+    """gunicorn's options, plus what each worker reads beyond them: its worker's own options
+    (`worker_overrides`) and the project's part (`project`: read by the hooks and the workers)."""
 
     def __init__(
         self,
         app_import: str,
         *,
-        options: dict[str, Any],
-        worker_overrides: dict[str, Any],
-        metrics_dir: Path | None,
-        max_worker_memory: int,
+        options: Mapping[str, Any],
+        worker_overrides: Mapping[str, Any],
+        project: ProjectPart,
     ) -> None:
         self.options = options
         self.worker_overrides = worker_overrides
         self.app_import = app_import
-        self.metrics_dir = metrics_dir
-        self.max_worker_memory = max_worker_memory
+        self.project = project
         super().__init__()
 
     def load_config(self) -> None:
@@ -134,13 +134,13 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]
         arbiter_class()(self).run()  # gunicorn's arbiter, or ours (deploy/gunicorn_internals.py)
 
 
-def application_from(native: dict[str, Any], worker_key: str, settings: Settings) -> GunicornApplication:
+def application_from(launch: LaunchConfig, worker_key: str | None = None) -> GunicornApplication:
+    """The application of a launch config: `worker_key` names its worker's options, if it has any."""
     return GunicornApplication(
-        native[APP.key],
-        options=native[GUNICORN],
-        worker_overrides=native[worker_key],
-        metrics_dir=settings.metrics_dir,
-        max_worker_memory=lookup(native, WORKER_MEMORY.key),
+        launch.server[APP.key],
+        options=launch.server[GUNICORN],
+        worker_overrides=launch.server[worker_key] if worker_key else {},
+        project=launch.project,
     )
 
 
@@ -148,7 +148,7 @@ def gunicorn_profile(
     name: str,
     summary: str,
     *,
-    worker_key: str,
+    worker_key: str | None = None,
     worker_class: Callable[[], str | type[Any]],
     worker_settings: dict[str, Support],
     options: Callable[[Settings], dict[str, Any]],
@@ -159,20 +159,21 @@ def gunicorn_profile(
 ) -> Profile:
     """A gunicorn profile: what both declare alike, plus what its worker does with the rest.
 
-    Its native config: `app`, gunicorn's options (GUNICORN: the shared declarations, also for a
-    setting the worker declares as well, and `options`), the worker's part (`worker_key`:
-    `worker_settings` and `worker`) and `worker_memory`, read by each worker's memory watch."""
+    The server's part of its launch config: `app`, gunicorn's options (GUNICORN: the shared
+    declarations, also for a setting the worker declares as well, and `options`) and, when it has
+    any, the worker's options (`worker_key`: `worker_settings` and `worker`). The project's part
+    (each worker's memory watch, a carried head deadline) reaches the hooks and the workers on the
+    GunicornApplication."""
     shared = gunicorn_declarations(loggers)
 
-    def build(settings: Settings) -> dict[str, Any]:
-        extras = {
-            GUNICORN: {**gunicorn_options(settings, worker_class()), **options(settings)},
-            worker_key: worker(),
-        }
+    def build(settings: Settings) -> LaunchConfig:
+        extras = {GUNICORN: {**gunicorn_options(settings, worker_class()), **options(settings)}}
+        if worker_key:
+            extras[worker_key] = worker()
         return assemble(settings, shared, worker_settings, extras=extras, http=http)
 
-    def serve(settings: Settings) -> int:
-        application_from(build(settings), worker_key, settings).run()
+    def serve(launch: LaunchConfig) -> int:
+        application_from(launch, worker_key).run()
         return 0
 
     return Profile(

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from deploy.gunicorn_app import GUNICORN, GunicornApplication, application_from, gunicorn_profile
-from deploy.gunicorn_internals import HEAD_DEADLINE, WORKER_SETTING, head_timeout_worker
-from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Refused
+from deploy.gunicorn_internals import HEAD_DEADLINE, head_timeout_worker
+from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Project, Refused
 from service.logs import ServerLoggers
 from service.settings import Settings
 
-WORKER_KEY = "asgi_worker"  # the worker's part of the native config
 # gunicorn's own HTTP/2 (h2 package) by ALPN over TLS. Its cleartext HTTP/2 answers only peers in
 # forwarded_allow_ips (and refuses their HTTP/1 with 400 under prior knowledge): not h2c as the
 # other servers serve it, so it stays off.
@@ -51,22 +50,21 @@ def worker_class() -> str | type[Any]:
 
 
 def application(settings: Settings) -> GunicornApplication:
-    return application_from(PROFILE.build(settings), WORKER_KEY, settings)
+    return application_from(PROFILE.launch_config(settings))
 
 
 PROFILE = gunicorn_profile(
     name="gunicorn-asgi",
     loggers=LOGGERS,
     summary="gunicorn's arbiter with its own ASGI worker (`-k asgi`) on uvloop: no uvicorn at all",
-    worker_key=WORKER_KEY,
     worker_class=worker_class,
     worker_settings={
         "ws_max_message_bytes": Native(f"{GUNICORN}.websocket_max_message_size", "beyond it: close 1009"),
         "ws_ping_interval": Refused(f"gunicorn-asgi {NO_PINGS}"),
         "ws_ping_timeout": Refused(f"gunicorn-asgi {NO_PING_TIMEOUT}"),
         # What each worker runs with beyond gunicorn's own settings (read by head_timeout_worker()).
-        "request_head_timeout": Native(
-            f"{WORKER_KEY}.{WORKER_SETTING}", "read by deploy/gunicorn_internals.py's protocol"
+        "request_head_timeout": Project(
+            "request_head_timeout", "read by deploy/gunicorn_internals.py's worker and protocol"
         ),
         "graceful_timeout": Native(f"{GUNICORN}.graceful_timeout", "the ASGI worker drains this long itself"),
     },

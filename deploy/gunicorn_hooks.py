@@ -50,7 +50,7 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """With APP_MAX_WORKER_MEMORY, the worker retires itself before it passes the limit."""
-    limit_mib = getattr(worker.app, "max_worker_memory", 0)  # set by GunicornApplication
+    limit_mib = worker.app.project.max_worker_memory  # the launch's, on GunicornApplication
     if limit_mib:
         watch_own_memory(limit_mib * MIB, lambda why: _retire(worker, why))
 
@@ -88,4 +88,4 @@ def watch_own_memory(
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live metric gauges, so in-progress counts stay true after a crash."""
-    forget_worker(worker.pid, server.app.metrics_dir)
+    forget_worker(worker.pid, server.app.project.metrics_dir)

@@ -58,9 +58,6 @@ HEAD_DEADLINE = CarriedPatch(
     settings=("request_head_timeout",),
 )
 
-# Key of the head timeout in GunicornApplication's worker_overrides (deploy/gunicorn_asgi.py).
-WORKER_SETTING = "request_head_timeout"
-
 
 class ServiceArbiter(Arbiter):  # type: ignore[misc]
     """gunicorn's arbiter; a stopped worker gets SIGKILL with the heartbeat's first blow."""
@@ -99,7 +96,7 @@ def head_timeout_worker() -> type[Any]:
             super().__init__(worker)
             # The worker sets its loop up before it serves any connection, and never replaces it.
             self.head_deadline = HeadDeadline(
-                getattr(worker, WORKER_SETTING, None), worker.loop, self._head_too_slow
+                getattr(worker, "request_head_timeout", None), worker.loop, self._head_too_slow
             )
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,8 +137,9 @@ def head_timeout_worker() -> type[Any]:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            overrides = getattr(self.app, "worker_overrides", None) or {}  # set by GunicornApplication
-            self.request_head_timeout: float | None = overrides.get(WORKER_SETTING)
+            # The project's part of the launch, on GunicornApplication (deploy/gunicorn_app.py).
+            project = getattr(self.app, "project", None)
+            self.request_head_timeout: float | None = getattr(project, "request_head_timeout", None)
 
         def run(self) -> None:
             # ASGIWorker._serve builds each connection's protocol with `lambda: ASGIProtocol(self)`,

@@ -28,6 +28,7 @@ from deploy.common import binds, import_app
 from deploy.profile import (
     NO_PING_TIMEOUT,
     HttpVersions,
+    LaunchConfig,
     Native,
     Profile,
     Refused,
@@ -39,7 +40,6 @@ from deploy.reporting_app import ReportingApp, recycle_after
 from deploy.supervisor import (
     APP_LIBRARIES,
     SUPERVISED_SETTINGS,
-    SUPERVISOR_KEY,
     Supervisor,
     WorkerLink,
     needs_supervisor,
@@ -125,7 +125,7 @@ DECLARATIONS: dict[str, Support] = {
 }
 
 
-def native_config(settings: Settings) -> dict[str, Any]:
+def launch_config(settings: Settings) -> LaunchConfig:
     extras = {
         "worker_class": "uvloop",
         "accesslog": None,  # the app writes access lines (service/access_log.py)
@@ -155,21 +155,20 @@ class ServiceConfig(Config):
 
 
 def build_config(settings: Settings) -> Config:
-    return _server_config(native_config(settings))
+    return server_config(launch_config(settings))
 
 
-def _server_config(native: dict[str, Any]) -> Config:
-    """hypercorn's Config of the native config: all but the supervisor's part."""
+def server_config(launch: LaunchConfig) -> Config:
+    """hypercorn's Config of the server's part."""
     config = ServiceConfig()
-    for key, value in native.items():
-        if key != SUPERVISOR_KEY:
-            setattr(config, key, value)
+    for key, value in launch.server.items():
+        setattr(config, key, value)
     return config
 
 
-def run(settings: Settings) -> int:
-    native = native_config(settings)
-    config = _server_config(native)
+def run(launch: LaunchConfig) -> int:
+    config = server_config(launch)
+    project = launch.project
     hypercorn_internals.install()
     if config.workers == 0:
         # In this process, stopped by SIGTERM/SIGINT: hypercorn's serve() handles them itself.
@@ -189,10 +188,11 @@ def run(settings: Settings) -> int:
         target_kwargs={"config": config, "sockets": sockets},
         graceful_timeout=config.graceful_timeout,
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
-        metrics_dir=settings.metrics_dir,
+        metrics_dir=project.metrics_dir,
         close_sockets=close_sockets,
         preload=WORKER_LIBRARIES,
-        **native[SUPERVISOR_KEY],
+        worker_timeout=project.worker_timeout or 0,
+        max_memory_mib=project.max_worker_memory or 0,
     ).run()
 
 
@@ -248,7 +248,7 @@ PROFILE = Profile(
     loggers=LOGGERS,
     summary="Hypercorn's uvloop worker; several workers under deploy/supervisor.py",
     settings=DECLARATIONS,
-    build=native_config,
+    build=launch_config,
     serve=run,
     http=HTTP,
     carried=hypercorn_internals.CARRIED,

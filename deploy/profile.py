@@ -2,10 +2,12 @@
 
 Each `deploy/<server>.py` ends with one `PROFILE`. Its `settings` map names every
 setting the server itself takes part in: honoured natively (`Native`: where in the
-native config, and how it is translated) or refused (`Refused`: why). A setting it
-does not name is honoured identically on every server by the app or the launcher.
-The declaration is code: `assemble` builds the native config from it, so each native
-key is written once, in its `Native`. The launcher's refusals, `python -m deploy config`,
+server's own config, and how it is translated), honoured by the project beside that
+server (`Project`: which field of the project's part) or refused (`Refused`: why). A
+setting it does not name is honoured identically on every server by the app or the
+launcher. The declaration is code: `assemble` builds the one `LaunchConfig` a profile
+runs from it, so each key is written once, in its declaration. The launcher's refusals,
+`python -m deploy config`,
 the adapter tests, the Kubernetes consistency check and docs/servers.md all read this
 declaration, and nothing else knows which server supports what.
 """
@@ -13,8 +15,9 @@ declaration, and nothing else knows which server supports what.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 from deploy.carried import CarriedPatch
 from service.logs import NO_SERVER, ServerLoggers
@@ -22,8 +25,8 @@ from service.settings import Settings, env_name
 from service.settings_types import HTTP_VERSIONS
 
 
-def lookup(config: Mapping[str, Any], key: str) -> Any:
-    """The value at a dotted `key` of a native config; dots descend into mappings and attributes."""
+def lookup(config: Any, key: str) -> Any:
+    """The value at a dotted `key` of a config (a LaunchConfig): dots descend into mappings and attributes."""
     value: Any = config
     for part in key.split("."):
         value = value[part] if isinstance(value, Mapping) else getattr(value, part)
@@ -43,28 +46,55 @@ def as_it_is(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Native:
-    """Honoured by the server itself at `key` of its native config (dots descend into nested parts),
-    with the value `convert` makes of the setting's, or `derive` makes of the settings when others
-    shape it too (several settings may share one such key)."""
+class Declared:
+    """A setting honoured at `key` of one part of the launch config, with the value `convert` makes
+    of the setting's, or `derive` makes of the settings when others shape it too (several settings
+    may share one such key)."""
 
+    part: ClassVar[str]  # the LaunchConfig field the key is in
     key: str
     how: str = ""  # the translation in words, when the value is not passed on as it is
     convert: Callable[[Any], Any] = as_it_is
     derive: Callable[[Settings], Any] | None = None
 
     def value(self, settings: Settings, name: str) -> Any:
-        """The native value of setting `name` (this declaration's) under `settings`."""
+        """The value of setting `name` (this declaration's) under `settings`."""
         if self.derive is not None:
             return self.derive(settings)
         return self.convert(getattr(settings, name))
 
-    def within(self, part: str, how: str | None = None) -> Native:
+    @property
+    def at(self) -> str:
+        """Where the value is in a LaunchConfig (`lookup(launch, declared.at)`)."""
+        return f"{self.part}.{self.key}"
+
+    def within(self, part: str, how: str | None = None) -> Self:
         """The same declaration for a nested part of another config (a worker's, say)."""
         return replace(self, key=f"{part}.{self.key}", how=self.how if how is None else how)
 
+    def _how(self) -> str:
+        return f" ({self.how})" if self.how else ""
+
+
+@dataclass(frozen=True)
+class Native(Declared):
+    """Honoured by the server itself at `key` of its own config (dots descend into nested parts)."""
+
+    part: ClassVar[str] = "server"
+
     def describe(self) -> str:
-        return f"`{self.key}`" + (f" ({self.how})" if self.how else "")
+        return f"`{self.key}`{self._how()}"
+
+
+@dataclass(frozen=True)
+class Project(Declared):
+    """Honoured by the project beside the server (a supervisor, a hook, a carried patch): at `key`,
+    a field of the launch's ProjectPart, never handed to the server."""
+
+    part: ClassVar[str] = "project"
+
+    def describe(self) -> str:
+        return f"the project's `{self.key}`{self._how()}"
 
 
 @dataclass(frozen=True)
@@ -81,7 +111,7 @@ class Refused:
         return f"refused: {self.why}"
 
 
-Support = Native | Refused
+Support = Native | Project | Refused
 
 # Settings no profile declares: what every server does with them alike.
 ALIKE = "the app or the launcher, alike on every server"
@@ -170,24 +200,55 @@ def _merge(config: dict[str, Any], extras: Mapping[str, Any], prefix: str = "") 
             config[key] = value
 
 
+@dataclass(frozen=True)
+class ProjectPart:
+    """The project's part of a launch: what it runs beside the server, never handed to the server.
+    A field stays None on a server where it is not the project's (the server's own, or nothing)."""
+
+    metrics_dir: Path | None = None  # the workers' metrics: a dead worker's gauges are dropped
+    supervisor: bool | None = None  # deploy/supervisor.py runs the workers (uvicorn; hypercorn: workers > 0)
+    worker_timeout: float | None = None  # hung workers: deploy/supervisor.py or deploy/heartbeat_files.py
+    max_worker_memory: int | None = None  # MiB: deploy/supervisor.py or each gunicorn worker's own watch
+    request_head_timeout: float | None = None  # the head deadline of a carried protocol patch
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """What runs: the server's own config, handed to it as it is, and the project's part beside it.
+    A profile's `serve` runs exactly this, and `python -m deploy config --full` prints it."""
+
+    server: Mapping[str, Any]
+    project: ProjectPart
+
+    def document(self) -> dict[str, Any]:
+        return {"server": dict(self.server), "project": asdict(self.project)}
+
+
 def assemble(
     settings: Settings,
     *declarations: Mapping[str, Support],
     extras: Mapping[str, Any],
     http: HttpVersions | None = None,
-) -> dict[str, Any]:
-    """A complete native config: each `Native` declaration's value at its key (dots nest mappings),
-    `http`'s choice at its key, plus `extras`: what no setting drives, or what a setting drives
-    beside its declared key. An extra never replaces a declared key: each has one definition."""
-    config: dict[str, Any] = {}
+    project: Mapping[str, Any] | None = None,
+) -> LaunchConfig:
+    """A complete launch config. The server's: each `Native` declaration's value at its key (dots
+    nest mappings), `http`'s choice at its key, plus `extras`: what no setting drives, or what a
+    setting drives beside its declared key. An extra never replaces a declared key: each has one
+    definition. The project's: each `Project` declaration's value at its field, the metrics
+    directory every profile's workers share, plus `project`'s extra fields."""
+    server: dict[str, Any] = {}
+    ours: dict[str, Any] = {"metrics_dir": settings.metrics_dir}
     for declared in declarations:
         for name, support in declared.items():
             if isinstance(support, Native):
-                _place(config, support.key, support.value(settings, name), env_name(name))
+                _place(server, support.key, support.value(settings, name), env_name(name))
+            elif isinstance(support, Project):
+                _place(ours, support.key, support.value(settings, name), env_name(name))
     if http is not None and http.key:
-        _place(config, http.key, http.native(settings), env_name("http_versions"))
-    _merge(config, extras)
-    return config
+        _place(server, http.key, http.native(settings), env_name("http_versions"))
+    _merge(server, extras)
+    _merge(ours, project or {})
+    return LaunchConfig(server=server, project=ProjectPart(**ours))
 
 
 HTTP1_ONLY = {frozenset({"http/1.1"}): None}
@@ -199,8 +260,8 @@ class Profile:
     name: str
     summary: str  # one line for the docs: what runs the app
     settings: Mapping[str, Support]
-    build: Callable[[Settings], dict[str, Any]]  # the complete native config, workers' part included
-    serve: Callable[[Settings], int]  # runs the server in this process until it stops
+    build: Callable[[Settings], LaunchConfig]  # the complete config, workers' part included
+    serve: Callable[[LaunchConfig], int]  # runs exactly that in this process until the server stops
     http: HttpVersions = HTTP1_SERVER  # the HTTP versions it can serve (APP_HTTP_VERSIONS)
     carried: tuple[CarriedPatch, ...] = ()  # its patches of the server's internals (deploy/carried.py)
     loggers: ServerLoggers = NO_SERVER  # where the server logs: configured by service/logs.py
@@ -234,13 +295,13 @@ class Profile:
         if refusals:
             raise UnsupportedSettingError("; ".join(refusals))
 
-    def native_config(self, settings: Settings) -> dict[str, Any]:
+    def launch_config(self, settings: Settings) -> LaunchConfig:
+        """What runs under `settings`, once every setting it cannot honour has been refused."""
         self.check(settings)
         return self.build(settings)
 
     def run(self, settings: Settings) -> int:
-        self.check(settings)
-        return self.serve(settings)
+        return self.serve(self.launch_config(settings))
 
     def support(self) -> dict[str, str]:
         """Every setting and what this server does with it, in words (`python -m deploy config`)."""

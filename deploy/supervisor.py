@@ -49,7 +49,7 @@ from typing import Any
 from deploy.lifecycle import die_with, ignore_operator_signals
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
 from deploy.metrics_dir import forget_worker
-from deploy.profile import Native, Support
+from deploy.profile import Project, Support
 from deploy.worker_timing import KILL_BACKSTOP_SECONDS, MEMORY_CHECK_SECONDS
 from service.settings import Settings
 
@@ -126,18 +126,12 @@ WorkerTarget = Callable[..., None]  # target(link, **kwargs), importable by the 
 # One that is not installed is skipped. (FastAPI imports pydantic.v1 on the first route with a model.)
 APP_LIBRARIES = ("fastapi", "pydantic.v1", "pydantic_settings", "orjson", "uvloop")
 
-SUPERVISOR_KEY = "supervisor"  # our part of a profile's native config, never handed to the server
-
-
-# What the profiles whose workers this supervisor runs declare for its settings. The keys are
-# the Supervisor's own arguments: a profile hands its SUPERVISOR_KEY part over as it is.
+# What the profiles whose workers this supervisor runs declare for its settings: the project's,
+# handed to the Supervisor from the launch's ProjectPart.
 SUPERVISED_SETTINGS: dict[str, Support] = {
-    "worker_timeout": Native(
-        f"{SUPERVISOR_KEY}.worker_timeout", "deploy/supervisor.py: each worker's loop beats"
-    ),
-    "max_worker_memory": Native(
-        f"{SUPERVISOR_KEY}.max_memory_mib",
-        f"deploy/supervisor.py, every {MEMORY_CHECK_SECONDS:g} s, replacement first",
+    "worker_timeout": Project("worker_timeout", "deploy/supervisor.py: each worker's loop beats"),
+    "max_worker_memory": Project(
+        "max_worker_memory", f"deploy/supervisor.py, every {MEMORY_CHECK_SECONDS:g} s, replacement first"
     ),
 }
 

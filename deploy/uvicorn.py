@@ -29,8 +29,10 @@ from deploy.profile import (
     HTTP1_ONLY,
     INERT_PROXY_LIST,
     HttpVersions,
+    LaunchConfig,
     Native,
     Profile,
+    Project,
     Support,
     assemble,
     comma_separated,
@@ -41,7 +43,6 @@ from deploy.supervisor import (
     READY,
     RETIRING,
     SUPERVISED_SETTINGS,
-    SUPERVISOR_KEY,
     Supervisor,
     WorkerLink,
     needs_supervisor,
@@ -76,7 +77,9 @@ WEBSOCKET_SETTINGS: dict[str, Native] = {
     "ws_ping_interval": Native("ws_ping_interval"),
     "ws_ping_timeout": Native("ws_ping_timeout"),
 }
-HEAD_DEADLINE_AT = Native(CONFIG_ATTRIBUTE, "on Config, read by deploy/uvicorn_internals.py's protocol")
+HEAD_DEADLINE_AT = Project(
+    "request_head_timeout", "set on uvicorn's Config, read by deploy/uvicorn_internals.py's protocol"
+)
 GRACEFUL_AT = Native("timeout_graceful_shutdown")
 MIN_VERSION_AT = Native("ssl_context_factory", MINIMUM_VERSION_HOW, derive=context_hook)
 
@@ -125,7 +128,7 @@ def protocol_options() -> dict[str, Any]:
     }
 
 
-def native_config(settings: Settings) -> dict[str, Any]:
+def launch_config(settings: Settings) -> LaunchConfig:
     extras = {
         **protocol_options(),
         "access_log": False,  # the app writes access lines (service/access_log.py)
@@ -135,7 +138,11 @@ def native_config(settings: Settings) -> dict[str, Any]:
         "reload": False,
         "factory": False,
     }
-    return assemble(settings, DECLARATIONS, extras=extras, http=UVICORN_HTTP)
+    # In this process, uvicorn's own Server; several workers, or recycled or watched ones, ours.
+    supervisor = settings.workers > 1 or needs_supervisor(settings)
+    return assemble(
+        settings, DECLARATIONS, extras=extras, http=UVICORN_HTTP, project={"supervisor": supervisor}
+    )
 
 
 # uvicorn's HTTP/1.1 protocols are all it has; gunicorn's uvicorn workers run them too.
@@ -148,22 +155,21 @@ UVICORN_HTTP = HttpVersions(
 
 
 def build_config(settings: Settings) -> uvicorn.Config:
-    return _server_config(native_config(settings))
+    return server_config(launch_config(settings))
 
 
-def _server_config(native: dict[str, Any]) -> uvicorn.Config:
-    """uvicorn's Config of the native config: all but the project's keys, which go beside it."""
-    options = {key: value for key, value in native.items() if key not in (CONFIG_ATTRIBUTE, SUPERVISOR_KEY)}
-    config = uvicorn.Config(**options)
+def server_config(launch: LaunchConfig) -> uvicorn.Config:
+    """uvicorn's Config of the server's part, with the project's head deadline beside its options."""
+    config = uvicorn.Config(**launch.server)
     # Not uvicorn's option: read from the Config by deploy/uvicorn_internals.py's protocol.
-    setattr(config, CONFIG_ATTRIBUTE, native[CONFIG_ATTRIBUTE])
+    setattr(config, CONFIG_ATTRIBUTE, launch.project.request_head_timeout)
     return config
 
 
-def run(settings: Settings) -> int:
-    native = native_config(settings)
-    config = _server_config(native)
-    if config.workers == 1 and not needs_supervisor(settings):
+def run(launch: LaunchConfig) -> int:
+    config = server_config(launch)
+    project = launch.project
+    if not project.supervisor:
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else STARTUP_FAILURE
@@ -173,12 +179,13 @@ def run(settings: Settings) -> int:
         workers=config.workers,
         target=_worker,
         target_kwargs={"config": config, "sockets": [sock]},
-        graceful_timeout=settings.graceful_timeout,
+        graceful_timeout=config.timeout_graceful_shutdown or 0,
         boot_seconds=WORKER_BOOT_BOUND_SECONDS,
-        metrics_dir=settings.metrics_dir,
+        metrics_dir=project.metrics_dir,
         close_sockets=sock.close,
         preload=WORKER_LIBRARIES,
-        **native[SUPERVISOR_KEY],
+        worker_timeout=project.worker_timeout or 0,
+        max_memory_mib=project.max_worker_memory or 0,
     ).run()
 
 
@@ -271,7 +278,7 @@ PROFILE = Profile(
     loggers=LOGGERS,
     summary="Uvicorn on uvloop + httptools; several workers under deploy/supervisor.py",
     settings=DECLARATIONS,
-    build=native_config,
+    build=launch_config,
     serve=run,
     http=UVICORN_HTTP,
     carried=UVICORN_PATCHES,

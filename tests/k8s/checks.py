@@ -282,7 +282,7 @@ def check_keepalive(objs: list[Obj], settings_class: type[Any]) -> list[str]:
             support = profile.settings.get("keepalive_timeout")
             if not isinstance(support, Native):
                 continue
-            idle = lookup(profile.build(settings), support.key)
+            idle = lookup(profile.build(settings), support.at)
             if idle <= PROXY_UPSTREAM_IDLE_SECONDS:
                 # Every setting that lands on the same timer (hypercorn: the head deadline too).
                 raise_ = " and ".join(

@@ -1,8 +1,9 @@
-"""One setting, its value in every server's native configuration."""
+"""One setting, its value in every server's launch config: the server's own part, or the project's."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,24 @@ from hypercorn.config import Config as HypercornConfig
 from uvicorn import Config as UvicornConfig
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from deploy import config_view
 from deploy import gunicorn as gunicorn_adapter
 from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
 from deploy import uvicorn as uvicorn_adapter
 from deploy.gunicorn_internals import head_timeout_worker
-from deploy.profile import Native, Refused, Support, UnsupportedSettingError, as_it_is, assemble, lookup
+from deploy.profile import (
+    Declared,
+    LaunchConfig,
+    Native,
+    Project,
+    Refused,
+    Support,
+    UnsupportedSettingError,
+    as_it_is,
+    assemble,
+    lookup,
+)
 from deploy.profiles import PROFILES, load_profile
 from deploy.uvicorn_internals import HeadTimeoutHttpToolsProtocol
 from deploy.worker_timing import KILL_BACKSTOP_SECONDS
@@ -102,7 +115,7 @@ def other_values(name: str, current: Any) -> list[Any]:
 
 
 def leaves(config: Any, prefix: str = "") -> dict[str, Any]:
-    """Every leaf of a native config at its dotted key: nested mappings and dataclasses descended."""
+    """Every leaf of a launch config at its dotted key: nested mappings and dataclasses descended."""
     if isinstance(config, Mapping):
         parts = config.items()
     elif dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -121,7 +134,7 @@ DECLARED = [
     (profile, name)
     for profile in PROFILES
     for name, support in load_profile(profile).settings.items()
-    if isinstance(support, Native)
+    if isinstance(support, Declared)
 ]
 
 
@@ -129,33 +142,33 @@ DECLARED = [
 def test_a_setting_changes_its_declared_key_and_no_other_declared_one(profile: str, name: str) -> None:
     server = load_profile(profile)
     support = server.settings[name]
-    assert isinstance(support, Native)
+    assert isinstance(support, Declared)
     base = base_for(profile)
-    before = leaves(server.native_config(Settings(**base)))
+    before = leaves(server.launch_config(Settings(**base)))
     # Keys other settings declare with a value of their own setting alone: nothing else moves them.
     theirs = {
-        other.key
+        other.at
         for other_name, other in server.settings.items()
-        if isinstance(other, Native)
+        if isinstance(other, Declared)
         and other_name != name
         and other.derive is None
-        and other.key != support.key
+        and other.at != support.at
     }
     moved = False
     for value in other_values(name, base[name]):
         settings = Settings(**{**base, name: value})
-        native = server.native_config(settings)
-        changed = {key for key, leaf in leaves(native).items() if before.get(key, leaf) != leaf}
-        moved = moved or bool(within(changed, {support.key}))
-        assert lookup(native, support.key) == support.value(settings, name)
+        launch = server.launch_config(settings)
+        changed = {key for key, leaf in leaves(launch).items() if before.get(key, leaf) != leaf}
+        moved = moved or bool(within(changed, {support.at}))
+        assert lookup(launch, support.at) == support.value(settings, name)
         if support.derive is None and support.convert is as_it_is:
-            assert lookup(native, support.key) == getattr(settings, name), (
-                f"{support.key} is not the setting's value"
+            assert lookup(launch, support.at) == getattr(settings, name), (
+                f"{support.at} is not the setting's value"
             )
         assert not within(changed, theirs), (
             f"{env_name(name)} moves what others declare: {within(changed, theirs)}"
         )
-    assert moved, f"{profile} declares {env_name(name)} at {support.key}, which it never changes"
+    assert moved, f"{profile} declares {env_name(name)} at {support.at}, which it never changes"
 
 
 # What the translating declarations make of SETTINGS, in the settings' words: (profile, setting) -> value.
@@ -183,7 +196,7 @@ def test_a_translated_setting_reaches_its_key_as_the_server_takes_it(profile: st
     server = load_profile(profile)
     support = server.settings[name]
     assert isinstance(support, Native)
-    assert lookup(server.native_config(settings_for(profile)), support.key) == TRANSLATED[profile, name]
+    assert lookup(server.launch_config(settings_for(profile)), support.at) == TRANSLATED[profile, name]
 
 
 # 0 turns a limit off in the settings; None does in these servers' configs.
@@ -195,20 +208,25 @@ def test_off_is_the_servers_off(profile: str, name: str) -> None:
     server = load_profile(profile)
     support = server.settings[name]
     assert isinstance(support, Native)
-    assert lookup(server.native_config(Settings(**{name: 0})), support.key) is None
+    assert lookup(server.launch_config(Settings(**{name: 0})), support.at) is None
 
 
 def test_each_key_has_one_definition() -> None:
     # An extra (what no setting drives) never replaces a declared key, nested or not; settings that
     # share a key (host and port in one bind address) must give it one value.
-    declared: dict[str, Support] = {"workers": Native("workers"), "port": Native("part.port")}
-    assert assemble(Settings(), declared, extras={"part": {"other": 1}}) == {
-        "workers": Settings().workers,
-        "part": {"port": Settings().port, "other": 1},
+    declared: dict[str, Support] = {
+        "workers": Native("workers"),
+        "port": Native("part.port"),
+        "worker_timeout": Project("worker_timeout"),
     }
+    launch = assemble(Settings(), declared, extras={"part": {"other": 1}}, project={"supervisor": True})
+    assert launch.server == {"workers": Settings().workers, "part": {"port": Settings().port, "other": 1}}
+    assert (launch.project.worker_timeout, launch.project.supervisor) == (Settings().worker_timeout, True)
     for extras in ({"workers": 5}, {"part": {"port": 1}}):
         with pytest.raises(ValueError, match="define it once"):
             assemble(Settings(), declared, extras=extras)
+    with pytest.raises(ValueError, match="define it once"):
+        assemble(Settings(), declared, extras={}, project={"worker_timeout": 1})
     with pytest.raises(ValueError, match="APP_PORT sets `workers`"):
         assemble(Settings(), {"workers": Native("workers"), "port": Native("workers")}, extras={})
 
@@ -229,15 +247,15 @@ def test_a_refused_setting_is_refused_as_declared(profile: str, name: str) -> No
     refused = needed if isinstance(server.settings.get(needed), Refused) else name
     only_this = Settings(**{name: EVERYTHING[name], needed: EVERYTHING[needed]})
     with pytest.raises(UnsupportedSettingError, match=f"{profile} cannot honour {env_name(refused)}"):
-        server.native_config(only_this)
+        server.launch_config(only_this)
 
 
 # --- the servers' fast paths (regressions here cost 2x throughput or 44 ms per request) ---
 
 
 def test_uvicorn_fast_path_is_pinned() -> None:
-    native = load_profile("uvicorn").native_config(SETTINGS)
-    worker = load_profile("gunicorn").native_config(SETTINGS)["uvicorn_worker"]
+    native = load_profile("uvicorn").launch_config(SETTINGS).server
+    worker = load_profile("gunicorn").launch_config(SETTINGS).server["uvicorn_worker"]
     for config in (native, worker):
         assert config["loop"] == "uvloop"
         assert issubclass(config["http"], HttpToolsProtocol)  # httptools, with a head deadline
@@ -250,16 +268,16 @@ def test_uvicorn_fast_path_is_pinned() -> None:
 def test_request_head_timeout_reaches_every_server() -> None:
     settings = Settings(request_head_timeout=7)
     assert uvicorn_adapter.build_config(settings).request_head_timeout == 7  # type: ignore[attr-defined]
-    assert gunicorn_adapter.application(settings).worker_overrides["request_head_timeout"] == 7
-    granian_native = load_profile("granian").native_config(settings)
+    assert gunicorn_adapter.application(settings).project.request_head_timeout == 7
+    granian_native = load_profile("granian").launch_config(settings).server
     assert granian_native["http1_settings"].header_read_timeout == 7000
-    assert gunicorn_asgi_adapter.application(settings).worker_overrides["request_head_timeout"] == 7
+    assert gunicorn_asgi_adapter.application(settings).project.request_head_timeout == 7
 
 
 def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
     # gunicorn's own `-k asgi` worker, plus the request-head deadline it lacks.
     settings = Settings(request_head_timeout=7)
-    native = load_profile("gunicorn-asgi").native_config(settings)["gunicorn"]
+    native = load_profile("gunicorn-asgi").launch_config(settings).server["gunicorn"]
     assert (native["asgi_loop"], native["asgi_lifespan"]) == ("uvloop", "on")
     application = gunicorn_asgi_adapter.application(settings)
     worker_class = application.cfg.worker_class
@@ -271,7 +289,7 @@ def test_gunicorn_asgi_runs_our_subclass_of_gunicorns_asgi_worker() -> None:
 
 
 def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
-    native = load_profile("granian").native_config(settings_for("granian"))
+    native = load_profile("granian").launch_config(settings_for("granian")).server
     assert (native["loop"], native["interface"]) == ("uvloop", "asgi")
 
 
@@ -307,9 +325,9 @@ def test_uvicorn_ignores_forwarded_allow_ips_env(monkeypatch: pytest.MonkeyPatch
 
 def test_our_defaults_replace_the_servers_defaults() -> None:
     defaults = Settings()
-    uvicorn_native = load_profile("uvicorn").native_config(defaults)
+    uvicorn_native = load_profile("uvicorn").launch_config(defaults).server
     hypercorn_config = hypercorn_adapter.build_config(defaults)
-    gunicorn_native = load_profile("gunicorn").native_config(defaults)
+    gunicorn_native = load_profile("gunicorn").launch_config(defaults).server
     # servers differ: graceful none/3 s/30 s, keep-alive 5 s/5 s/2 s
     assert HypercornConfig().graceful_timeout == 3.0
     assert uvicorn_native["timeout_graceful_shutdown"] == defaults.graceful_timeout
@@ -345,34 +363,51 @@ def test_every_server_gets_the_one_log_config(profile: str, log_format: str) -> 
     server = load_profile(profile)
     declared = server.settings["log_format"]
     assert isinstance(declared, Native)
-    assert lookup(server.native_config(settings), declared.key) == log_config(settings, server.loggers)
+    assert lookup(server.launch_config(settings), declared.at) == log_config(settings, server.loggers)
     assert set(PROFILES) == set(SERVER_ACCESS_LOG_KEY)
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_server_access_logs_are_off_the_app_writes_them(profile: str) -> None:
     path, off = SERVER_ACCESS_LOG_KEY[profile]
-    assert lookup(load_profile(profile).native_config(Settings(access_log=True)), path) == off
+    assert lookup(load_profile(profile).launch_config(Settings(access_log=True)).server, path) == off
 
 
 def test_app_applied_settings_are_neutral_in_every_server() -> None:
     # Proxy headers and root path are applied once, in the app (service/app.py).
-    uvicorn_native = load_profile("uvicorn").native_config(SETTINGS)
+    uvicorn_native = load_profile("uvicorn").launch_config(SETTINGS).server
     assert (uvicorn_native["proxy_headers"], uvicorn_native["root_path"]) == (False, "")
-    assert hypercorn_adapter.native_config(SETTINGS)["root_path"] == ""
+    assert hypercorn_adapter.launch_config(SETTINGS).server["root_path"] == ""
     worker = gunicorn_adapter.application(SETTINGS).worker_overrides
     assert worker["proxy_headers"] is False
-    assert load_profile("granian").native_config(settings_for("granian"))["url_path_prefix"] is None
-    gunicorn_asgi = load_profile("gunicorn-asgi").native_config(SETTINGS)["gunicorn"]
+    assert load_profile("granian").launch_config(settings_for("granian")).server["url_path_prefix"] is None
+    gunicorn_asgi = load_profile("gunicorn-asgi").launch_config(SETTINGS).server["gunicorn"]
     assert (gunicorn_asgi["root_path"], gunicorn_asgi["secure_scheme_headers"]) == ("", {})
 
 
 def test_one_unwatched_worker_without_recycling_runs_in_process() -> None:
     single = Settings(workers=1, worker_timeout=0)
-    assert hypercorn_adapter.native_config(single)["workers"] == 0
+    assert hypercorn_adapter.launch_config(single).server["workers"] == 0
+    assert uvicorn_adapter.launch_config(single).project.supervisor is False
     for supervised in (
         Settings(workers=1, worker_timeout=0, max_requests=100),
         Settings(workers=1),  # the default APP_WORKER_TIMEOUT watches the worker
         Settings(workers=1, worker_timeout=0, max_worker_memory=200),
     ):
-        assert hypercorn_adapter.native_config(supervised)["workers"] == 1
+        assert hypercorn_adapter.launch_config(supervised).server["workers"] == 1
+        assert uvicorn_adapter.launch_config(supervised).project.supervisor is True
+    assert uvicorn_adapter.launch_config(Settings(workers=2, worker_timeout=0)).project.supervisor is True
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_serve_is_handed_the_launch_config_that_is_shown(profile: str) -> None:
+    # One path from the settings to what runs: `run` builds once and hands exactly that to `serve`,
+    # the object `python -m deploy config --full` prints.
+    handed: list[LaunchConfig] = []
+    server = dataclasses.replace(load_profile(profile), serve=lambda launch: handed.append(launch) or 0)
+    settings = settings_for(profile)
+    assert server.run(settings) == 0
+    assert handed == [server.launch_config(settings)]
+    assert json.loads(config_view.full(server, settings))["server"] == json.loads(
+        json.dumps(handed[0].document()["server"], default=str)
+    )

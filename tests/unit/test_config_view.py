@@ -107,4 +107,5 @@ def test_the_full_view_is_what_runs_with_the_sources(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["sources"]["port"] == "environment"
     assert document["sources"]["log_level"] == ".env"
-    assert document["native"]["bind"] == ["127.0.0.1:9002"]
+    assert document["server"]["bind"] == ["127.0.0.1:9002"]
+    assert document["project"]["worker_timeout"] == document["settings"]["worker_timeout"]

@@ -23,7 +23,7 @@ from granian.server import MPServer
 
 import deploy.carried
 import deploy.granian_internals as internals
-from deploy.granian import GRANIAN_RESPAWN_SECONDS, RESPAWN_BOUND_SECONDS, native_config
+from deploy.granian import GRANIAN_RESPAWN_SECONDS, RESPAWN_BOUND_SECONDS, launch_config
 from deploy.granian_internals import (
     PATCHES,
     CloseWhileReading,
@@ -136,7 +136,7 @@ def test_outside_the_range_one_warning_per_patch_and_no_setting_refused() -> Non
     # Memory recycling is granian's own option too (workers_max_rss): honoured, not refused.
     settings = Settings(server="granian", max_worker_memory=300, workers=2)
     assert load_profile("granian").refusals(settings) == []
-    assert native_config(settings)["workers_max_rss"] == 300
+    assert launch_config(settings).server["workers_max_rss"] == 300
 
 
 # --- CRASHES_REPLACED ---------------------------------------------------------------------
@@ -224,7 +224,7 @@ def test_a_replacement_that_never_serves_lets_the_old_worker_stop_at_the_bound(
 @pytest.mark.usefixtures("untested_granian")
 def test_outside_the_range_granian_replaces_after_its_own_respawn_interval(tmp_path: Path) -> None:
     assert type(server(tmp_path)) is MPServer
-    assert native_config(Settings(server="granian"))["respawn_interval"] == GRANIAN_RESPAWN_SECONDS
+    assert launch_config(Settings(server="granian")).server["respawn_interval"] == GRANIAN_RESPAWN_SECONDS
 
 
 # --- MEMORY_LEAD --------------------------------------------------------------------------

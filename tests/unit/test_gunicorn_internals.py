@@ -274,8 +274,8 @@ def test_outside_the_tested_releases_gunicorn_runs_its_own_arbiter_and_worker() 
     assert not HEAD_DEADLINE.applies()
     assert not STOPPED_WORKER_KILL.applies()
     assert arbiter_class() is Arbiter
-    native = load_profile("gunicorn-asgi").native_config(Settings())
-    assert native["gunicorn"]["worker_class"] == "asgi"
+    launch = load_profile("gunicorn-asgi").launch_config(Settings())
+    assert launch.server["gunicorn"]["worker_class"] == "asgi"
     application = gunicorn_asgi.application(Settings())
     assert application.cfg.worker_class is gasgi.ASGIWorker
 
@@ -364,7 +364,8 @@ RETIRE_PROBE = textwrap.dedent(
     import logging, time
     from types import SimpleNamespace
     from deploy.gunicorn_hooks import post_worker_init
-    worker = SimpleNamespace(app=SimpleNamespace(max_worker_memory=1), log=logging.getLogger(), pid=0)
+    project = SimpleNamespace(max_worker_memory=1)
+    worker = SimpleNamespace(app=SimpleNamespace(project=project), log=logging.getLogger(), pid=0)
     post_worker_init(worker)  # every worker is over 1 MiB
     time.sleep(10)
     """

@@ -53,7 +53,7 @@ def test_a_declared_set_is_built_and_any_other_is_refused_in_one_line(
     if versions in choices:
         server.check(settings)
         if server.http.key:
-            assert lookup(server.build(settings), server.http.key) == choices[versions]
+            assert lookup(server.build(settings).server, server.http.key) == choices[versions]
         return
     with pytest.raises(UnsupportedSettingError) as refused:
         server.check(settings)

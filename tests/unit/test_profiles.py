@@ -1,16 +1,17 @@
-"""Each profile's declaration (deploy/profile.py) against what its native config really does.
+"""Each profile's declaration (deploy/profile.py) against what its launch config really does.
 
 For every setting and every profile: change the setting alone and see whether the
-server's complete native config changes. It must change exactly where the profile
-declares the setting `Native`, and nowhere for a setting it does not declare
-(which the app or the launcher honours alike). A `Refused` setting is refused at
-start-up in one line that names it.
+complete launch config (the server's own part and the project's) changes. It must
+change exactly where the profile declares the setting (`Native` or `Project`), and
+nowhere for a setting it does not declare (which the app or the launcher honours
+alike). A `Refused` setting is refused at start-up in one line that names it.
 """
 
 from __future__ import annotations
 
 import types
 import typing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 
 from deploy import servers_table
 from deploy.plan import with_profile
-from deploy.profile import ALIKE, Native, Refused, UnsupportedSettingError, lookup
+from deploy.profile import ALIKE, Declared, LaunchConfig, Refused, UnsupportedSettingError, lookup
 from deploy.profiles import PROFILES, load_profile
 from service.settings import Settings, env_name
 
@@ -113,7 +114,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("profile", "name"), CASES, ids=[f"{p}-{n}" for p, n in CASES])
-def test_the_native_config_changes_exactly_where_the_profile_says(profile: str, name: str) -> None:
+def test_the_launch_config_changes_exactly_where_the_profile_says(profile: str, name: str) -> None:
     server = load_profile(profile)
     support = server.settings.get(name)
     before = server.build(Settings(**BASE))
@@ -135,16 +136,22 @@ def test_the_native_config_changes_exactly_where_the_profile_says(profile: str, 
         assert support is None
         return
     afters = [server.build(settings) for settings in variants]
-    if isinstance(support, Native):
-        assert any(lookup(before, support.key) != lookup(after, support.key) for after in afters), (
-            f"{profile} declares {env_name(name)} native at {support.key}, which it does not change"
+    if isinstance(support, Declared):
+        assert any(lookup(before, support.at) != lookup(after, support.at) for after in afters), (
+            f"{profile} declares {env_name(name)} at {support.at}, which it does not change"
         )
     else:
-        # Honoured alike by the app or the launcher: the server's config stays.
+        # Honoured alike by the app or the launcher: what the server and the project run stays.
         assert support is None
-        assert all(before == after for after in afters), (
-            f"{env_name(name)} changes {profile}'s native config: declare it"
+        assert all(but_the_launchers(before) == but_the_launchers(after) for after in afters), (
+            f"{env_name(name)} changes {profile}'s launch config: declare it"
         )
+
+
+def but_the_launchers(launch: LaunchConfig) -> LaunchConfig:
+    """The launch config but for what the launcher resolves for every profile alike (the metrics
+    directory each server's workers share)."""
+    return replace(launch, project=replace(launch.project, metrics_dir=None))
 
 
 REFUSALS = [
@@ -176,13 +183,13 @@ def test_defaults_are_never_refused(profile: str) -> None:
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_every_declared_key_exists_in_the_native_config(profile: str) -> None:
+def test_every_declared_key_exists_in_the_launch_config(profile: str) -> None:
     server = load_profile(profile)
-    native = server.build(Settings())
+    launch = server.build(Settings())
     for name, support in server.settings.items():
         assert name in Settings.model_fields, f"{profile} declares {name}, which is not a setting"
-        if isinstance(support, Native):
-            lookup(native, support.key)  # raises if the key is not there
+        if isinstance(support, Declared):
+            lookup(launch, support.at)  # raises if the key is not there
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -180,25 +180,27 @@ def test_ping_settings_refused_where_the_server_cannot_ping(
     profile: str, ping: dict[str, float], refused: str
 ) -> None:
     with pytest.raises(UnsupportedSettingError, match=refused):
-        load_profile(profile).native_config(Settings(**ping))  # type: ignore[arg-type]
+        load_profile(profile).launch_config(Settings(**ping))  # type: ignore[arg-type]
 
 
 def test_ping_and_message_limit_reach_the_servers_that_have_them() -> None:
     settings = Settings(ws_ping_interval=10.0, ws_ping_timeout=5.0, ws_max_message_bytes=4096)
-    uvicorn = load_profile("uvicorn").native_config(settings)
+    uvicorn = load_profile("uvicorn").launch_config(settings).server
     assert (uvicorn["ws_ping_interval"], uvicorn["ws_ping_timeout"], uvicorn["ws_max_size"]) == (
         10.0,
         5.0,
         4096,
     )
     assert uvicorn["ws"] == "websockets-sansio"
-    gunicorn = load_profile("gunicorn").native_config(settings)["uvicorn_worker"]
+    gunicorn = load_profile("gunicorn").launch_config(settings).server["uvicorn_worker"]
     assert (gunicorn["ws_ping_interval"], gunicorn["ws_max_size"]) == (10.0, 4096)
-    hypercorn = load_profile("hypercorn").native_config(
-        Settings(ws_ping_interval=10.0, ws_max_message_bytes=4096)
+    hypercorn = (
+        load_profile("hypercorn")
+        .launch_config(Settings(ws_ping_interval=10.0, ws_max_message_bytes=4096))
+        .server
     )
     assert (hypercorn["websocket_ping_interval"], hypercorn["websocket_max_message_size"]) == (10.0, 4096)
-    asgi = load_profile("gunicorn-asgi").native_config(Settings(ws_max_message_bytes=4096))
+    asgi = load_profile("gunicorn-asgi").launch_config(Settings(ws_max_message_bytes=4096)).server
     assert asgi["gunicorn"]["websocket_max_message_size"] == 4096
 
 

@@ -158,7 +158,9 @@ def test_the_value_is_masked_wherever_settings_show(secrets: Path, monkeypatch: 
     assert TOKEN not in str(settings)
     assert settings.public_dump()["otlp_headers"] == "**********"
     for profile in sorted(PROFILES):
-        assert TOKEN not in json.dumps(load_profile(profile).native_config(settings), default=str), profile
+        assert TOKEN not in json.dumps(
+            load_profile(profile).launch_config(settings).document(), default=str
+        ), profile
     with TestClient(create_app(settings.model_copy(update={"docs_enabled": True}))) as client:
         assert TOKEN not in client.get("/openapi.json").text
 
