@@ -46,7 +46,8 @@ RESULTS_PREFIX = Path(__file__).resolve().parent.parent / "docs" / "bench" / "tl
 CONNECTIONS = 32
 H2_CONNECTIONS = 4
 H2_STREAMS = 16  # concurrent streams per HTTP/2 connection: 64 requests in flight, as with HTTP/1.1
-H2LOAD_GRACE_SECONDS = 15.0
+H2_REQUESTS_PER_CONNECTION = 800  # below any server's per-connection limit (see H2Load)
+H2LOAD_TIMEOUT_SECONDS = 60.0  # a backstop: 3,200 requests take a few seconds
 # The measurements of one round, in the order they run.
 KEEP_ALIVE, KEEP_ALIVE_TLS, NEW_CONNECTION, NEW_CONNECTION_TLS, H2_TLS = (
     "http_keepalive",
@@ -89,22 +90,26 @@ def close_each_connection_script() -> str:
 
 
 class H2Load:
-    """h2load (nghttp2-client) for HTTP/2 over TLS, several streams per connection."""
+    """h2load (nghttp2-client) for HTTP/2 over TLS, several streams per connection.
+
+    A number of requests, not a duration: h2load does not reconnect, and a server may end a
+    connection after so many requests (hypercorn's `keep_alive_max_requests`, 1,000), which
+    would leave a timed run measuring idle clients. Each connection stays below that.
+    """
 
     def __init__(self, executable: str) -> None:
         self.executable = executable
 
-    def run(self, url: str, duration: float) -> LoadResult:
-        seconds = max(1, round(duration))
+    def run(self, url: str, requests_per_connection: int) -> LoadResult:
         command = [
             self.executable,
-            f"--duration={seconds}",
+            f"--requests={requests_per_connection * H2_CONNECTIONS}",
             f"--clients={H2_CONNECTIONS}",
             f"--max-concurrent-streams={H2_STREAMS}",
             url,
         ]
         completed = subprocess.run(  # noqa: S603 - h2load from PATH, loopback URL, no shell
-            command, capture_output=True, text=True, timeout=seconds + H2LOAD_GRACE_SECONDS, check=False
+            command, capture_output=True, text=True, timeout=H2LOAD_TIMEOUT_SECONDS, check=False
         )
         return parse_h2load_output(completed.stdout)
 
@@ -161,6 +166,7 @@ def certificate() -> Iterator[dict[str, str]]:
 class Tools:
     wrk: Wrk
     h2load: H2Load | None  # None: not installed, no HTTP/2 figures
+    h2_requests_per_connection: int
 
 
 def measure_profile(
@@ -185,7 +191,10 @@ def measure_profile(
             }
             h2load = tools.h2load
             if h2load is not None and serves_h2_over_tls(profile):
-                runs[H2_TLS] = lambda: h2load.run(secure.base_url + "/", duration)
+                per_connection = (
+                    H2_REQUESTS_PER_CONNECTION if duration > 1 else H2_REQUESTS_PER_CONNECTION // 4
+                )
+                runs[H2_TLS] = lambda: h2load.run(secure.base_url + "/", per_connection)
             results: dict[str, list[LoadResult]] = {name: [] for name in runs}
             for _ in range(rounds):
                 for name, run in runs.items():
@@ -258,9 +267,10 @@ def markdown(results: dict[str, Any]) -> str:
     run = results["run"]
     lines += [
         "",
-        f"One worker per server at the production defaults; {run['rounds']} rounds of {run['duration_s']:g} s"
-        f" per measurement, each point the median round; wrk {CONNECTIONS} connections;"
-        f" h2load {H2_CONNECTIONS} connections x {H2_STREAMS} streams"
+        f"One worker per server at the production defaults; {run['rounds']} rounds, each point the median"
+        f" round; wrk runs of {run['duration_s']:g} s over {CONNECTIONS} connections;"
+        f" h2load {H2_CONNECTIONS} connections x {H2_STREAMS} streams, {run['h2_requests_per_connection']}"
+        " requests per connection"
         + ("" if run["h2load"] else " (h2load not installed: no HTTP/2 figures)")
         + f". Machine: {run['machine']['nproc']} CPUs,"
         f" load average at start {run['machine']['loadavg_at_start']}.",
@@ -285,13 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     h2load_path = shutil.which("h2load")
     rounds, duration = (1, 1.0) if args.quick else (3, 5.0)
-    tools = Tools(Wrk(wrk_path), H2Load(h2load_path) if h2load_path else None)
+    h2_requests = H2_REQUESTS_PER_CONNECTION // 4 if args.quick else H2_REQUESTS_PER_CONNECTION
+    tools = Tools(Wrk(wrk_path), H2Load(h2load_path) if h2load_path else None, h2_requests)
     started = time.monotonic()
     results: dict[str, Any] = {
         "run": {
             "rounds": rounds,
             "duration_s": duration,
             "h2load": h2load_path is not None,
+            "h2_requests_per_connection": h2_requests,
             "machine": machine.describe(),
             "versions": machine.versions(),
         },

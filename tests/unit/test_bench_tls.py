@@ -53,6 +53,7 @@ def test_the_table_gives_each_ratio_of_like_with_like() -> None:
             "rounds": 3,
             "duration_s": 5.0,
             "h2load": True,
+            "h2_requests_per_connection": 800,
             "machine": {"nproc": 2, "loadavg_at_start": [1.0]},
         },
         "profiles": {
