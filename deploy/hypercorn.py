@@ -7,7 +7,7 @@ spread them and doubled throughput.
 Several workers run under deploy/supervisor.py rather than `hypercorn.run`'s loop
 (which kills busy workers on shutdown, ignores SIGHUP and stops when one worker dies),
 each through hypercorn's public `serve()`. Only public names of hypercorn are used here;
-its one private hook, and its tested range, is in deploy/hypercorn_internals.py.
+its private hooks, and their tested ranges, are in deploy/hypercorn_internals.py.
 """
 
 from __future__ import annotations
@@ -70,14 +70,16 @@ HTTP_WHY = (
 
 
 def _h3_limits(settings: Settings, versions: frozenset[str]) -> str | None:
+    """Why other settings rule out serving `versions` (None when they do not)."""
     if H3 not in versions:
         return None
     if importlib.util.find_spec(H3_NEEDS) is None:
         return f"h3 needs {H3_NEEDS}: install the project's `http3` extra (uv sync --extra http3)"
     if not hypercorn_internals.H3_LATE_BODY.in_range():
         return (
-            f"h3 needs {hypercorn_internals.MODULE}'s patch, tested on "
-            f"hypercorn{hypercorn_internals.H3_LATE_BODY.tested}: {hypercorn_internals.H3_LATE_BODY.fallback}"
+            f"h3 needs {hypercorn_internals.MODULE}'s patch, tested on hypercorn"
+            f"{hypercorn_internals.H3_LATE_BODY.tested}: without it a request body arriving after its "
+            "answer stops HTTP/3 for the whole process"
         )
     if _worker_count(settings) != 0:
         return (
@@ -100,6 +102,8 @@ HTTP = HttpVersions(
         frozenset({"http/1.1", "h2", H3}): ["h2", "http/1.1"],
     },
     why=HTTP_WHY,
+    # Not by default: it needs one process (the default is a worker per CPU), and a UDP port that the
+    # deployment must open too, or clients told by alt-svc try QUIC in vain.
     only_when_asked=frozenset({H3}),
     limits=_h3_limits,
 )
