@@ -7,13 +7,14 @@ spread them and doubled throughput.
 Several workers run under deploy/supervisor.py rather than `hypercorn.run`'s loop
 (which kills busy workers on shutdown, ignores SIGHUP and stops when one worker dies),
 each through hypercorn's public `serve()`. Only public names of hypercorn are used here;
-its one private hook, and its tested range, is in deploy/hypercorn_internals.py.
+its private hooks, and their tested ranges, are in deploy/hypercorn_internals.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import importlib.util
 import logging
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
@@ -57,16 +58,61 @@ STOP_POLL_SECONDS = 0.1
 # Not hypercorn's: read by ServiceConfig.create_ssl_context.
 MIN_VERSION_ATTRIBUTE = "tls_minimum_version"
 # hypercorn picks the protocol per connection: h2c or HTTP/1.1 in cleartext (always both), h2 over
-# TLS when its ALPN list offers it and the client picks it, HTTP/1.1 otherwise.
+# TLS when its ALPN list offers it and the client picks it, HTTP/1.1 otherwise; h3 over QUIC on the
+# same port number in UDP (`quic_bind`, see _quic_bind), advertised by an `alt-svc` header over TCP.
+H3 = "h3"
+H3_NEEDS = "aioquic"  # the QUIC library, the project's `http3` extra
+HTTP_WHY = (
+    "hypercorn answers both HTTP/1.1 and h2c in cleartext and HTTP/1.1 to a TLS client that does "
+    "not pick h2, whatever is asked; h3 (QUIC over UDP) only when asked: it needs the `http3` extra "
+    "and one process"
+)
+
+
+def _h3_limits(settings: Settings, versions: frozenset[str]) -> str | None:
+    """Why other settings rule out serving `versions` (None when they do not)."""
+    if H3 not in versions:
+        return None
+    if importlib.util.find_spec(H3_NEEDS) is None:
+        return f"h3 needs {H3_NEEDS}: install the project's `http3` extra (uv sync --extra http3)"
+    if not hypercorn_internals.H3_LATE_BODY.in_range():
+        return (
+            f"h3 needs {hypercorn_internals.MODULE}'s patch, tested on hypercorn"
+            f"{hypercorn_internals.H3_LATE_BODY.tested}: without it a request body arriving after its "
+            "answer stops HTTP/3 for the whole process"
+        )
+    if _worker_count(settings) != 0:
+        return (
+            "h3 needs hypercorn in one process (APP_WORKERS=1, APP_WORKER_TIMEOUT=0, APP_MAX_REQUESTS=0, "
+            "APP_MAX_WORKER_MEMORY=0): supervised workers and their replacements share the UDP port, and "
+            "a QUIC datagram reaching another process breaks its connection"
+        )
+    if settings.tls_client_ca_file is not None:
+        return "h3 with APP_TLS_CLIENT_CA_FILE: hypercorn's QUIC does not ask for client certificates"
+    return None
+
+
 HTTP = HttpVersions(
     key="alpn_protocols",
     cleartext={frozenset({"http/1.1", "h2c"}): ["h2", "http/1.1"]},  # no ALPN in cleartext: inert
-    tls={frozenset({"http/1.1"}): ["http/1.1"], frozenset({"http/1.1", "h2"}): ["h2", "http/1.1"]},
-    why=(
-        "hypercorn answers both HTTP/1.1 and h2c in cleartext and HTTP/1.1 to a TLS client that does "
-        "not pick h2, whatever is asked; HTTP/3 needs aioquic, which this project does not install"
-    ),
+    tls={
+        frozenset({"http/1.1"}): ["http/1.1"],
+        frozenset({"http/1.1", "h2"}): ["h2", "http/1.1"],
+        frozenset({"http/1.1", H3}): ["http/1.1"],
+        frozenset({"http/1.1", "h2", H3}): ["h2", "http/1.1"],
+    },
+    why=HTTP_WHY,
+    # Not by default: it needs one process (the default is a worker per CPU), and a UDP port that the
+    # deployment must open too, or clients told by alt-svc try QUIC in vain.
+    only_when_asked=frozenset({H3}),
+    limits=_h3_limits,
 )
+
+
+def _quic_bind(settings: Settings) -> list[str]:
+    """The UDP binds of h3: the TCP binds' addresses (hypercorn opens them with TLS only)."""
+    return binds(settings) if H3 in HTTP.served(settings) else []
+
 
 # Where the server logs (service/logs.py configures them as the app's, its access lines silenced).
 LOGGERS = ServerLoggers(messages=("hypercorn.error",), access=("hypercorn.access",))
@@ -137,6 +183,7 @@ def launch_config(settings: Settings) -> LaunchConfig:
         "include_server_header": False,
         "use_reloader": False,
         "verify_mode": client_cert_reqs(settings) if settings.tls_enabled else None,
+        "quic_bind": _quic_bind(settings),
     }
     return assemble(settings, DECLARATIONS, extras=extras, http=HTTP)
 

@@ -1,4 +1,4 @@
-"""Everything of hypercorn's that is not its public API, in one place: one carried patch.
+"""Everything of hypercorn's that is not its public API, in one place: two carried patches.
 
 `WEBSOCKET_CLOSE_CODES`: hypercorn 0.18's WebSocket stream tells the app that every connected
 socket ended with 1006 (abnormal closure), even when the peer sent a close frame with its own
@@ -9,6 +9,12 @@ the connection must be failed with (RFC 6455 7.1.7) and leaves it open, and hype
 answers close frames a peer sent. `close_code_stream()` mends both; `install()` has hypercorn's
 HTTP/1.1 protocol build it, inside the tested range only.
 
+`H3_LATE_BODY`: hypercorn 0.18's HTTP/3 protocol forgets a stream once its response is sent, and
+a piece of that request's body arriving afterwards (a 413 answered from Content-Length, a 404 to
+a POST) raises KeyError out of its one QUIC datagram loop: HTTP/3 stops for the whole process.
+`late_body_h3_protocol()` drops such data instead; `install()` has hypercorn's QUIC protocol use it,
+inside the tested range and where aioquic (the `http3` extra) is installed.
+
 Nothing else: READY/RETIRING reports, the heartbeat and the stop of a supervised worker go
 through hypercorn's public `serve()` and an ASGI wrapper (deploy/hypercorn.py, deploy/reporting_app.py).
 """
@@ -16,6 +22,7 @@ through hypercorn's public `serve()` and an ASGI wrapper (deploy/hypercorn.py, d
 from __future__ import annotations
 
 import functools
+import importlib.util
 from typing import Any
 
 from deploy.carried import CarriedPatch
@@ -42,20 +49,71 @@ WEBSOCKET_CLOSE_CODES = CarriedPatch(
     module=MODULE,
 )
 
-CARRIED = (WEBSOCKET_CLOSE_CODES,)
+H3_LATE_BODY = CarriedPatch(
+    distribution="hypercorn",
+    tested=">=0.18,<0.19",
+    capability="HTTP/3 going on after a response sent before its request's body was all received",
+    fallback=(
+        "APP_HTTP_VERSIONS with h3 is refused (deploy/hypercorn.py): the rest of such a body would stop"
+        " HTTP/3 for the whole process"
+    ),
+    upstream=(
+        "https://github.com/pgjones/hypercorn/pull/334 mends the same KeyError in HTTP/2; none for HTTP/3."
+        " Smallest change: in H3Protocol.handle, skip DataReceived for a stream no longer in self.streams"
+    ),
+    module=MODULE,
+)
+
+CARRIED = (WEBSOCKET_CLOSE_CODES, H3_LATE_BODY)
 
 
 def install() -> bool:
-    """Have hypercorn's HTTP/1.1 protocol build the mended stream, inside the tested range only.
+    """Have hypercorn's HTTP/1.1 protocol build the mended WebSocket stream, and its QUIC protocol the
+    mended HTTP/3 one (where aioquic is installed), each inside its tested range only.
 
-    Called in every process that serves (a spawned worker inherits no patch); returns whether it applied.
+    Called in every process that serves (a spawned worker inherits no patch); returns whether the
+    WebSocket one applied.
     """
+    if H3_LATE_BODY.applies() and importlib.util.find_spec("aioquic") is not None:
+        from hypercorn.protocol import quic  # noqa: PLC0415 - imports aioquic: only where it is installed
+
+        setattr(quic, "H3Protocol", late_body_h3_protocol())  # noqa: B010 - looked up per QUIC connection
     if not WEBSOCKET_CLOSE_CODES.applies():
         return False
     from hypercorn.protocol import h11  # noqa: PLC0415 - private: imported once the patch applies
 
     setattr(h11, "WSStream", close_code_stream())  # noqa: B010 - the name h11.py looks up per connection
     return True
+
+
+@functools.cache
+def late_body_h3_protocol() -> type[Any]:
+    """hypercorn's HTTP/3 protocol, dropping body data of a stream it has already answered and closed."""
+    from aioquic.h3.events import DataReceived, HeadersReceived  # noqa: PLC0415
+    from hypercorn.protocol.events import Body, EndBody  # noqa: PLC0415
+    from hypercorn.protocol.h3 import H3Protocol  # noqa: PLC0415
+
+    class LateBodyH3Protocol(H3Protocol):
+        async def handle(self, quic_event: Any) -> None:
+            # hypercorn's loop (hypercorn/protocol/h3.py), each stream looked up with get(): the
+            # events come from one call that this loop must drain, so it cannot wrap hypercorn's.
+            for event in self.connection.handle_event(quic_event):
+                if isinstance(event, HeadersReceived):
+                    if self.context.terminated.is_set():
+                        continue  # stopping: no new request (its body, if any, is dropped below)
+                    await self._create_stream(event)
+                    stream = self.streams.get(event.stream_id)
+                    if event.stream_ended and stream is not None:
+                        await stream.handle(EndBody(stream_id=event.stream_id))
+                elif isinstance(event, DataReceived):
+                    stream = self.streams.get(event.stream_id)
+                    if stream is None:
+                        continue  # answered and closed already: the rest of its body goes unread
+                    await stream.handle(Body(stream_id=event.stream_id, data=event.data))
+                    if event.stream_ended:
+                        await stream.handle(EndBody(stream_id=event.stream_id))
+
+    return LateBodyH3Protocol
 
 
 @functools.cache

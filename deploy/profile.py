@@ -125,6 +125,10 @@ INERT_PROXY_LIST = "set so the server's env fallback cannot differ; inert, the a
 VersionSet = frozenset[str]
 
 
+def no_limits(settings: Settings, versions: VersionSet) -> str | None:
+    return None
+
+
 def spell(versions: VersionSet) -> str:
     """A set of HTTP versions as APP_HTTP_VERSIONS writes it, in the setting's own order."""
     return ",".join(v for v in HTTP_VERSIONS if v in versions)
@@ -134,18 +138,22 @@ def spell(versions: VersionSet) -> str:
 class HttpVersions:
     """The HTTP versions a server serves: every set it can serve exactly, in cleartext and over
     TLS, each with the native value that selects it (at `key`). Unset, APP_HTTP_VERSIONS means the
-    largest set; any set not listed is refused with `why`."""
+    largest set without the versions served `only_when_asked`; any set not listed is refused with
+    `why`, and a listed one that other settings rule out with what `limits` says."""
 
     key: str  # where the build puts the chosen value ("" when there is nothing to choose)
     cleartext: Mapping[VersionSet, Any]
     tls: Mapping[VersionSet, Any]
     why: str  # what the server cannot serve, and why
+    only_when_asked: VersionSet = frozenset()  # never in the default: they need more than the server
+    limits: Callable[[Settings, VersionSet], str | None] = no_limits  # why other settings rule a set out
 
     def choices(self, tls: bool) -> Mapping[VersionSet, Any]:
         return self.tls if tls else self.cleartext
 
     def every(self, tls: bool) -> VersionSet:
-        return frozenset().union(*self.choices(tls))
+        """What it serves when APP_HTTP_VERSIONS is unset."""
+        return frozenset().union(*self.choices(tls)) - self.only_when_asked
 
     def served(self, settings: Settings) -> VersionSet:
         if settings.http_versions is None:
@@ -159,7 +167,7 @@ class HttpVersions:
     def refusal(self, settings: Settings) -> str | None:
         choices = self.choices(settings.tls_enabled)
         if self.served(settings) in choices:
-            return None
+            return self.limits(settings, self.served(settings))
         transport = "over TLS" if settings.tls_enabled else "in cleartext"
         served = " or ".join(f"exactly {spell(versions)}" for versions in choices)
         return f"it serves {served} {transport}: {self.why}"

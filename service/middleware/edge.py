@@ -7,8 +7,11 @@
   `request.state`, returned in `X-Request-ID`; an error raised once the response
   has started is logged here, once, with it.
 - The access line (service/access_log.py), when access logging is on.
-- `Connection: close` on every response while the drain window is open
-  (service/drain_flag.py): the request is served, the client moves off.
+- `Connection: close` on every HTTP/1.x response while the drain window is open
+  (service/drain_flag.py): the request is served, the client moves off. HTTP/2 and
+  HTTP/3 forbid connection-specific fields (RFC 9113 8.2.2, RFC 9114 4.2: a client
+  treats the response as malformed); there a `Connection` header is dropped, and the
+  server's GOAWAY moves the client off.
 - The security headers (service/security_headers.py).
 - The request metrics (service/middleware/counted_marker.py), when `metrics` is set: the
   app builder sets it when no other layer sits between this one and the metrics'
@@ -42,17 +45,24 @@ from service.request_id import HEADER, incoming_or_new, logger, request_id_var
 from service.security_headers import ALWAYS, HSTS, JSON_CSP
 
 CLOSE = (b"connection", b"close")
+HTTP1_VERSIONS = ("1.0", "1.1")  # the versions with connection-specific header fields
 
 
 def response_headers(
-    headers: Iterable[tuple[bytes, bytes]], over_tls: bool, closing: bool, id_header: tuple[bytes, bytes]
+    headers: Iterable[tuple[bytes, bytes]],
+    over_tls: bool,
+    closing: bool,
+    id_header: tuple[bytes, bytes],
+    http1: bool = True,
 ) -> list[tuple[bytes, bytes]]:
-    """The app's headers, then the security headers, `Connection: close` while draining, the request id."""
+    """The app's headers, then the security headers, `Connection: close` while draining (HTTP/1.x
+    only, as any `Connection` header), the request id."""
     kept = []
     json = None
+    closing = closing and http1
     for header in headers:
         name = header[0].lower()
-        if name == b"server" or (closing and name == b"connection"):
+        if name == b"server" or (name == b"connection" and (closing or not http1)):
             continue
         if json is None and name == b"content-type":
             json = header[1].startswith(b"application/json")
@@ -129,6 +139,7 @@ class EdgeMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         id_header = (HEADER, request_id.encode("ascii"))
         over_tls = scope.get("scheme") == "https"
+        http1 = http_version(scope) in HTTP1_VERSIONS
         # As before: a request that started before the drain window opened is answered without it.
         closing = self.drain.draining
         access_log = self.access_log
@@ -142,7 +153,7 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", ())
-                message["headers"] = response_headers(headers, over_tls, closing, id_header)
+                message["headers"] = response_headers(headers, over_tls, closing, id_header, http1)
                 if status == 200 and self.metrics:
                     stream_route = stream_started(scope, headers)
             await send(message)

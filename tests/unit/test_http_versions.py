@@ -2,11 +2,13 @@
 
 Table-driven: every set a profile declares, in cleartext and over TLS, lands as its native
 value at the declared key; every other set of versions is refused in one line; unset means
-the largest set. The smoke test (tests/smoke/test_tls.py) checks the versions on the wire.
+the largest set without the versions served only when asked (h3). The smoke tests
+(tests/smoke/test_tls.py, tests/smoke/test_http3.py) check the versions on the wire.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,15 @@ CASES = [
 ]
 
 
-def settings_for(transport: str, versions: frozenset[str] | None) -> Settings:
+# What h3 needs besides TLS (deploy/hypercorn.py): one process, no supervisor.
+ONE_PROCESS = {"workers": 1, "worker_timeout": 0}
+
+
+def settings_for(transport: str, versions: frozenset[str] | None, **others: Any) -> Settings:
     asked: dict[str, Any] = {} if versions is None else {"http_versions": spell(versions)}
-    return Settings(**TRANSPORTS[transport], **asked)
+    if versions is not None and "h3" in versions:
+        asked |= ONE_PROCESS
+    return Settings(**TRANSPORTS[transport], **asked, **others)
 
 
 @pytest.mark.parametrize(
@@ -69,6 +77,8 @@ def test_unset_means_the_largest_set_the_profile_declares(profile: str, transpor
     http: HttpVersions = load_profile(profile).http
     every = http.every(transport == "tls")
     assert every in http.choices(transport == "tls"), f"{profile}: no declared set holds all the others"
+    assert every == frozenset().union(*http.choices(transport == "tls")) - http.only_when_asked
+    assert "h3" not in every  # h3 needs settings of its own (one process): only when asked
     assert http.served(settings_for(transport, None)) == every
     load_profile(profile).check(settings_for(transport, None))
 
@@ -123,3 +133,44 @@ def test_the_readme_server_table_says_what_each_profile_serves(profile: str) -> 
     assert row.split(" | ")[2] == versions_cell(load_profile(profile)), (
         f"README.md's HTTP versions of {profile} are stale: {versions_cell(load_profile(profile))}"
     )
+
+
+H3 = frozenset({"http/1.1", "h2", "h3"})
+
+
+@pytest.mark.parametrize(
+    ("others", "problem"),
+    [
+        ({"workers": 2}, "h3 needs hypercorn in one process (APP_WORKERS=1, APP_WORKER_TIMEOUT=0"),
+        ({"worker_timeout": 30}, "h3 needs hypercorn in one process"),
+        ({"max_requests": 1000}, "h3 needs hypercorn in one process"),
+        ({"max_worker_memory": 512}, "h3 needs hypercorn in one process"),
+        ({"tls_client_ca_file": Path("/run/tls/ca.crt")}, "h3 with APP_TLS_CLIENT_CA_FILE"),
+    ],
+)
+def test_h3_is_refused_where_hypercorn_cannot_serve_it_correctly(
+    others: dict[str, Any], problem: str
+) -> None:
+    settings = Settings(**TLS, http_versions=spell(H3), **(ONE_PROCESS | others))
+    with pytest.raises(UnsupportedSettingError) as refused:
+        load_profile("hypercorn").check(settings)
+    assert "\n" not in str(refused.value)
+    assert f"hypercorn cannot honour APP_HTTP_VERSIONS=http/1.1,h2,h3: {problem}" in str(refused.value)
+
+
+def test_h3_without_its_extra_is_refused_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "aioquic" else real(name, *a)
+    )
+    with pytest.raises(UnsupportedSettingError) as refused:
+        load_profile("hypercorn").check(settings_for("tls", H3))
+    assert "h3 needs aioquic: install the project's `http3` extra" in str(refused.value)
+
+
+def test_h3_binds_quic_on_the_tcp_address_only_when_asked() -> None:
+    hypercorn = load_profile("hypercorn")
+    asked = hypercorn.native_config(settings_for("tls", H3, host="127.0.0.1", port=8443))
+    assert asked["quic_bind"] == asked["bind"] == ["127.0.0.1:8443"]
+    assert asked["workers"] == 0  # in process: the one process h3 needs
+    assert hypercorn.native_config(settings_for("tls", None))["quic_bind"] == []

@@ -18,15 +18,16 @@ from typing import Any
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from hypercorn.protocol import h11
+from hypercorn.protocol import h11, quic
 
 from deploy import carried, hypercorn_internals
 from deploy.carried import warn_outside_tested
 from deploy.hypercorn import PROFILE
-from deploy.hypercorn_internals import CARRIED, WEBSOCKET_CLOSE_CODES
+from deploy.hypercorn_internals import CARRIED, H3_LATE_BODY, WEBSOCKET_CLOSE_CODES
 from service.settings import Settings
 
 HYPERCORNS_OWN_STREAM = h11.WSStream
+HYPERCORNS_OWN_H3 = quic.H3Protocol
 BOUND = 5.0
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -52,6 +53,7 @@ INVALID_UTF8_TEXT = masked_frame(0x81, b"\xc3\x28 not utf-8")  # FIN, text
 def hypercorns_own_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts from hypercorn's own stream, and puts it back."""
     monkeypatch.setattr(h11, "WSStream", HYPERCORNS_OWN_STREAM)
+    monkeypatch.setattr(quic, "H3Protocol", HYPERCORNS_OWN_H3)
 
 
 @pytest.fixture
@@ -143,6 +145,7 @@ def test_the_profile_carries_every_patch_of_the_module() -> None:
     assert PROFILE.carried == CARRIED
     assert all(patch.module == "deploy/hypercorn_internals.py" for patch in CARRIED)
     assert WEBSOCKET_CLOSE_CODES.in_range()  # the locked release is a tested one
+    assert H3_LATE_BODY.in_range()
 
 
 def test_inside_the_range_the_app_gets_the_peers_close_code() -> None:
@@ -197,3 +200,22 @@ def test_the_patch_touches_nothing_of_hypercorns_before_it_applies() -> None:
     source = Path(hypercorn_internals.__file__).read_text(encoding="utf-8")
     top_level = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert not [line for line in top_level if "hypercorn" in line or "wsproto" in line], top_level
+
+
+def test_inside_the_range_quic_connections_get_the_mended_h3_protocol() -> None:
+    # What it mends is seen on the wire: tests/smoke/test_http3.py (a body sent after the answer).
+    hypercorn_internals.install()
+    assert quic.H3Protocol is hypercorn_internals.late_body_h3_protocol()
+    assert issubclass(quic.H3Protocol, HYPERCORNS_OWN_H3)
+
+
+@pytest.mark.usefixtures("untested_release", "isolated_env")
+def test_outside_the_range_h3_is_refused_naming_the_patch() -> None:
+    hypercorn_internals.install()
+    assert quic.H3Protocol is HYPERCORNS_OWN_H3
+    tls = {"tls_cert_file": Path("/run/tls/tls.crt"), "tls_key_file": Path("/run/tls/tls.key")}
+    h3 = Settings(server="hypercorn", **tls, http_versions="http/1.1,h3", workers=1, worker_timeout=0)
+    refusals = PROFILE.refusals(h3)
+    assert len(refusals) == 1
+    assert "h3 needs deploy/hypercorn_internals.py's patch, tested on hypercorn>=0.18,<0.19" in refusals[0]
+    assert PROFILE.refusals(Settings(server="hypercorn", **tls, http_versions="http/1.1,h2")) == []

@@ -7,6 +7,7 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.middleware.edge import HTTP1_VERSIONS, response_headers
 from service.request_id import request_id_var
 from service.settings import Settings
 
@@ -84,3 +85,14 @@ def test_hsts_only_when_a_trusted_proxy_says_tls(client: TestClient) -> None:
     assert (
         "strict-transport-security" not in untrusted.get("/", headers={"X-Forwarded-Proto": "https"}).headers
     )
+
+
+@pytest.mark.parametrize(("version", "kept"), [("1.1", True), ("1.0", True), ("2", False), ("3", False)])
+@pytest.mark.parametrize("closing", [False, True])
+def test_a_connection_header_only_on_http1(version: str, kept: bool, closing: bool) -> None:
+    # HTTP/2 and HTTP/3 forbid connection-specific fields (RFC 9113 8.2.2, RFC 9114 4.2).
+    app_headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    http1 = version in HTTP1_VERSIONS
+    headers = response_headers(app_headers, False, closing, (b"x-request-id", b"id"), http1)
+    connection = [value for name, value in headers if name == b"connection"]
+    assert connection == ([b"close"] if kept else [])
