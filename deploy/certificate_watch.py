@@ -97,6 +97,12 @@ def watch_certificates(settings: Settings) -> CertificateWatch | None:
     """In the server's main process: reload its workers when the TLS files change (None without TLS)."""
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
+    if settings.quic_asked:
+        logger.warning(
+            "TLS files not watched: with h3 the server is one process, which cannot be replaced with "
+            "overlap; a renewed certificate is served after a restart (docs/production.md)"
+        )
+        return None
     pid = os.getpid()
     return CertificateWatch(
         settings.tls_cert_file,

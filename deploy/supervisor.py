@@ -138,10 +138,10 @@ SUPERVISED_SETTINGS: dict[str, Support] = {
 
 def needs_supervisor(settings: Settings) -> bool:
     """Recycling or watching even a single worker takes a supervisor in front of it; so does TLS,
-    whose renewed certificate is served by replacing the workers (deploy/certificate_watch.py)."""
-    return bool(
-        settings.max_requests or settings.worker_timeout or settings.max_worker_memory or settings.tls_enabled
-    )
+    whose renewed certificate is served by replacing the workers (deploy/certificate_watch.py),
+    unless HTTP/3 is asked: QUIC needs the one process, and a renewed certificate a restart."""
+    rotates = settings.tls_enabled and not settings.quic_asked
+    return bool(settings.max_requests or settings.worker_timeout or settings.max_worker_memory or rotates)
 
 
 def _run_worker(target: WorkerTarget, link: WorkerLink, kwargs: dict[str, Any]) -> None:

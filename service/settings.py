@@ -635,6 +635,11 @@ class Settings(BaseSettings):
         return self.tls_cert_file is not None and self.tls_key_file is not None
 
     @property
+    def quic_asked(self) -> bool:
+        """HTTP/3 asked for: QUIC over UDP, which a server serves from one process only."""
+        return self.http_versions is not None and "h3" in self.http_versions
+
+    @property
     def effective_docs_enabled(self) -> bool:
         if self.docs_enabled is not None:
             return self.docs_enabled

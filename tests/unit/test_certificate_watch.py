@@ -12,8 +12,11 @@ import pytest
 import trustme
 from gunicorn.arbiter import Arbiter
 
-from deploy.certificate_watch import CertificateWatch
+from deploy import hypercorn as hypercorn_adapter
+from deploy.certificate_watch import CertificateWatch, watch_certificates
+from deploy.supervisor import needs_supervisor
 from deploy.tls_options import WORKER_BOOT_ERROR, MinimumVersionHook
+from service.settings import Settings
 from tests.support.certs import make_certificates
 
 
@@ -169,3 +172,21 @@ def test_a_worker_that_loads_the_pair_gets_the_minimum_version(pair: Pair) -> No
         return context
 
     assert MinimumVersionHook("1.3")(None, good).minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+def test_tls_puts_a_supervisor_in_front_unless_h3_needs_the_one_process(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    tls = {"tls_cert_file": pair.cert, "tls_key_file": pair.key, "workers": 1, "worker_timeout": 0}
+    rotating = Settings(**tls)
+    assert needs_supervisor(rotating)  # a renewed certificate is served by replacing the worker
+    assert hypercorn_adapter.launch_config(rotating).server["workers"] == 1
+    quic = Settings(**tls, http_versions=("http/1.1", "h3"))
+    assert not needs_supervisor(quic)
+    assert hypercorn_adapter.launch_config(quic).server["workers"] == 0  # served in this process
+    with caplog.at_level(logging.WARNING, logger="deploy.certificates"):
+        assert watch_certificates(quic) is None  # said once, not watched in vain
+    assert [r.getMessage() for r in caplog.records] == [
+        "TLS files not watched: with h3 the server is one process, which cannot be replaced with "
+        "overlap; a renewed certificate is served after a restart (docs/production.md)"
+    ]

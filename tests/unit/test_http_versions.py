@@ -170,7 +170,7 @@ def test_h3_without_its_extra_is_refused_naming_the_extra(monkeypatch: pytest.Mo
 
 def test_h3_binds_quic_on_the_tcp_address_only_when_asked() -> None:
     hypercorn = load_profile("hypercorn")
-    asked = hypercorn.native_config(settings_for("tls", H3, host="127.0.0.1", port=8443))
+    asked = hypercorn.launch_config(settings_for("tls", H3, host="127.0.0.1", port=8443)).server
     assert asked["quic_bind"] == asked["bind"] == ["127.0.0.1:8443"]
     assert asked["workers"] == 0  # in process: the one process h3 needs
-    assert hypercorn.native_config(settings_for("tls", None))["quic_bind"] == []
+    assert hypercorn.launch_config(settings_for("tls", None)).server["quic_bind"] == []
