@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from deploy.profile import Native, Profile, Project, Refused
+from deploy.profile import Native, Profile, Project, Refused, spell
 from service.settings import Settings, env_name
 
 VALUE_WIDTH = 36  # a longer value is cut: `--full` has it whole
+HTTP_VERSIONS = "http_versions"
 
 
 def full(server: Profile, settings: Settings) -> str:
@@ -33,6 +34,9 @@ def concise(server: Profile, settings: Settings, named_on_command_line: bool) ->
     for name in type(settings).model_fields:
         source = "command line" if name == "server" and named_on_command_line else settings.source_of(name)
         support = server.settings.get(name)
+        if name == HTTP_VERSIONS:  # every server takes part: what it serves, declared by `Profile.http`
+            rows.append((env_name(name), _value(shown[name]), source, _versions_served(server, settings)))
+            continue
         if source.startswith("default") and support is None:
             continue  # at its default, and the same on every server: docs/settings.md
         rows.append((env_name(name), _value(shown[name]), source, _what_happens(support)))
@@ -66,6 +70,11 @@ def _value(value: Any) -> str:
         return "(set, secret)"
     text = json.dumps(value) if isinstance(value, bool) else str(value)
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + "…"
+
+
+def _versions_served(server: Profile, settings: Settings) -> str:
+    transport = "over TLS" if settings.tls_enabled else "in cleartext"
+    return f"serves {spell(server.http.served(settings))} {transport}"
 
 
 def _what_happens(support: Native | Project | Refused | None) -> str:

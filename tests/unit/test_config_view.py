@@ -68,6 +68,10 @@ def test_the_concise_view_says_what_the_server_does_with_each_setting(
     assert rows["APP_BROKER_PASSWORD"][:2] == ["(set, secret)", "environment"]
     assert "s3cret" not in text
     assert "APP_ROOT_PATH" not in rows  # at its default and alike on every server: docs/settings.md
+    # Every server takes part in the HTTP versions: what it serves, from its declaration.
+    assert rows["APP_HTTP_VERSIONS"] == ["(unset)", "default", "serves http/1.1 in cleartext"]
+    hypercorn = config_view.concise(load_profile("hypercorn"), settings, named_on_command_line=False)
+    assert _rows(hypercorn)["APP_HTTP_VERSIONS"][2] == "serves http/1.1,h2c in cleartext"
     assert len(text.splitlines()) < 60  # it fits a terminal; --full has the rest
 
 
