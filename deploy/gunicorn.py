@@ -22,7 +22,12 @@ from deploy.uvicorn import (
     WEBSOCKET_SETTINGS,
     protocol_options,
 )
-from deploy.uvicorn_internals import GUNICORN_PATCHES, give_worker_head_deadline
+from deploy.uvicorn_internals import (
+    GUNICORN_PATCHES,
+    WORKER_ACCEPT_SETTLE,
+    give_worker_head_deadline,
+    serve_settling,
+)
 from deploy.worker_timing import KILL_BACKSTOP_SECONDS
 from service.logs import ServerLoggers
 from service.settings import Settings
@@ -47,6 +52,14 @@ class ServiceUvicornWorker(UvicornWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # No option of uvicorn's: the project's, put on the Config the worker built.
         give_worker_head_deadline(self.config, self.app.project.request_head_timeout)
+
+    async def _serve(self) -> None:
+        # uvicorn-worker's own, but for a server that answers what a stopping worker has just
+        # accepted (deploy/uvicorn_internals.py WORKER_ACCEPT_SETTLE), where tested.
+        if WORKER_ACCEPT_SETTLE.applies():
+            await serve_settling(self)
+        else:
+            await super()._serve()
 
     @property
     def CONFIG_KWARGS(self) -> dict[str, Any]:  # noqa: N802 - uvicorn-worker's name for it

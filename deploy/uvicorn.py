@@ -49,14 +49,11 @@ from deploy.supervisor import (
 )
 from deploy.tls_options import MINIMUM_VERSION_HOW, client_cert_reqs, context_hook, path_or_none
 from deploy.uvicorn_internals import CONFIG_ATTRIBUTE, UVICORN_PATCHES, http_protocol
-from deploy.worker_timing import WORKER_BOOT_BOUND_SECONDS
+from deploy.worker_timing import ACCEPTED_SETTLE_SECONDS, WORKER_BOOT_BOUND_SECONDS
 from service.logs import ServerLoggers, log_config
 from service.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
-# From a stopping worker's last accept to its shutdown: a connection accepted just before
-# delivers its first request meanwhile (see _stop_accepting_then_settle).
-ACCEPTED_SETTLE_SECONDS = 0.2
 BEAT_SECONDS = 0.1  # a supervised worker's heartbeat, and how soon it sees a stop or its limit
 # What a worker imports of uvicorn, imported once by the supervisor's fork server.
 WORKER_LIBRARIES = (

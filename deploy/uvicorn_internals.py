@@ -11,20 +11,27 @@ One protocol, uvicorn's httptools protocol with two fixes its public options can
   the app could not refuse an HTTP/1.0 upgrade (service/api/websocket_handshake.py handshake_problem).
 
 Gunicorn's uvicorn workers hand the head deadline to the protocol on their Config, which only
-uvicorn-worker's internals reach. Outside a patch's tested range `http_protocol()` answers
-uvicorn's own "httptools" and the worker leaves its Config alone: the service starts, and the
-launcher logs one line per capability not guaranteed.
+uvicorn-worker's internals reach, and serve with `SettlingServer` (WORKER_ACCEPT_SETTLE), built
+where uvicorn-worker's private `_serve` builds uvicorn's. Outside a patch's tested range
+`http_protocol()` answers uvicorn's own "httptools", the worker leaves its Config alone and
+serves as uvicorn-worker does: the service starts, and the launcher logs one line per
+capability not guaranteed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 from typing import Any
 
+import uvicorn
+from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from deploy.carried import CarriedPatch
 from deploy.head_deadline import HeadDeadline
+from deploy.worker_timing import ACCEPTED_SETTLE_SECONDS
 
 MODULE = "deploy/uvicorn_internals.py"
 CONFIG_ATTRIBUTE = "request_head_timeout"  # ours, set on uvicorn's Config, read by the protocol
@@ -78,9 +85,28 @@ WORKER_HEAD_DEADLINE = CarriedPatch(
     settings=("request_head_timeout",),
 )
 
+WORKER_ACCEPT_SETTLE = CarriedPatch(
+    distribution="uvicorn-worker",
+    tested=">=0.4,<0.5",
+    capability=(
+        "a request on a connection a stopping gunicorn uvicorn worker accepted an instant before "
+        "(its first request still on its way) is answered, not cut, when workers are replaced"
+    ),
+    fallback=(
+        "uvicorn's shutdown closes at once every connection with no request in progress: such a "
+        "request goes unanswered (the client sees the connection closed without a response)"
+    ),
+    upstream=(
+        "none filed. Deleted by uvicorn's shutdown waiting a moment after closing its listeners for "
+        "connections just accepted, or by a server class option of uvicorn-worker; today only "
+        "UvicornWorker._serve, private, builds the uvicorn Server"
+    ),
+    module=MODULE,
+)
+
 PROTOCOL_PATCHES = (HEAD_DEADLINE, WEBSOCKET_HTTP_VERSION)
 UVICORN_PATCHES = PROTOCOL_PATCHES
-GUNICORN_PATCHES = (*PROTOCOL_PATCHES, WORKER_HEAD_DEADLINE)
+GUNICORN_PATCHES = (*PROTOCOL_PATCHES, WORKER_HEAD_DEADLINE, WORKER_ACCEPT_SETTLE)
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:
@@ -94,6 +120,27 @@ def give_worker_head_deadline(config: Any, timeout: float) -> None:
     """Put the head deadline on a uvicorn-worker's Config (`UvicornWorker.config`), where tested."""
     if WORKER_HEAD_DEADLINE.applies():
         setattr(config, CONFIG_ATTRIBUTE, timeout)
+
+
+class SettlingServer(uvicorn.Server):
+    """uvicorn's Server, which stops accepting and lets the connections just accepted send their
+    first request before its shutdown closes every connection with no request in progress."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for listener in self.servers:
+            listener.close()
+        await asyncio.sleep(ACCEPTED_SETTLE_SECONDS)
+        await super().shutdown(sockets=sockets)
+
+
+async def serve_settling(worker: Any) -> None:
+    """uvicorn-worker's `UvicornWorker._serve` (0.4), serving with `SettlingServer`."""
+    worker.config.app = worker.wsgi
+    server = SettlingServer(config=worker.config)
+    worker._install_sigquit_handler()  # uvicorn-worker's, as its _serve does
+    await server.serve(sockets=worker.sockets)
+    if not server.started:
+        sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 class HeadTimeoutHttpToolsProtocol(HttpToolsProtocol):

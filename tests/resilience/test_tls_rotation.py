@@ -54,16 +54,10 @@ EXPIRY_METRIC = "tls_certificate_expiry_timestamp_seconds"
 CANNOT_ROTATE: dict[str, str] = {}
 # Profiles whose old worker, as it stops, cuts a connection it has just accepted, before its first
 # response (measured: 0-1 per rotation, with 2 clients opening connections back to back: in about 2
-# runs of 5 on gunicorn-asgi and granian, 1 of 8 on gunicorn, 1 of 10 on hypercorn). Their
+# runs of 5 on gunicorn-asgi and granian, 1 of 10 on hypercorn). Their
 # keep-alive requests must all succeed still, and a new connection may fail only that way. Not a
 # rotation's own: any replacement of their workers under TLS does it (docs/production.md).
 CUTS_NEW_CONNECTIONS_AT_STOP = {
-    "gunicorn": (
-        "uvicorn's shutdown closes every connection with no request in progress; one its worker "
-        "accepted an instant before, whose first request is still on its way, goes unanswered "
-        "(deploy/uvicorn.py's supervised worker stops accepting first; gunicorn's uvicorn worker has no "
-        "public hook for it)"
-    ),
     "gunicorn-asgi": (
         "gunicorn's ASGI worker counts a connection once its TLS handshake is done: its graceful stop "
         "waits for those, then closes the loop under one still in its handshake"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import pytest
+import uvicorn
 from gunicorn.glogging import Logger
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,6 +32,7 @@ from deploy.uvicorn_internals import (
     GUNICORN_PATCHES,
     UVICORN_PATCHES,
     HeadTimeoutHttpToolsProtocol,
+    SettlingServer,
     http_protocol,
 )
 from devkit.connections import (
@@ -148,6 +151,52 @@ async def test_the_websocket_scope_has_the_requests_http_version(version: bytes)
 async def test_without_the_patch_uvicorn_says_1_1_for_an_http_1_0_upgrade() -> None:
     # What WEBSOCKET_HTTP_VERSION's fallback states, and why the patch exists.
     assert await _websocket_version(_App(), HttpToolsProtocol, b"1.0") == "1.1"
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):  # bounded: 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 5 s")
+
+
+async def _answer_to_a_request_sent_as_the_worker_stops(server_class: type[uvicorn.Server]) -> bytes:
+    """A connection accepted, idle; the server's stop begins (its listener closes); then the request."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = Config(_App(), lifespan="off", log_config=None, http="httptools")
+    server = server_class(config)
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    await _until(lambda: server.started)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await _until(lambda: bool(server.server_state.connections))  # accepted by the worker
+    server.should_exit = True
+    for _ in range(500):  # bounded: 5 s
+        try:
+            probe = socket.create_connection(("127.0.0.1", port), timeout=0.1)
+        except OSError:
+            break  # the stop has begun: the listener is closed
+        probe.close()
+        await asyncio.sleep(0.01)
+    writer.write(b"GET /late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    try:
+        answer = await asyncio.wait_for(reader.read(), timeout=5)
+    except ConnectionResetError:  # closed before the request came: the kernel resets it
+        answer = b""
+    writer.close()
+    await asyncio.wait_for(serving, timeout=5)
+    return answer
+
+
+@pytest.mark.anyio
+async def test_a_stopping_gunicorn_worker_answers_what_it_has_just_accepted() -> None:
+    # uvicorn's own shutdown closes the idle connection as the listener closes: the request that
+    # follows at once goes unanswered. The settling server answers it, then stops.
+    assert await _answer_to_a_request_sent_as_the_worker_stops(uvicorn.Server) == b""
+    answer = await _answer_to_a_request_sent_as_the_worker_stops(SettlingServer)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert answer.endswith(b"/late")
 
 
 def _worker(settings: Settings) -> Any:
