@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from deploy.gunicorn_app import GUNICORN, GunicornApplication, application_from, gunicorn_profile
-from deploy.gunicorn_internals import HEAD_DEADLINE, head_timeout_worker
+from deploy.gunicorn_internals import ASGI_ACCEPT_SETTLE, HEAD_DEADLINE, head_timeout_worker
 from deploy.profile import NO_PING_TIMEOUT, NO_PINGS, HttpVersions, Native, Project, Refused
 from service.logs import ServerLoggers
 from service.settings import Settings
@@ -70,5 +70,5 @@ PROFILE = gunicorn_profile(
     },
     options=options,
     http=HTTP,
-    carried=(HEAD_DEADLINE,),
+    carried=(HEAD_DEADLINE, ASGI_ACCEPT_SETTLE),
 )

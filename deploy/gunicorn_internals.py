@@ -1,13 +1,15 @@
 """Everything of gunicorn's that is not its public surface, in one place (gunicorn 27).
 
 Both gunicorn profiles otherwise use gunicorn's settings, its server hooks
-(deploy/gunicorn_hooks.py), BaseApplication and worker classes by name. Two capabilities
+(deploy/gunicorn_hooks.py), BaseApplication and worker classes by name. Three capabilities
 need more, each declared below as a `CarriedPatch` and used only where it `applies()`:
 
 - `STOPPED_WORKER_KILL` (both profiles): `ServiceArbiter`, gunicorn's arbiter whose heartbeat
   check SIGKILLs a stopped worker at its first blow instead of one turn of the loop later.
 - `HEAD_DEADLINE` (gunicorn-asgi): `head_timeout_worker()`, gunicorn's ASGI worker whose
-  protocol gives every request head APP_REQUEST_HEAD_TIMEOUT seconds (a slowloris defence).
+  protocol gives every request head APP_REQUEST_HEAD_TIMEOUT seconds (a slowloris defence), and
+  (`ASGI_ACCEPT_SETTLE`) whose stop lets a connection accepted an instant before finish its TLS
+  handshake, so that it is served rather than cut.
   Its classes are built on first use: the uvicorn-worker profile never loads gunicorn's ASGI
   worker, and a release that moved that worker's modules never reaches their import.
 """
@@ -24,6 +26,7 @@ from gunicorn.arbiter import Arbiter
 from deploy.carried import CarriedPatch
 from deploy.head_deadline import HeadDeadline
 from deploy.lifecycle import is_stopped
+from deploy.worker_timing import ACCEPTED_SETTLE_SECONDS
 
 MODULE = "deploy/gunicorn_internals.py"
 TESTED = ">=27,<28"
@@ -56,6 +59,25 @@ HEAD_DEADLINE = CarriedPatch(
     ),
     module=MODULE,
     settings=("request_head_timeout",),
+)
+
+
+ASGI_ACCEPT_SETTLE = CarriedPatch(
+    distribution="gunicorn",
+    tested=TESTED,
+    capability=(
+        "a connection gunicorn's ASGI worker accepted an instant before it stops (its TLS handshake "
+        "not done yet) is served, not cut, when workers are replaced"
+    ),
+    fallback=(
+        "gunicorn's ASGI worker waits only for connections whose TLS handshake is done: one still in "
+        "it when the worker stops is cut (the client sees EOF in its handshake)"
+    ),
+    upstream=(
+        "none filed; the change that deletes it: ASGIWorker._shutdown counts a connection from its "
+        "accept (or waits a moment after closing its listeners) before it waits for connections"
+    ),
+    module=MODULE,
 )
 
 
@@ -140,6 +162,17 @@ def head_timeout_worker() -> type[Any]:
             # The project's part of the launch, on GunicornApplication (deploy/gunicorn_app.py).
             project = getattr(self.app, "project", None)
             self.request_head_timeout: float | None = getattr(project, "request_head_timeout", None)
+
+        async def _shutdown(self) -> None:
+            # ASGIWorker._shutdown closes the listeners, then waits for the connections it counts,
+            # which a TLS connection becomes only once its handshake is done: one accepted an
+            # instant before would be cut with the loop. Stop accepting first, let such a
+            # handshake finish (ASGI_ACCEPT_SETTLE), then gunicorn's own graceful stop.
+            if ASGI_ACCEPT_SETTLE.applies():
+                for server in self.servers:
+                    server.close()
+                await asyncio.sleep(ACCEPTED_SETTLE_SECONDS)
+            await super()._shutdown()
 
         def run(self) -> None:
             # ASGIWorker._serve builds each connection's protocol with `lambda: ASGIProtocol(self)`,

@@ -54,14 +54,10 @@ EXPIRY_METRIC = "tls_certificate_expiry_timestamp_seconds"
 CANNOT_ROTATE: dict[str, str] = {}
 # Profiles whose old worker, as it stops, cuts a connection it has just accepted, before its first
 # response (measured: 0-1 per rotation, with 2 clients opening connections back to back: in about 2
-# runs of 5 on gunicorn-asgi and granian, 1 of 10 on hypercorn). Their
+# runs of 5 on granian, 1 of 10 on hypercorn). Their
 # keep-alive requests must all succeed still, and a new connection may fail only that way. Not a
 # rotation's own: any replacement of their workers under TLS does it (docs/production.md).
 CUTS_NEW_CONNECTIONS_AT_STOP = {
-    "gunicorn-asgi": (
-        "gunicorn's ASGI worker counts a connection once its TLS handshake is done: its graceful stop "
-        "waits for those, then closes the loop under one still in its handshake"
-    ),
     "hypercorn": (
         "hypercorn's stop waits for the connections it serves; one accepted but still in its TLS "
         "handshake is not one yet, and goes with the worker's loop"

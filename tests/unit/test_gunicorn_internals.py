@@ -35,6 +35,7 @@ from deploy import gunicorn_asgi
 from deploy.carried import warn_outside_tested
 from deploy.gunicorn_hooks import watch_own_memory
 from deploy.gunicorn_internals import (
+    ASGI_ACCEPT_SETTLE,
     HEAD_DEADLINE,
     STOPPED_WORKER_KILL,
     ServiceArbiter,
@@ -44,6 +45,7 @@ from deploy.gunicorn_internals import (
 from deploy.lifecycle import is_stopped, resident_bytes
 from deploy.profile import UnsupportedSettingError
 from deploy.profiles import load_profile
+from deploy.worker_timing import ACCEPTED_SETTLE_SECONDS
 from devkit.connections import DEADLINE, LATE, REQUEST, connected, read_response, seconds_until_closed
 from service.settings import Settings
 
@@ -196,6 +198,30 @@ def test_the_worker_serves_its_connections_with_our_protocol(monkeypatch: pytest
     assert gasgi.ASGIProtocol is worker_class.protocol
 
 
+@pytest.mark.anyio
+async def test_a_stopping_worker_stops_accepting_and_lets_a_handshake_finish_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # gunicorn's own stop waits only for connections whose TLS handshake is done: ours closes the
+    # listeners and settles before it, so one accepted an instant before is counted and served.
+    events: list[tuple[str, float]] = []
+
+    class Listener:
+        def close(self) -> None:
+            events.append(("listener closed", time.monotonic()))
+
+    async def gunicorns_own_stop(self: Any) -> None:
+        events.append(("gunicorn's stop", time.monotonic()))
+
+    monkeypatch.setattr(gasgi.ASGIWorker, "_shutdown", gunicorns_own_stop)
+    worker_class = head_timeout_worker()
+    worker = worker_class.__new__(worker_class)
+    worker.servers = [Listener()]
+    await worker._shutdown()
+    assert [what for what, _ in events] == ["listener closed", "gunicorn's stop"]
+    assert events[1][1] - events[0][1] >= ACCEPTED_SETTLE_SECONDS
+
+
 # The arbiter's stopped-worker kill, on a real stopped process.
 
 
@@ -263,9 +289,10 @@ def untested_gunicorn(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_gunicorn_patch_is_declared_and_applies_on_the_locked_release() -> None:
-    assert load_profile("gunicorn-asgi").carried == (STOPPED_WORKER_KILL, HEAD_DEADLINE)
+    assert load_profile("gunicorn-asgi").carried == (STOPPED_WORKER_KILL, HEAD_DEADLINE, ASGI_ACCEPT_SETTLE)
     assert STOPPED_WORKER_KILL in load_profile("gunicorn").carried
     assert HEAD_DEADLINE.applies()
+    assert ASGI_ACCEPT_SETTLE.applies()
     assert STOPPED_WORKER_KILL.applies()
 
 
