@@ -8,15 +8,11 @@ import pytest
 
 from tests.k8s.tools import (
     K8S_DIR,
-    OPTIONAL_COMPONENTS,
-    OVERLAYS,
+    VARIANTS,
     render,
     render_with_components,
     require_tool,
 )
-
-# Every overlay on its own, and one overlay with every optional component.
-VARIANTS = (*OVERLAYS, "uvicorn+" + "+".join(OPTIONAL_COMPONENTS))
 
 Objects = list[dict[str, Any]]
 

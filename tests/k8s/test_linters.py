@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import yaml
 
 from deploy.profiles import PROFILES
 from devkit import ci_matrix
-from tests.k8s.tools import DOCKERFILE, UPSTREAM_WORKFLOW, WORKFLOW, require_tool
+from tests.k8s.tools import DOCKERFILE, UPSTREAM_WORKFLOW, VARIANTS, WORKFLOW, require_tool
 
 Objects = list[dict[str, Any]]
 
@@ -26,12 +27,14 @@ def run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess[s
 # --- checkov ----------------------------------------------------------------------
 
 
-def checkov_findings(objs: Objects, directory: Path) -> list[str]:
-    """Failed checkov Kubernetes checks on the rendered objects. Suppressions live
-    next to the objects as `checkov.io/skipN: CKV_K8S_xx=reason` annotations."""
+def checkov_findings(variants: Mapping[str, Objects], directory: Path) -> list[str]:
+    """Failed checkov Kubernetes checks on the rendered objects of each variant, in one checkov run
+    (it takes seconds to start: once for all, not once per variant). Suppressions live next to the
+    objects as `checkov.io/skipN: CKV_K8S_xx=reason` annotations."""
     checkov = require_tool("checkov", "checkov")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "rendered.yaml").write_text(yaml.safe_dump_all(objs))
+    for name, objs in variants.items():
+        (directory / name).mkdir(parents=True, exist_ok=True)
+        (directory / name / "rendered.yaml").write_text(yaml.safe_dump_all(objs))
     result = run(
         # --skip-download: never contact the vendor's API; only the bundled policies run.
         [
@@ -52,14 +55,16 @@ def checkov_findings(objs: Objects, directory: Path) -> list[str]:
     report = json.loads(result.stdout) if result.stdout.strip() else {}
     reports = report if isinstance(report, list) else [report]
     return [
-        f"{check['check_id']} {check['check_name']} ({check['resource']})"
+        f"{check['file_path'].strip('/').split('/')[0]}: {check['check_id']} {check['check_name']}"
+        f" ({check['resource']})"
         for item in reports
         for check in item.get("results", {}).get("failed_checks", [])
     ]
 
 
-def test_checkov_passes(rendered: Objects, tmp_path: Path) -> None:
-    assert checkov_findings(rendered, tmp_path) == []
+def test_checkov_passes_on_every_variant(render_variant: Callable[[str], Objects], tmp_path: Path) -> None:
+    variants = {variant: render_variant(variant) for variant in VARIANTS}
+    assert checkov_findings(variants, tmp_path) == []
 
 
 def test_checkov_suppressions_are_justified(rendered: Objects) -> None:
@@ -71,14 +76,17 @@ def test_checkov_suppressions_are_justified(rendered: Objects) -> None:
                 assert len(reason.split()) >= 5, f"{key}: say why {check_id} does not apply"
 
 
-def test_checkov_catches_a_privileged_container(broken: Objects, tmp_path: Path) -> None:
+def test_checkov_catches_a_privileged_container(
+    broken: Objects, render_variant: Callable[[str], Objects], tmp_path: Path
+) -> None:
     deployment = next(o for o in broken if o["kind"] == "Deployment")
     context = deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     context.update(privileged=True, allowPrivilegeEscalation=True, readOnlyRootFilesystem=False)
-    findings = checkov_findings(broken, tmp_path)
-    assert any("CKV_K8S_16" in f for f in findings), findings  # privileged
-    assert any("CKV_K8S_20" in f for f in findings), findings  # privilege escalation
-    assert any("CKV_K8S_22" in f for f in findings), findings  # writable root fs
+    findings = checkov_findings({"uvicorn": render_variant("uvicorn"), "uvicorn-broken": broken}, tmp_path)
+    assert all(f.startswith("uvicorn-broken: ") for f in findings), findings  # each told by its variant
+    assert any("uvicorn-broken: CKV_K8S_16" in f for f in findings), findings  # privileged
+    assert any("uvicorn-broken: CKV_K8S_20" in f for f in findings), findings  # privilege escalation
+    assert any("uvicorn-broken: CKV_K8S_22" in f for f in findings), findings  # writable root fs
 
 
 # --- hadolint -----------------------------------------------------------------------

@@ -35,6 +35,8 @@ def _used_by_overlays() -> set[str]:
 
 # The optional features a user adds to an overlay; the others are part of some overlay already.
 OPTIONAL_COMPONENTS = tuple(name for name in COMPONENTS if name not in _used_by_overlays())
+# Every overlay on its own, and one overlay with every optional component.
+VARIANTS = (*OVERLAYS, "uvicorn+" + "+".join(OPTIONAL_COMPONENTS))
 
 # The Kubernetes versions the manifests promise to work on: the oldest is where the
 # native preStop `sleep` action became on by default (beta, 1.30); the newest is
