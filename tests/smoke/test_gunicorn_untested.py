@@ -15,13 +15,14 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from deploy.gunicorn_internals import HEAD_DEADLINE, STOPPED_WORKER_KILL
+from deploy.profiles import load_profile
 from devkit.process import ServerProcess, refused_at_startup, running_server
 from devkit.releases import reported_releases
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
 
-PATCHES = (STOPPED_WORKER_KILL, HEAD_DEADLINE)
+# What the profile declares of gunicorn's internals: each gets its one warning line.
+PATCHES = tuple(patch for patch in load_profile("gunicorn-asgi").carried if patch.distribution == "gunicorn")
 
 
 @pytest.fixture(scope="module")
