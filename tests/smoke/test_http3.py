@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devkit.process import ServerProcess, launched, refused_at_startup
+from tests.support.access_lines import access_line
 from tests.support.certs import Certificates, make_certificates, tls_server
 from tests.support.h3 import h3_request
 
@@ -53,15 +54,6 @@ def server(certs: Certificates) -> Iterator[ServerProcess]:
     with h3_server(certs) as running:
         running.wait_ready()
         yield running
-
-
-def access_line(server: ServerProcess, request_id: str) -> dict[str, Any] | None:
-    for line in server.log().splitlines():
-        if request_id in line and line.startswith("{"):
-            record: dict[str, Any] = json.loads(line)
-            if record.get("logger") == "service.access" and record.get("request_id") == request_id:
-                return record
-    return None
 
 
 def eventually_access_line(server: ServerProcess, request_id: str) -> dict[str, Any]:

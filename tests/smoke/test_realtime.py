@@ -11,7 +11,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -21,6 +21,7 @@ from websockets.sync.client import connect
 
 from deploy.profiles import PROFILES
 from devkit.process import ServerProcess, running_server
+from tests.support.access_lines import access_line
 
 pytestmark = [pytest.mark.smoke, pytest.mark.demo_routes, pytest.mark.usefixtures("local_only")]
 
@@ -51,15 +52,6 @@ def eventually(probe: Callable[[], T | None], what: str) -> T:
             return found
         time.sleep(0.05)
     raise AssertionError(f"not seen within {WAIT_SECONDS:.0f}s: {what}")
-
-
-def access_line(server: ServerProcess, request_id: str) -> dict[str, Any] | None:
-    for line in server.log().splitlines():
-        if request_id in line and line.startswith("{"):
-            record: dict[str, Any] = json.loads(line)
-            if record.get("logger") == "service.access" and record.get("request_id") == request_id:
-                return record
-    return None
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -8,7 +8,6 @@ and docs/servers.md read them. Refused settings are real launches of `python -m 
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import time
@@ -23,6 +22,7 @@ from websockets.sync.client import connect
 from deploy.profiles import PROFILES, load_profile
 from devkit.process import LOOPBACK, ServerProcess, launched, refused_at_startup, running_server
 from service.tls import certificate_validity
+from tests.support.access_lines import access_line
 from tests.support.certs import Certificates, make_certificates, tls_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
@@ -70,15 +70,6 @@ def eventually(probe: Callable[[], T | None], what: str) -> T:
             return found
         time.sleep(0.05)
     raise AssertionError(f"not seen within {WAIT_SECONDS:.0f}s: {what}")
-
-
-def access_line(server: ServerProcess, request_id: str) -> dict[str, Any] | None:
-    for line in server.log().splitlines():
-        if request_id in line and line.startswith("{"):
-            record: dict[str, Any] = json.loads(line)
-            if record.get("logger") == "service.access" and record.get("request_id") == request_id:
-                return record
-    return None
 
 
 def test_https_get_is_served_with_the_certificate_of_the_settings(
