@@ -188,9 +188,11 @@ def _memory_episode(server: ServerProcess, profile: str) -> dict[str, object]:
     return figures
 
 
-# Where every worker has its own accept queue (granian), about half of the new connections land on
-# the hung worker and wait there until it is killed: each probe client gets stuck on its first such
-# connection. Enough clients that some answer before all are stuck (all 10 at once: 1 in 1,024).
+# Where every worker has its own accept queue (granian: one SO_REUSEPORT listener per worker), about
+# half of the new connections land on the hung worker and wait there until it is killed: each probe
+# client gets stuck on its first such connection (measured: all 10 within 0.5 s of the hang, in 45
+# episodes of 45), then probes again once it is killed. So on granian the probe shows the new
+# connections served before the hang and after the kill; the pinned clients show the service during it.
 PROBE_CLIENTS = 10
 
 
@@ -209,13 +211,15 @@ class FreshProbe:
         self.pause = pause
         self.deadline = time.monotonic() + max_seconds
         self.outcomes: list[tuple[float, float, str | None]] = []  # started, ended, error
+        self.by_client: dict[int, list[tuple[float, float, str | None]]] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)]
         for thread in self.threads:
             thread.start()
 
-    def _run(self) -> None:
+    def _run(self, client: int) -> None:
+        mine = self.by_client.setdefault(client, [])
         for _ in range(2000):
             if self.stopped.is_set() or time.monotonic() > self.deadline:
                 return
@@ -225,8 +229,10 @@ class FreshProbe:
                 error = None if status < 500 else f"HTTP {status}"
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
+            outcome = (started, time.monotonic(), error)
+            mine.append(outcome)
             with self.lock:
-                self.outcomes.append((started, time.monotonic(), error))
+                self.outcomes.append(outcome)
             time.sleep(self.pause)
 
     def stop(self) -> list[tuple[float, float, str | None]]:
@@ -345,8 +351,12 @@ def _fault_episode(server: ServerProcess, fault: str) -> dict[str, object]:
     assert answered_while_hung, f"{fault}: nothing answered while a worker hung: {figures}"
     assert not healthy_failed, figures
     # New connections: only those the hung worker took may fail, at most one per probe client,
-    # which waits on it until the worker is killed.
-    assert len(failed) <= PROBE_CLIENTS, figures
+    # which waits on it until the worker is killed. A client failing twice shows its requests
+    # (seconds after the hang began, after the kill was seen; error).
+    for client, tried in probe.by_client.items():
+        if sum(1 for o in tried if o[2] is not None) > 1:
+            trace = [(round(o[0] - hung_at, 3), round(o[1] - killed_at, 3), o[2]) for o in tried]
+            raise AssertionError(f"{fault}: probe client {client} failed more than once: {figures}\n{trace}")
     return figures
 
 
