@@ -356,7 +356,10 @@ def _fault_episode(server: ServerProcess, fault: str) -> dict[str, object]:
     for client, tried in probe.by_client.items():
         if sum(1 for o in tried if o[2] is not None) > 1:
             trace = [(round(o[0] - hung_at, 3), round(o[1] - killed_at, 3), o[2]) for o in tried]
-            raise AssertionError(f"{fault}: probe client {client} failed more than once: {figures}\n{trace}")
+            raise AssertionError(
+                f"{fault}: probe client {client} failed more than once: {figures}\n{trace}\n"
+                + server.log()[-3000:]
+            )
     return figures
 
 
