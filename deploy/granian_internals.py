@@ -297,7 +297,9 @@ class RecyclingServer(MPServer):
             return
         lead = self.boot_times.estimate() + ACCEPTING_SETTLE_SECONDS + self.rss_sample_interval
         workers: list[Any] = self.wrks
-        live = {worker._id(): worker for worker in workers}
+        # Only workers that serve, as the supervisor does: a booting worker's growth is its import,
+        # not a leak, and taken for one it had a replacement retired as soon as it came up.
+        live = {worker._id(): worker for worker in workers if ready_mark(self.marks, worker._id()).exists()}
         to_restart = []
         for pid, why in self.memory.to_retire(live, lead):
             logger.info("worker-%d %s; replacing it", live[pid].idx + 1, why)

@@ -364,20 +364,26 @@ def _fault_episode(server: ServerProcess, fault: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("profile", ALL)
-def test_leaking_and_hung_workers_are_replaced(profile: str, report: Report) -> None:
-    env = {
-        **TWO_WORKERS_ENV,
-        "APP_WORKER_TIMEOUT": str(WORKER_TIMEOUT),
-        "APP_MAX_WORKER_MEMORY": str(MEMORY_LIMIT_MIB),
-    }
+def test_hung_workers_are_replaced(profile: str, report: Report) -> None:
+    # No memory limit here: on a busy machine a worker growing while it takes new connections is
+    # projected past a limit this tight, and one retired for memory mid-episode stopped with the
+    # connections it had just accepted (granian cuts them at any worker stop): a failure the hang
+    # did not cause (CI, once: 11 failed new connections from 10 clients).
+    env = {**TWO_WORKERS_ENV, "APP_WORKER_TIMEOUT": str(WORKER_TIMEOUT)}
     with running_server(profile, env) as server:
-        # Granian stops altogether when a worker it respawned less than 5.5 s ago dies (a "crash
-        # loop"): the blocked worker first, then the longest-serving one is stopped, and only then
-        # are workers recycled for memory, which granian does not count as crashes.
+        # The blocked worker first, then the longest-serving one is stopped: on granian, a worker
+        # respawned seconds ago and dying again would be taken for a crash loop.
         blocked = _fault_episode(server, "block")
         report.add(f"hung_worker_blocked_loop[{profile}]", **blocked)
         stopped = _fault_episode(server, "stop")
         report.add(f"hung_worker_sigstop[{profile}]", **stopped)
+        assert _status(server) == 200
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_leaking_workers_are_replaced(profile: str, report: Report) -> None:
+    env = {**TWO_WORKERS_ENV, "APP_MAX_WORKER_MEMORY": str(MEMORY_LIMIT_MIB)}
+    with running_server(profile, env) as server:
         memory = _memory_episode(server, profile)
         report.add(f"memory_recycling[{profile}]", **memory)
         assert _status(server) == 200

@@ -230,7 +230,7 @@ def test_outside_the_range_granian_replaces_after_its_own_respawn_interval(tmp_p
 # --- MEMORY_LEAD --------------------------------------------------------------------------
 
 
-def test_a_worker_about_to_pass_the_limit_is_replaced_with_the_overlap(
+def test_a_serving_worker_about_to_pass_the_limit_is_replaced_with_the_overlap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     granian = server(tmp_path, workers_max_rss=1, respawn_interval=RESPAWN_BOUND_SECONDS)
@@ -239,6 +239,9 @@ def test_a_worker_about_to_pass_the_limit_is_replaced_with_the_overlap(
         granian, "_respawn_workers", lambda workers, *_, delay=0: asked.append((list(workers), delay))
     )
     granian.wrks = [Worker(idx=0, pid=os.getpid())]  # this process: well over 1 MiB
+    granian._handle_rss_signal(None, None)
+    assert asked == []  # not serving yet: booting
+    ready_mark(tmp_path, os.getpid()).touch()
     granian._handle_rss_signal(None, None)
     assert asked == [([0], RESPAWN_BOUND_SECONDS)]
 
