@@ -258,7 +258,8 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     worker = single_worker(config, secure) if config.ssl_enabled else single_worker(config, insecure)
     if config.ssl_enabled:
         worker.insecure_bind = insecure
-    serve_app(app, worker, shutdown_trigger=lambda: stop_requested(link, app))
+    loop_factory = hypercorn_internals.worker_loop if config.worker_class == "uvloop" else None
+    serve_app(app, worker, shutdown_trigger=lambda: stop_requested(link, app), loop_factory=loop_factory)
 
 
 def single_worker(config: Config, binds: list[str]) -> Config:
@@ -271,20 +272,26 @@ def single_worker(config: Config, binds: list[str]) -> Config:
 
 
 def serve_app(
-    app: Any, config: Config, shutdown_trigger: Callable[[], Awaitable[None]] | None = None
+    app: Any,
+    config: Config,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> None:
-    """hypercorn's public serve(), on the event loop `worker_class` names; without a trigger it
-    stops on SIGTERM or SIGINT."""
-    loop_factory = uvloop.new_event_loop if config.worker_class == "uvloop" else None
+    """hypercorn's public serve(), on the event loop `worker_class` names (or `loop_factory`'s);
+    without a trigger it stops on SIGTERM or SIGINT."""
+    if loop_factory is None and config.worker_class == "uvloop":
+        loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
 
 
 async def stop_requested(link: WorkerLink, app: object) -> None:
-    """hypercorn's shutdown trigger: returns once the supervisor asks the worker to stop, having told
-    the app's long-lived connections (no signal reaches a supervised worker)."""
+    """hypercorn's shutdown trigger: returns once the supervisor asks the worker to stop, having
+    stopped accepting and let what was just accepted settle (hypercorn_internals.ACCEPT_SETTLE), and
+    told the app's long-lived connections (no signal reaches a supervised worker)."""
     while not link.stop_requested():  # noqa: ASYNC110 - a byte another process sets: polled
         await asyncio.sleep(STOP_POLL_SECONDS)
+    await hypercorn_internals.settle_accepted()
     from service.sessions import begin_stop_of  # noqa: PLC0415 - imported by the app anyway; not by the launcher
 
     begin_stop_of(app)

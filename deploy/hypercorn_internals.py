@@ -1,4 +1,4 @@
-"""Everything of hypercorn's that is not its public API, in one place: two carried patches.
+"""Everything of hypercorn's that is not its public API, in one place: three carried patches.
 
 `WEBSOCKET_CLOSE_CODES`: hypercorn 0.18's WebSocket stream tells the app that every connected
 socket ended with 1006 (abnormal closure), even when the peer sent a close frame with its own
@@ -15,17 +15,31 @@ a POST) raises KeyError out of its one QUIC datagram loop: HTTP/3 stops for the 
 `late_body_h3_protocol()` drops such data instead; `install()` has hypercorn's QUIC protocol use it,
 inside the tested range and where aioquic (the `http3` extra) is installed.
 
+`ACCEPT_SETTLE`: a supervised worker's stop (deploy/hypercorn.py's shutdown trigger) ends
+with hypercorn 0.18's worker_serve closing, at once, every connection idle awaiting a request,
+then its listeners, then waiting only for connections whose TLS handshake is done: one accepted an
+instant before, its handshake or first request still on its way, is cut while the replacement
+worker serves. hypercorn keeps its listeners to itself; it makes them with the running loop's
+`create_server`. `ListenerRecordingLoop`, the worker's loop, keeps them, and `settle_accepted()`,
+called by the trigger before it returns, closes them and lets what they accepted settle
+(ACCEPTED_SETTLE_SECONDS). No private name is touched, but the fix rests on how worker_serve
+stops, hence the tested range; outside it the worker runs on uvloop's own loop.
+
 Nothing else: READY/RETIRING reports, the heartbeat and the stop of a supervised worker go
 through hypercorn's public `serve()` and an ASGI wrapper (deploy/hypercorn.py, deploy/reporting_app.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 from typing import Any
 
+import uvloop
+
 from deploy.carried import CarriedPatch
+from deploy.worker_timing import ACCEPTED_SETTLE_SECONDS
 
 MODULE = "deploy/hypercorn_internals.py"
 
@@ -64,7 +78,57 @@ H3_LATE_BODY = CarriedPatch(
     module=MODULE,
 )
 
-CARRIED = (WEBSOCKET_CLOSE_CODES, H3_LATE_BODY)
+ACCEPT_SETTLE = CarriedPatch(
+    distribution="hypercorn",
+    tested=">=0.18,<0.19",
+    capability=(
+        "a connection a stopping supervised hypercorn worker accepted an instant before (its TLS "
+        "handshake or first request still on its way) is served, not cut, when workers are replaced"
+    ),
+    fallback=(
+        "hypercorn's stop closes at once every connection with no request in progress, and drops "
+        "those still in their TLS handshake: the client sees the connection closed without a response"
+    ),
+    upstream=(
+        "none filed; deleted once worker_serve (hypercorn/asyncio/run.py), at a shutdown, closes its "
+        "listeners and lets what they accepted finish its TLS handshake and send its first request "
+        "before it sets `terminated` and waits for its connections"
+    ),
+    module=MODULE,
+)
+
+CARRIED = (WEBSOCKET_CLOSE_CODES, H3_LATE_BODY, ACCEPT_SETTLE)
+
+
+class ListenerRecordingLoop(uvloop.Loop):
+    """uvloop's loop, keeping the listeners made on it: hypercorn's `serve()` does not expose its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list[asyncio.AbstractServer] = []
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:  # type: ignore[override]
+        server = await super().create_server(*args, **kwargs)
+        self.listeners.append(server)
+        return server
+
+
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """The loop a supervised worker serves on: one that lets `settle_accepted()` reach its listeners
+    inside the tested range, uvloop's own outside it."""
+    return ListenerRecordingLoop() if ACCEPT_SETTLE.applies() else uvloop.new_event_loop()
+
+
+async def settle_accepted() -> None:
+    """At a worker's stop, before hypercorn's own: stop accepting, then give the connections just
+    accepted the time to finish their TLS handshake and send their first request, which hypercorn's
+    stop then answers instead of cutting. Does nothing on another loop than `worker_loop()`'s."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, ListenerRecordingLoop):
+        return
+    for listener in loop.listeners:
+        listener.close()  # this process's copy only: the replacement accepts on the same socket
+    await asyncio.sleep(ACCEPTED_SETTLE_SECONDS)
 
 
 def install() -> bool:

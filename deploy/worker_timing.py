@@ -14,8 +14,9 @@ WORKER_BOOT_BOUND_SECONDS = 30.0
 # From a worker's "ready" (the end of its lifespan start-up) to its accepting: the server starts
 # its listener right after, in the same thread, so the old worker is stopped only then.
 ACCEPTING_SETTLE_SECONDS = 0.1
-# From a stopping uvicorn worker's last accept to its shutdown, which closes every connection with
-# no request in progress: one accepted just before delivers its first request meanwhile.
+# From a stopping worker's last accept to its server's own stop, which closes every connection with
+# no request in progress: one accepted just before finishes its TLS handshake and delivers its
+# first request meanwhile (uvicorn, hypercorn, gunicorn's two workers; not granian).
 ACCEPTED_SETTLE_SECONDS = 0.2
 # How often the TLS files are read for a change (deploy/certificate_watch.py): a renewed
 # certificate is served by new connections this long after it lands, plus one worker replacement.

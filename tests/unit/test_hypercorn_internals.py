@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,8 +24,17 @@ from hypercorn.protocol import h11, quic
 from deploy import carried, hypercorn_internals
 from deploy.carried import warn_outside_tested
 from deploy.hypercorn import PROFILE
-from deploy.hypercorn_internals import CARRIED, H3_LATE_BODY, WEBSOCKET_CLOSE_CODES
+from deploy.hypercorn_internals import (
+    ACCEPT_SETTLE,
+    CARRIED,
+    H3_LATE_BODY,
+    WEBSOCKET_CLOSE_CODES,
+    ListenerRecordingLoop,
+    settle_accepted,
+    worker_loop,
+)
 from service.settings import Settings
+from tests.support.certs import Certificates, make_certificates
 
 HYPERCORNS_OWN_STREAM = h11.WSStream
 HYPERCORNS_OWN_H3 = quic.H3Protocol
@@ -146,6 +156,7 @@ def test_the_profile_carries_every_patch_of_the_module() -> None:
     assert all(patch.module == "deploy/hypercorn_internals.py" for patch in CARRIED)
     assert WEBSOCKET_CLOSE_CODES.in_range()  # the locked release is a tested one
     assert H3_LATE_BODY.in_range()
+    assert ACCEPT_SETTLE.in_range()
 
 
 def test_inside_the_range_the_app_gets_the_peers_close_code() -> None:
@@ -219,3 +230,80 @@ def test_outside_the_range_h3_is_refused_naming_the_patch() -> None:
     assert len(refusals) == 1
     assert "h3 needs deploy/hypercorn_internals.py's patch, tested on hypercorn>=0.18,<0.19" in refusals[0]
     assert PROFILE.refusals(Settings(server="hypercorn", **tls, http_versions="http/1.1,h2")) == []
+
+
+async def answer_to_a_request_sent_as_the_worker_stops(certs: Certificates) -> bytes:
+    """A TLS connection accepted (its handshake done), no request yet; the worker's stop begins
+    (deploy/hypercorn.py's trigger: its listener closes); then the request, at once."""
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan")  # hypercorn serves on without one
+        body = scope["path"].encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{listener.detach()}"]
+    config.certfile, config.keyfile = str(certs.cert), str(certs.key)
+    config.errorlog = None
+    stop = asyncio.Event()
+
+    async def stop_requested() -> None:  # the worker's trigger, without the supervisor's flag
+        await stop.wait()
+        await settle_accepted()
+
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop_requested, mode="asgi"))
+    client = certs.client_context(with_certificate=False)
+    try:
+        for _ in range(100):  # serve() starts listening once its lifespan start-up is done
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.02)
+        stop.set()
+        for _ in range(500):  # bounded: 5 s
+            try:
+                probe = socket.create_connection(("127.0.0.1", port), timeout=0.1)
+            except OSError:
+                break  # the stop has begun: the listener is closed
+            probe.close()
+            await asyncio.sleep(0.01)
+        writer.write(b"GET /late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            answer = await asyncio.wait_for(reader.read(), BOUND)
+        except (ConnectionError, ssl.SSLError):  # closed before the request came
+            answer = b""
+        writer.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, BOUND)
+    return answer
+
+
+def stop_with_a_request_on_its_way(certs: Certificates) -> bytes:
+    with asyncio.Runner(loop_factory=worker_loop) as runner:
+        return runner.run(answer_to_a_request_sent_as_the_worker_stops(certs))
+
+
+def test_inside_the_range_a_stopping_worker_answers_what_it_has_just_accepted(tmp_path: Path) -> None:
+    assert isinstance(worker_loop(), ListenerRecordingLoop)
+    answer = stop_with_a_request_on_its_way(make_certificates(tmp_path))
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert answer.endswith(b"/late")
+
+
+@pytest.mark.usefixtures("untested_release")
+def test_outside_the_range_a_stopping_worker_cuts_what_it_has_just_accepted(tmp_path: Path) -> None:
+    # hypercorn's own stop, as the patch's fallback says: the idle connection is closed unanswered.
+    assert not isinstance(worker_loop(), ListenerRecordingLoop)
+    assert stop_with_a_request_on_its_way(make_certificates(tmp_path)) == b""
