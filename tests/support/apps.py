@@ -32,6 +32,8 @@ async def log_inside_request() -> dict[str, str]:
 
 @app.get("/loop")
 async def running_loop() -> dict[str, str]:
-    """The event loop class this worker really runs on (every profile declares uvloop)."""
-    loop = type(asyncio.get_running_loop())
+    """The event loop class this worker really runs on (every profile declares uvloop): uvloop's or
+    asyncio's own, under any subclass a server runs (hypercorn's supervised worker keeps its listeners)."""
+    ran = type(asyncio.get_running_loop())
+    loop = next((c for c in ran.__mro__ if c.__module__.split(".")[0] in {"uvloop", "asyncio"}), ran)
     return {"loop": f"{loop.__module__}.{loop.__qualname__}"}
