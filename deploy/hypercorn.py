@@ -16,6 +16,7 @@ import asyncio
 import copy
 import importlib.util
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import Any
@@ -218,9 +219,8 @@ def run(launch: LaunchConfig) -> int:
     project = launch.project
     hypercorn_internals.install()
     if config.workers == 0:
-        # In this process, stopped by SIGTERM/SIGINT: hypercorn's serve() handles them itself.
         app = import_app(config.application_path)
-        serve_app(app, single_worker(config, config.bind))
+        serve_in_process(app, single_worker(config, config.bind))
         return 0
     sockets = config.create_sockets()
 
@@ -283,6 +283,28 @@ def serve_app(
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
+
+
+def serve_in_process(app: Any, config: Config) -> None:
+    """In this process, stopped by SIGTERM or SIGINT: by hypercorn's serve() itself, or with h3 by
+    the same signals handled here, so the QUIC listeners are woken while it stops
+    (hypercorn_internals.H3_PROMPT_STOP)."""
+    if not config.quic_bind:
+        serve_app(app, config)
+        return
+    loop_factory = uvloop.new_event_loop if config.worker_class == "uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        loop = runner.get_loop()
+        stop = asyncio.Event()
+        waking: list[asyncio.Task[None]] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)  # before the app's lifespan chains onto them
+
+        async def stopped() -> None:
+            await stop.wait()
+            waking.append(loop.create_task(hypercorn_internals.wake_quic_listeners(list(config.quic_bind))))
+
+        runner.run(serve(app, config, shutdown_trigger=stopped, mode="asgi"))
 
 
 async def stop_requested(link: WorkerLink, app: object) -> None:

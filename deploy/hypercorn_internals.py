@@ -1,4 +1,4 @@
-"""Everything of hypercorn's that is not its public API, in one place: three carried patches.
+"""Everything of hypercorn's that is not its public API, in one place: four carried patches.
 
 `WEBSOCKET_CLOSE_CODES`: hypercorn 0.18's WebSocket stream tells the app that every connected
 socket ended with 1006 (abnormal closure), even when the peer sent a close frame with its own
@@ -25,6 +25,11 @@ called by the trigger before it returns, closes them and lets what they accepted
 (ACCEPTED_SETTLE_SECONDS). No private name is touched, but the fix rests on how worker_serve
 stops, hence the tested range; outside it the worker runs on uvloop's own loop.
 
+`H3_PROMPT_STOP`: hypercorn 0.18's QUIC loop (UDPServer.run) looks at its stop flag only when a
+datagram arrives, so a stop with no QUIC traffic left waited for APP_GRACEFUL_TIMEOUT.
+`wake_quic_listeners()`, started by the one-process server's stop (deploy/hypercorn.py), sends the
+listeners an empty datagram, which hypercorn drops, every QUIC_WAKE_SECONDS until the loop ends.
+
 Nothing else: READY/RETIRING reports, the heartbeat and the stop of a supervised worker go
 through hypercorn's public `serve()` and an ASGI wrapper (deploy/hypercorn.py, deploy/reporting_app.py).
 """
@@ -32,8 +37,10 @@ through hypercorn's public `serve()` and an ASGI wrapper (deploy/hypercorn.py, d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
+import socket
 from typing import Any
 
 import uvloop
@@ -97,7 +104,26 @@ ACCEPT_SETTLE = CarriedPatch(
     module=MODULE,
 )
 
-CARRIED = (WEBSOCKET_CLOSE_CODES, H3_LATE_BODY, ACCEPT_SETTLE)
+H3_PROMPT_STOP = CarriedPatch(
+    distribution="hypercorn",
+    tested=">=0.18,<0.19",
+    capability=(
+        "a stop of an HTTP/3 server ending once its QUIC connections have, not after APP_GRACEFUL_TIMEOUT"
+    ),
+    fallback=(
+        "with h3 on, a stop waits the whole APP_GRACEFUL_TIMEOUT unless a datagram arrives after the last"
+        " QUIC connection closed"
+    ),
+    upstream=(
+        "none filed. Smallest change: UDPServer.run (hypercorn/asyncio/udp_server.py) also wakes when"
+        " `context.terminated` is set, not only when a datagram arrives"
+    ),
+    module=MODULE,
+)
+
+CARRIED = (WEBSOCKET_CLOSE_CODES, H3_LATE_BODY, ACCEPT_SETTLE, H3_PROMPT_STOP)
+# How often a stopping HTTP/3 server's QUIC listeners are woken to look at their stop flag.
+QUIC_WAKE_SECONDS = 0.1
 
 
 class ListenerRecordingLoop(uvloop.Loop):
@@ -129,6 +155,37 @@ async def settle_accepted() -> None:
     for listener in loop.listeners:
         listener.close()  # this process's copy only: the replacement accepts on the same socket
     await asyncio.sleep(ACCEPTED_SETTLE_SECONDS)
+
+
+async def wake_quic_listeners(binds: list[str]) -> None:
+    """While a stop is under way: an empty datagram to each QUIC listener (`binds`: hypercorn's
+    quic_bind, a wildcard host reached on loopback) every QUIC_WAKE_SECONDS. hypercorn's QUIC
+    loop looks at its stop flag only when a datagram arrives; it drops an empty one (no QUIC
+    header). Runs until the server's loop ends and cancels it."""
+    if not H3_PROMPT_STOP.applies() or not binds:
+        return
+    targets = [_loopback_if_wildcard(*_host_port(bind)) for bind in binds]
+    with contextlib.ExitStack() as stack:
+        senders = {
+            family: stack.enter_context(socket.socket(family, socket.SOCK_DGRAM))
+            for family in {socket.AF_INET6 if ":" in host else socket.AF_INET for host, _ in targets}
+        }
+        for sender in senders.values():
+            sender.setblocking(False)
+        while True:
+            for host, port in targets:
+                with contextlib.suppress(OSError):  # a full buffer or a listener already closed
+                    senders[socket.AF_INET6 if ":" in host else socket.AF_INET].sendto(b"", (host, port))
+            await asyncio.sleep(QUIC_WAKE_SECONDS)
+
+
+def _host_port(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _loopback_if_wildcard(host: str, port: int) -> tuple[str, int]:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host), port  # noqa: S104
 
 
 def install() -> bool:

@@ -28,6 +28,7 @@ from deploy.hypercorn_internals import (
     ACCEPT_SETTLE,
     CARRIED,
     H3_LATE_BODY,
+    H3_PROMPT_STOP,
     WEBSOCKET_CLOSE_CODES,
     ListenerRecordingLoop,
     settle_accepted,
@@ -157,6 +158,7 @@ def test_the_profile_carries_every_patch_of_the_module() -> None:
     assert WEBSOCKET_CLOSE_CODES.in_range()  # the locked release is a tested one
     assert H3_LATE_BODY.in_range()
     assert ACCEPT_SETTLE.in_range()
+    assert H3_PROMPT_STOP.in_range()
 
 
 def test_inside_the_range_the_app_gets_the_peers_close_code() -> None:
@@ -307,3 +309,41 @@ def test_outside_the_range_a_stopping_worker_cuts_what_it_has_just_accepted(tmp_
     # hypercorn's own stop, as the patch's fallback says: the idle connection is closed unanswered.
     assert not isinstance(worker_loop(), ListenerRecordingLoop)
     assert stop_with_a_request_on_its_way(make_certificates(tmp_path)) == b""
+
+
+# --- H3_PROMPT_STOP --------------------------------------------------------------------------
+
+
+async def _datagrams_while_waking(bind: str, listener: socket.socket) -> list[bytes]:
+    waking = asyncio.get_running_loop().create_task(hypercorn_internals.wake_quic_listeners([bind]))
+    await asyncio.sleep(hypercorn_internals.QUIC_WAKE_SECONDS * 3.5)
+    done = waking.done()
+    waking.cancel()
+    received = []
+    while True:
+        try:
+            received.append(listener.recv(64))
+        except BlockingIOError:
+            break
+    assert done == (not received)  # it returns at once only when it sends nothing
+    return received
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # a wildcard bind is woken on loopback
+def test_inside_the_range_a_stopping_quic_listener_is_woken_with_empty_datagrams(host: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.setblocking(False)
+        bind = f"{host}:{listener.getsockname()[1]}"
+        received = asyncio.run(_datagrams_while_waking(bind, listener))
+    assert len(received) >= 2
+    assert set(received) == {b""}  # no QUIC header: hypercorn drops it
+
+
+@pytest.mark.usefixtures("untested_release")
+def test_outside_the_range_a_stopping_quic_listener_is_left_alone() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.setblocking(False)
+        received = asyncio.run(_datagrams_while_waking(f"127.0.0.1:{listener.getsockname()[1]}", listener))
+    assert received == []
