@@ -176,12 +176,15 @@ def create_app(
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
-    service_routers = [root.router, health.router]
+    health.add_probes(app)  # first: nothing shadows them
+    service_routers = [root.router]
     if demo_routes:
         service_routers += [echo.router, websocket_echo.router, event_stream.router, rooms_api.router]
+    for router in service_routers:
+        app.include_router(router)
     if settings.metrics_enabled:
-        service_routers.append(metrics.router)
-    for router in (*service_routers, *routers):
+        metrics.add_metrics_route(app)  # before your routers: nothing shadows it
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app)
     return app
