@@ -28,11 +28,11 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 
 def add_probes(app: FastAPI) -> None:
-    """The probes as the app's own first routes, ahead of every router.
+    """The probes as routes of the app's own, ahead of every router but `GET /`'s.
 
     Not a router of their own: FastAPI matches an included router as one more layer (about
-    3 µs of every request whose route comes after it, FastAPI 0.165), and every route comes
-    after the probes, which go first so that no route of yours can shadow them.
+    3 µs of every request whose route comes after it, FastAPI 0.165), and nearly every route
+    comes after the probes, which go first so that no route of yours can shadow them.
     """
     app.add_api_route("/healthz", liveness, methods=["GET"], response_model=Health, tags=["health"])
     app.add_api_route(
