@@ -1,7 +1,7 @@
 """The three apps every profile serves, with the same routes and the same response bytes.
 
 - `service`: the real service (`service.app.create_app`) plus `GET /io`.
-- `bare_fastapi`: a bare `FastAPI()` with the same routes: what the framework alone costs.
+- `bare_fastapi`: a bare `FastAPI()` with the same routes and options: what the framework alone costs.
 - `raw_asgi`: a hand-written ASGI callable: what the server alone costs.
 
 Servers load them by import string (`APP_ASGI_APP=bench.apps:service`). Hypercorn resolves the
@@ -19,7 +19,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import StreamingResponse
 
 from service.api import echo, root
-from service.app import create_app
+from service.app import TELEMETRY_OFF, create_app
 from service.settings import get_settings
 
 IO_SECONDS = 0.01
@@ -41,9 +41,11 @@ service.add_api_route("/io", _io, methods=["GET"])
 # --- (b) bare FastAPI ----------------------------------------------------------
 
 
-# The same route code as the service's own routes (service/api/root.py, echo.py): a ratio
-# measures the stack around them, not a difference in what the routes do.
-bare_fastapi = FastAPI()
+# The same route code as the service's own routes (service/api/root.py, echo.py), and the same
+# framework options: FastAPI's native OpenTelemetry off, as the service has it without an OTLP
+# endpoint (left on, it looks up the global providers on every request). A ratio measures the
+# stack around the routes, not a difference in what the routes or the framework do.
+bare_fastapi = FastAPI(telemetry=TELEMETRY_OFF)
 bare_fastapi.include_router(root.router)
 bare_fastapi.include_router(echo.router)
 bare_fastapi.add_api_route("/io", _io, methods=["GET"])

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from service.api import root
+from service.app import TELEMETRY_OFF
 from service.settings import get_settings
 
 # Not the service's prefix: both apps share one Redis, and their rooms must not meet.
@@ -46,7 +47,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.redis.aclose()
 
 
-bare_rooms = FastAPI(lifespan=_lifespan)
+bare_rooms = FastAPI(lifespan=_lifespan, telemetry=TELEMETRY_OFF)  # as the service (bench/apps.py)
 bare_rooms.include_router(root.router)  # GET /: the bench's readiness probe
 
 

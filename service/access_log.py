@@ -5,8 +5,9 @@ trusted-proxy resolution and once the request has its id, so the client
 address is the resolved one and the line carries the request id.
 
 With JSON logs (the production default) the line is built here directly: the
-fields in a fixed order, encoded by orjson, and queued on the stdout writer,
-which writes the lines of one event-loop iteration together (service/log_writer.py).
+fields in a fixed order, encoded by orjson. A request only queues its values on
+the stdout writer, which builds and writes the lines of one event-loop iteration
+together (service/log_writer.py).
 That is the same line `JsonFormatter` makes of a record (service/logs.py), at a
 fraction of the cost of a `LogRecord`, filters and a formatter per request. Any
 other configuration (console logs, a handler of the operator's) gets a record.
@@ -75,43 +76,34 @@ class AccessLog:
                 return handler
         return None
 
-    def log(self, scope: Scope, status: int, seconds: float) -> None:
+    def log(self, scope: Scope, status: int, seconds: float, version: str | None = None) -> None:
+        """The access line of an HTTP request; `version` is `http_version(scope)`, if the caller has it."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
-        client = scope.get("client")
-        address = f"{client[0]}:{client[1]}" if client else "-"
-        method, path = scope["method"], scope["path"]
-        version = http_version(scope)
+        if version is None:
+            version = http_version(scope)
         handler = self._direct_handler()
         if handler is None:  # console logs, or a handler of the operator's: a record
+            method, path = scope["method"], scope["path"]
             # The duration in the text too: a console line shows only the message.
             text = f'"{method} {path} HTTP/{version}" {status} {seconds * 1000:.1f} ms'
             self._through_logging(scope, text, seconds, method=method, path=path, status=status)
             return
-        fields: dict[str, Any] = {
-            "level": "INFO",
-            "logger": ACCESS_LOGGER,
-            "message": f'{address} - "{method} {path} HTTP/{version}" {status}',
-            "pid": _process_id,
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "client": address,
-            "scheme": scope.get("scheme", "http"),
-            "version": version,
-            "request_id": request_id_var.get(),
-            "server": handler.server,
-            "time": self.clock.iso(time.time()),
-        }
-        line = json_line(fields)
-        if len(line) > PIPE_BUF:
-            # Only a very long path (or method) gets here: keep the line writable in one piece.
-            method, path = method[:32], path[:LONG_PATH_KEPT] + CUT_MARK
-            fields["message"] = f'{address} - "{method} {path} HTTP/{version}" {status}'
-            fields["method"], fields["path"] = method, path
-            line = json_line(fields)
-        handler.add_line(line)
+        # The values now, the line at the end of the loop iteration (service/log_writer.py).
+        values = (
+            scope.get("client"),
+            scope["method"],
+            scope["path"],
+            status,
+            seconds,
+            scope.get("scheme", "http"),
+            version,
+            request_id_var.get(),
+            time.time(),
+            handler.server,
+            self.clock,
+        )
+        handler.add_later(_json_access_line, values)
 
     # Long-lived connections (service/session_metrics.py): one line when each ends, same fields plus its own.
 
@@ -178,6 +170,36 @@ class AccessLog:
                 "request_id": request_id_var.get(),
             },
         )
+
+
+def _json_access_line(values: tuple[Any, ...]) -> bytes:
+    """The JSON access line: the fields of `JsonFormatter`'s access lines, in its order (service/logs.py)."""
+    client, method, path, status, seconds, scheme, version, request_id, timestamp, server, clock = values
+    address = f"{client[0]}:{client[1]}" if client else "-"
+    fields: dict[str, Any] = {
+        "level": "INFO",
+        "logger": ACCESS_LOGGER,
+        "message": f'{address} - "{method} {path} HTTP/{version}" {status}',
+        "pid": _process_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "client": address,
+        "scheme": scheme,
+        "version": version,
+        "request_id": request_id,
+        "server": server,
+        "time": clock.iso(timestamp),
+    }
+    line = json_line(fields)
+    if len(line) > PIPE_BUF:
+        # Only a very long path (or method) gets here: keep the line writable in one piece.
+        method, path = method[:32], path[:LONG_PATH_KEPT] + CUT_MARK
+        fields["message"] = f'{address} - "{method} {path} HTTP/{version}" {status}'
+        fields["method"], fields["path"] = method, path
+        line = json_line(fields)
+    return line
 
 
 def _address(scope: Scope) -> str:

@@ -130,7 +130,7 @@ def create_app(
         app.state.realtime.attach(asyncio.get_running_loop())
         sampler = asyncio.create_task(sample_process_periodically()) if settings.metrics_enabled else None
         if settings.metrics_enabled:
-            declare_open_sessions(route for router in (*service_routers, *routers) for route in router.routes)
+            declare_open_sessions(route for router in (*demo_routers, *routers) for route in router.routes)
         if settings.metrics_enabled and settings.tls_cert_file is not None:
             publish_certificate_expiry(settings.tls_cert_file)
         if demo_routes:
@@ -176,12 +176,16 @@ def create_app(
     app.state.lifecycle = "starting"
     app.state.readiness_checks = list(readiness_checks)
 
-    service_routers = [root.router, health.router]
-    if demo_routes:
-        service_routers += [echo.router, websocket_echo.router, event_stream.router, rooms_api.router]
+    app.include_router(root.router)
+    health.add_probes(app)  # before any other router: nothing shadows them
+    demo_routers = (
+        [echo.router, websocket_echo.router, event_stream.router, rooms_api.router] if demo_routes else []
+    )
+    for router in demo_routers:
+        app.include_router(router)
     if settings.metrics_enabled:
-        service_routers.append(metrics.router)
-    for router in (*service_routers, *routers):
+        metrics.add_metrics_route(app)  # before your routers: nothing shadows it
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app)
     return app

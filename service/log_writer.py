@@ -2,8 +2,11 @@
 
 Access lines are queued (`add`) and written once per event-loop iteration, scheduled with
 `call_soon` by the first line of the iteration (as the metrics are, service/multiprocess_metrics.py): under
-load one write carries dozens of requests' lines, off each request's own path. Any other line
-(`write_now`: app and server messages) first writes what is queued, so the stream keeps its order.
+load one write carries dozens of requests' lines, off each request's own path. A line may be queued
+as its values and the function that renders it (`add_later`): the lines of an iteration are then
+built together at the flush, one after the other, which costs a request less than building its line
+among the rest of its work. Any other line (`write_now`: app and server messages) first writes what
+is queued, so the stream keeps its order.
 
 Several worker processes share one stdout (a pipe in a container). POSIX makes a write of at most
 PIPE_BUF bytes to a pipe atomic, so each write carries whole lines and at most PIPE_BUF bytes: a
@@ -27,10 +30,14 @@ import multiprocessing.util
 import os
 import select
 import threading
+from collections.abc import Callable
+from typing import Any
 
 PIPE_BUF = select.PIPE_BUF
 # Queued lines are written at once past this size, whatever the iteration: memory stays bounded.
 FLUSH_BYTES = 64 * 1024
+# What a line queued by `add_later` counts for towards FLUSH_BYTES, before it is rendered.
+LATER_LINE_BYTES = 512
 # A stdout someone made non-blocking: how long to wait for the reader before dropping a batch.
 BLOCKED_WRITE_SECONDS = 5.0
 
@@ -41,16 +48,25 @@ class LineWriter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._lock = threading.Lock()
-        self._pending: list[bytes] = []
+        # A line, or the function that renders one and its values (`add_later`).
+        self._pending: list[bytes | tuple[Callable[[Any], bytes], Any]] = []
         self._pending_bytes = 0
         self._flush_scheduled_on: asyncio.AbstractEventLoop | None = None
         self._exit_hooks_pid = 0
 
     def add(self, line: bytes) -> None:
         """Queue a line; it is written at the end of this event-loop iteration (at once outside a loop)."""
+        self._queue(line, len(line))
+
+    def add_later(self, render: Callable[[Any], bytes], values: Any) -> None:
+        """Queue the line `render(values)` makes (whole, newline included, at most PIPE_BUF bytes); it is
+        rendered and written as `add`'s lines are, in its place among them."""
+        self._queue((render, values), LATER_LINE_BYTES)
+
+    def _queue(self, item: bytes | tuple[Callable[[Any], bytes], Any], size: int) -> None:
         with self._lock:
-            self._pending.append(line)
-            self._pending_bytes += len(line)
+            self._pending.append(item)
+            self._pending_bytes += size
             if self._pending_bytes < FLUSH_BYTES:
                 try:
                     loop = asyncio.get_running_loop()
@@ -94,7 +110,8 @@ class LineWriter:
         lines, self._pending, self._pending_bytes = self._pending, [], 0
         batch: list[bytes] = []
         size = 0
-        for line in lines:
+        for item in lines:
+            line = item if isinstance(item, bytes) else item[0](item[1])
             if batch and size + len(line) > PIPE_BUF:
                 self._write_all(b"".join(batch))
                 batch, size = [], 0

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -186,6 +187,13 @@ class LineHandler(logging.Handler):
         else:
             self.stream.write(line.decode())
             self.stream.flush()
+
+    def add_later(self, render: Callable[[Any], bytes], values: Any) -> None:
+        """The finished line `render(values)` makes, rendered and written with the next batch."""
+        if self.writer is not None:
+            self.writer.add_later(render, values)
+        else:
+            self.add_line(render(values))
 
     def flush(self) -> None:
         if self.writer is not None:

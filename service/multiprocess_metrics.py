@@ -186,6 +186,29 @@ request_series = functools.cache(RequestSeries)
 in_progress = functools.cache(InProgress)
 _protocol_count = functools.cache(ProtocolCount)
 
+
+def request_ended(
+    in_flight: InProgress, series: RequestSeries | None, protocol: ProtocolCount | None, seconds: float
+) -> None:
+    """`in_flight.leave()`, then `series.observe(seconds)` and `protocol.add()` when given.
+
+    What those three do, under one acquisition of the lock: the edge layer calls it once per request.
+    """
+    with _lock:
+        in_flight.now -= 1
+        if not in_flight.changed:
+            in_flight.changed = True
+            _changed(in_flight)
+        if series is not None:
+            if not series.pending:
+                _changed(series)
+            series.pending.append(seconds)
+        if protocol is not None:
+            if not protocol.pending:
+                _changed(protocol)
+            protocol.pending += 1
+
+
 _lock = threading.Lock()  # requests are recorded on the event loop's thread; tests may run others
 _changed_since_flush: list[RequestSeries | InProgress | ProtocolCount] = []
 _flush_scheduled_on: asyncio.AbstractEventLoop | None = None

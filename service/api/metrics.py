@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.ip_lists import IPAllowList
 from service.multiprocess_metrics import CONTENT_TYPE_LATEST, render
 
-router = APIRouter()
+
+def add_metrics_route(app: FastAPI) -> None:
+    """`/metrics` as a route of the app's own, not a router: see `service.api.health.add_probes`."""
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
 
 
-@router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     settings = request.app.service_settings
     client = request.client.host if request.client else ""

@@ -40,7 +40,15 @@ from service.middleware.session_records import (
     stream_ended,
     stream_started,
 )
-from service.multiprocess_metrics import in_progress, method_label, protocol_count, request_series
+from service.multiprocess_metrics import (
+    ProtocolCount,
+    RequestSeries,
+    in_progress,
+    method_label,
+    protocol_count,
+    request_ended,
+    request_series,
+)
 from service.request_id import HEADER, incoming_or_new, logger, request_id_var
 from service.security_headers import ALWAYS, HSTS, JSON_CSP
 
@@ -120,14 +128,16 @@ class EdgeMiddleware:
             session.ended(time.perf_counter() - started, self.access_log)
             request_id_var.reset(token)
 
-    def _record(self, scope: Scope, method: str, status: int, seconds: float, stream: str | None) -> None:
-        """The request metrics: recorded here, and only here (service/middleware/counted_marker.py)."""
+    def _series(
+        self, scope: Scope, method: str, status: int, version: str, stream: str | None
+    ) -> tuple[RequestSeries | None, ProtocolCount | None]:
+        """The request metrics' series, recorded here and only here (service/middleware/counted_marker.py)."""
         if stream is not None:  # a stream's lifetime is not a latency (service/sessions.py)
-            return
+            return None, None
         if self.count_marked_only and not scope["state"].get(COUNTED, False):
-            return  # answered by the Host allow-list or CORS, not by the app
-        request_series(method, route_of(scope), status).observe(seconds)
-        protocol_count(scope.get("scheme", "http"), http_version(scope)).add()
+            return None, None  # answered by the Host allow-list or CORS, not by the app
+        protocol = protocol_count(scope.get("scheme", "http"), version)
+        return request_series(method, route_of(scope), status), protocol
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,7 +149,8 @@ class EdgeMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         id_header = (HEADER, request_id.encode("ascii"))
         over_tls = scope.get("scheme") == "https"
-        http1 = http_version(scope) in HTTP1_VERSIONS
+        version = http_version(scope)
+        http1 = version in HTTP1_VERSIONS
         # As before: a request that started before the drain window opened is answered without it.
         closing = self.drain.draining
         access_log = self.access_log
@@ -170,12 +181,13 @@ class EdgeMiddleware:
             finally:
                 seconds = time.perf_counter() - started
                 if in_flight is not None:
-                    in_flight.leave()
-                    self._record(scope, method, status or 500, seconds, stream_route)
+                    request_ended(
+                        in_flight, *self._series(scope, method, status or 500, version, stream_route), seconds
+                    )
                 if stream_route is not None:
                     stream_ended(scope, stream_route)
                 if access_log is not None:
-                    log_response(access_log, scope, status or 500, seconds)
+                    log_response(access_log, scope, status or 500, seconds, version)
         except Exception:
             if not status:
                 raise  # no response yet: the server answers 500 and logs it

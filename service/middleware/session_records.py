@@ -29,7 +29,11 @@ def route_of(scope: Scope) -> str:
 
 
 def is_event_stream(headers: Headers) -> bool:
-    return any(name.lower() == b"content-type" and value.startswith(EVENT_STREAM) for name, value in headers)
+    # A loop, not any() over a generator (a frame per header): it runs on every response.
+    for name, value in headers:  # noqa: SIM110
+        if value.startswith(EVENT_STREAM) and name.lower() == b"content-type":
+            return True
+    return False
 
 
 def stream_started(scope: Scope, headers: Headers) -> str | None:
@@ -41,11 +45,11 @@ def stream_started(scope: Scope, headers: Headers) -> str | None:
     return route
 
 
-def log_response(access_log: AccessLog, scope: Scope, status: int, seconds: float) -> None:
+def log_response(access_log: AccessLog, scope: Scope, status: int, seconds: float, version: str) -> None:
     """The HTTP access line, or an event stream's (with the events it sent)."""
     events = scope["state"].get("events_sent")
     if events is None:
-        access_log.log(scope, status, seconds)
+        access_log.log(scope, status, seconds, version)
     else:
         access_log.stream(scope, status, seconds, events)
 

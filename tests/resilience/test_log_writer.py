@@ -23,6 +23,10 @@ def _line(writer: int, number: int) -> bytes:
     return f"{body}:{zlib.crc32(body.encode())}\n".encode()
 
 
+def _render(values: tuple[int, int]) -> bytes:
+    return _line(*values)
+
+
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 65536):
@@ -35,7 +39,10 @@ def _write_lines_in_a_loop(fd: int, writer_number: int) -> None:
 
     async def requests() -> None:
         for number in range(LINES_PER_WRITER):
-            writer.add(_line(writer_number, number))
+            if number % 2:  # queued as its values, rendered at the flush (as the access lines are)
+                writer.add_later(_render, (writer_number, number))
+            else:
+                writer.add(_line(writer_number, number))
             if number % 25 == 0:
                 await asyncio.sleep(0)  # an event-loop iteration ends: its lines are written
 
@@ -87,12 +94,23 @@ def test_one_iteration_is_written_in_batches_of_whole_lines_within_pipe_buf() ->
 
     writer._write_all = recording  # type: ignore[method-assign]  # observed, still written
 
+    rendered: list[bytes] = []
+
+    def render(line: bytes) -> bytes:
+        rendered.append(line)
+        return line
+
     async def one_iteration() -> None:
-        for line in lines:
-            writer.add(line)
+        for number, line in enumerate(lines):
+            if number % 2:
+                writer.add_later(render, line)
+            else:
+                writer.add(line)
         assert sizes == []  # nothing written before the iteration ends
+        assert rendered == []  # nor rendered
         await asyncio.sleep(0)
         assert sizes
+        assert rendered == lines[1::2]
 
     asyncio.run(one_iteration())
     os.close(write)
@@ -111,6 +129,7 @@ from service.log_writer import writer_for
 
 async def last_request():
     writer_for(1).add(b"the last request\\n")
+    writer_for(1).add_later(str.encode, "and its neighbour, rendered at the flush\\n")
     sys.exit(0)
 
 def serve():
@@ -135,4 +154,18 @@ def test_a_line_queued_as_the_process_ends_is_written(ending: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b"the last request\n"
+    assert result.stdout == b"the last request\nand its neighbour, rendered at the flush\n"
+
+
+def test_a_line_written_now_follows_the_queued_ones() -> None:
+    read, write = os.pipe()
+    writer = LineWriter(write)
+
+    async def request_then_message() -> None:
+        writer.add(b"access 1\n")
+        writer.add_later(str.encode, "access 2\n")
+        writer.write_now(b"a server message\n")  # an app or server line, mid-iteration
+
+    asyncio.run(request_then_message())
+    os.close(write)
+    assert _read_all(read) == b"access 1\naccess 2\na server message\n"

@@ -145,3 +145,28 @@ def test_demo_routes_are_served_only_when_asked(demo_routes: bool) -> None:
     else:
         assert set(statuses.values()) == {404}
         assert not {path for path in paths if path.startswith(("/echo", "/ws", "/events", "/rooms"))}
+
+
+def test_no_router_of_yours_shadows_the_probes() -> None:
+    yours = APIRouter()
+
+    @yours.get("/healthz")
+    @yours.get("/readyz")
+    async def not_a_probe() -> dict[str, str]:
+        return {"status": "yours"}
+
+    with TestClient(create_app(Settings(), routers=[yours])) as client:
+        assert client.get("/healthz").json() == {"status": "ok", "failing": []}
+        assert client.get("/readyz").json() == {"status": "ok", "failing": []}
+
+
+def test_no_router_of_yours_shadows_the_metrics() -> None:
+    yours = APIRouter()
+
+    @yours.get("/metrics")
+    async def not_the_metrics() -> dict[str, str]:
+        return {"metrics": "yours"}
+
+    settings = Settings(metrics_allow_ips="*")  # type: ignore[arg-type]  # the test client's host
+    with TestClient(create_app(settings, routers=[yours])) as client:
+        assert "http_requests_total" in client.get("/metrics").text
