@@ -36,6 +36,7 @@ from deploy.hypercorn_internals import (
 )
 from service.settings import Settings
 from tests.support.certs import Certificates, make_certificates
+from tests.support.listeners import until_listener_closed
 
 HYPERCORNS_OWN_STREAM = h11.WSStream
 HYPERCORNS_OWN_H3 = quic.H3Protocol
@@ -273,13 +274,7 @@ async def answer_to_a_request_sent_as_the_worker_stops(certs: Certificates) -> b
             except ConnectionRefusedError:
                 await asyncio.sleep(0.02)
         stop.set()
-        for _ in range(500):  # bounded: 5 s
-            try:
-                probe = socket.create_connection(("127.0.0.1", port), timeout=0.1)
-            except OSError:
-                break  # the stop has begun: the listener is closed
-            probe.close()
-            await asyncio.sleep(0.01)
+        await until_listener_closed(port)
         writer.write(b"GET /late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         try:
             answer = await asyncio.wait_for(reader.read(), BOUND)

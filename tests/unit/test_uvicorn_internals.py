@@ -44,6 +44,7 @@ from devkit.connections import (
     seconds_until_closed,
 )
 from service.settings import Settings
+from tests.support.listeners import until_listener_closed
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -172,13 +173,7 @@ async def _answer_to_a_request_sent_as_the_worker_stops(server_class: type[uvico
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     await _until(lambda: bool(server.server_state.connections))  # accepted by the worker
     server.should_exit = True
-    for _ in range(500):  # bounded: 5 s
-        try:
-            probe = socket.create_connection(("127.0.0.1", port), timeout=0.1)
-        except OSError:
-            break  # the stop has begun: the listener is closed
-        probe.close()
-        await asyncio.sleep(0.01)
+    await until_listener_closed(port)
     writer.write(b"GET /late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     try:
         answer = await asyncio.wait_for(reader.read(), timeout=5)
