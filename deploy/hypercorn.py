@@ -217,7 +217,7 @@ def server_config(launch: LaunchConfig) -> Config:
 def run(launch: LaunchConfig) -> int:
     config = server_config(launch)
     project = launch.project
-    hypercorn_internals.install()
+    hypercorn_internals.install(h3=bool(config.quic_bind))
     if config.workers == 0:
         app = import_app(config.application_path)
         serve_in_process(app, single_worker(config, config.bind))
@@ -249,7 +249,8 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
 
     hypercorn's own request limit is off: at its limit the worker says RETIRING and serves on
     (ReportingApp) instead of exiting before its replacement serves."""
-    hypercorn_internals.install()  # a spawned process: the launcher's patch is not inherited
+    # A spawned process: the launcher's patch is not inherited. (h3 is served in one process only.)
+    hypercorn_internals.install(h3=bool(config.quic_bind))
     limit = recycle_after(config.max_requests, config.max_requests_jitter)
     app = ReportingApp(import_app(config.application_path), link, limit)
     # serve() owns the fds now; with TLS, hypercorn serves `bind` over TLS and `insecure_bind` in cleartext.
@@ -258,8 +259,7 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     worker = single_worker(config, secure) if config.ssl_enabled else single_worker(config, insecure)
     if config.ssl_enabled:
         worker.insecure_bind = insecure
-    loop_factory = hypercorn_internals.worker_loop if config.worker_class == "uvloop" else None
-    serve_app(app, worker, shutdown_trigger=lambda: stop_requested(link, app), loop_factory=loop_factory)
+    serve_app(app, worker, shutdown_trigger=lambda: stop_requested(link, app), supervised=True)
 
 
 def single_worker(config: Config, binds: list[str]) -> Config:
@@ -271,17 +271,26 @@ def single_worker(config: Config, binds: list[str]) -> Config:
     return worker
 
 
+def event_loop_factory(
+    config: Config, *, supervised: bool = False
+) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `worker_class` names: uvloop's (in a supervised worker, the one that keeps the
+    listeners hypercorn makes, hypercorn_internals.ACCEPT_SETTLE), or asyncio's default (None)."""
+    if config.worker_class != "uvloop":
+        return None
+    return hypercorn_internals.worker_loop if supervised else uvloop.new_event_loop
+
+
 def serve_app(
     app: Any,
     config: Config,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    *,
+    supervised: bool = False,
 ) -> None:
-    """hypercorn's public serve(), on the event loop `worker_class` names (or `loop_factory`'s);
-    without a trigger it stops on SIGTERM or SIGINT."""
-    if loop_factory is None and config.worker_class == "uvloop":
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    """hypercorn's public serve(), on the event loop `worker_class` names; without a trigger it
+    stops on SIGTERM or SIGINT."""
+    with asyncio.Runner(loop_factory=event_loop_factory(config, supervised=supervised)) as runner:
         runner.run(serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
 
 
@@ -292,8 +301,7 @@ def serve_in_process(app: Any, config: Config) -> None:
     if not config.quic_bind:
         serve_app(app, config)
         return
-    loop_factory = uvloop.new_event_loop if config.worker_class == "uvloop" else None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory(config)) as runner:
         loop = runner.get_loop()
         stop = asyncio.Event()
         waking: list[asyncio.Task[None]] = []

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import socket
 from typing import Any
 
@@ -164,18 +163,19 @@ async def wake_quic_listeners(binds: list[str]) -> None:
     header). Runs until the server's loop ends and cancels it."""
     if not H3_PROMPT_STOP.applies() or not binds:
         return
-    targets = [_loopback_if_wildcard(*_host_port(bind)) for bind in binds]
+    addresses = [_loopback_if_wildcard(*_host_port(bind)) for bind in binds]
+    targets = [(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port)) for host, port in addresses]
     with contextlib.ExitStack() as stack:
         senders = {
             family: stack.enter_context(socket.socket(family, socket.SOCK_DGRAM))
-            for family in {socket.AF_INET6 if ":" in host else socket.AF_INET for host, _ in targets}
+            for family in {family for family, _ in targets}
         }
         for sender in senders.values():
             sender.setblocking(False)
         while True:
-            for host, port in targets:
+            for family, address in targets:
                 with contextlib.suppress(OSError):  # a full buffer or a listener already closed
-                    senders[socket.AF_INET6 if ":" in host else socket.AF_INET].sendto(b"", (host, port))
+                    senders[family].sendto(b"", address)
             await asyncio.sleep(QUIC_WAKE_SECONDS)
 
 
@@ -188,15 +188,16 @@ def _loopback_if_wildcard(host: str, port: int) -> tuple[str, int]:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host), port  # noqa: S104
 
 
-def install() -> bool:
-    """Have hypercorn's HTTP/1.1 protocol build the mended WebSocket stream, and its QUIC protocol the
-    mended HTTP/3 one (where aioquic is installed), each inside its tested range only.
+def install(*, h3: bool = False) -> bool:
+    """Have hypercorn's HTTP/1.1 protocol build the mended WebSocket stream, and, in a process that
+    serves h3, its QUIC protocol the mended HTTP/3 one, each inside its tested range only.
 
     Called in every process that serves (a spawned worker inherits no patch); returns whether the
-    WebSocket one applied.
+    WebSocket one applied. Only for h3: the QUIC protocol imports aioquic and its codecs, about
+    13 MB of RSS in a process that would never use them (the `http3` extra may well be installed).
     """
-    if H3_LATE_BODY.applies() and importlib.util.find_spec("aioquic") is not None:
-        from hypercorn.protocol import quic  # noqa: PLC0415 - imports aioquic: only where it is installed
+    if h3 and H3_LATE_BODY.applies():
+        from hypercorn.protocol import quic  # noqa: PLC0415 - imports aioquic: only to serve h3
 
         setattr(quic, "H3Protocol", late_body_h3_protocol())  # noqa: B010 - looked up per QUIC connection
     if not WEBSOCKET_CLOSE_CODES.applies():

@@ -25,3 +25,15 @@ def test_workers_of_other_servers_do_not_load_uvicorn(profile: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("h3", [False, True])
+def test_hypercorn_loads_the_quic_library_only_to_serve_h3(h3: bool) -> None:
+    # aioquic and its codecs cost about 13 MB of RSS in each process; `make run` installs the
+    # `http3` extra, so a hypercorn worker serving HTTP/1.1 and h2 would carry them for nothing.
+    code = (
+        "import sys; from deploy import hypercorn_internals;"
+        f"hypercorn_internals.install(h3={h3}); print('aioquic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == str(h3)

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.workers.gasgi import ASGIWorker
 from hypercorn.config import Config as HypercornConfig
 from uvicorn import Config as UvicornConfig
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from deploy import config_view
+from deploy import config_view, hypercorn_internals
 from deploy import gunicorn as gunicorn_adapter
 from deploy import gunicorn_asgi as gunicorn_asgi_adapter
 from deploy import hypercorn as hypercorn_adapter
@@ -295,6 +296,16 @@ def test_granian_uses_uvloop_and_the_asgi_interface_with_lifespan() -> None:
 
 def test_hypercorn_uses_the_uvloop_worker_class() -> None:
     assert hypercorn_adapter.build_config(SETTINGS).worker_class == "uvloop"
+
+
+def test_hypercorn_event_loop_is_named_by_the_worker_class_in_one_place() -> None:
+    config = hypercorn_adapter.build_config(SETTINGS)
+    assert hypercorn_adapter.event_loop_factory(config) is uvloop.new_event_loop
+    # A supervised worker's loop keeps its listeners (hypercorn_internals.ACCEPT_SETTLE).
+    assert hypercorn_adapter.event_loop_factory(config, supervised=True) is hypercorn_internals.worker_loop
+    config.worker_class = "asyncio"
+    assert hypercorn_adapter.event_loop_factory(config) is None
+    assert hypercorn_adapter.event_loop_factory(config, supervised=True) is None
 
 
 # --- the servers' own environment fallbacks never win ---

@@ -218,14 +218,14 @@ def test_the_patch_touches_nothing_of_hypercorns_before_it_applies() -> None:
 
 def test_inside_the_range_quic_connections_get_the_mended_h3_protocol() -> None:
     # What it mends is seen on the wire: tests/smoke/test_http3.py (a body sent after the answer).
-    hypercorn_internals.install()
+    hypercorn_internals.install(h3=True)
     assert quic.H3Protocol is hypercorn_internals.late_body_h3_protocol()
     assert issubclass(quic.H3Protocol, HYPERCORNS_OWN_H3)
 
 
 @pytest.mark.usefixtures("untested_release", "isolated_env")
 def test_outside_the_range_h3_is_refused_naming_the_patch() -> None:
-    hypercorn_internals.install()
+    hypercorn_internals.install(h3=True)
     assert quic.H3Protocol is HYPERCORNS_OWN_H3
     tls = {"tls_cert_file": Path("/run/tls/tls.crt"), "tls_key_file": Path("/run/tls/tls.key")}
     h3 = Settings(server="hypercorn", **tls, http_versions="http/1.1,h3", workers=1, worker_timeout=0)
