@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -46,10 +48,16 @@ def run_with_drain(serve: Callable[[], int], seconds: int, flag: Path) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     launcher = os.getpid()
+    # The server leaves by os._exit, which skips the interpreter's exit handlers: the temporary
+    # files it makes (multiprocessing's forkserver socket, under the supervisor) would stay. It
+    # makes them in a directory of its own, which this process removes once the server is gone.
+    # A short name: the forkserver's socket path inside it must fit in 107 bytes (AF_UNIX).
+    scratch = Path(tempfile.mkdtemp(prefix="asgi-server-"))
     pid = os.fork()
     if pid == 0:  # the server
         os.setpgid(0, 0)
         die_with_parent(launcher)
+        tempfile.tempdir = str(scratch)
         code = 1
         try:
             code = serve()
@@ -59,7 +67,10 @@ def run_with_drain(serve: Callable[[], int], seconds: int, flag: Path) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    return _front(pid, seconds, flag)
+    try:
+        return _front(pid, seconds, flag)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _front(pid: int, seconds: int, flag: Path) -> int:

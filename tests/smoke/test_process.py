@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -117,14 +120,24 @@ def test_request_outliving_graceful_timeout_is_cut_and_exit_is_prompt(profile: s
 
 
 @pytest.mark.parametrize("profile", ALL)
-def test_stop_behind_the_drain_window_leaves_a_clean_log(profile: str) -> None:
+def test_stop_behind_the_drain_window_leaves_a_clean_log_and_no_files(profile: str) -> None:
     # As `make run-*` runs locally: a drain window (the launcher forks the server) and two workers.
-    env = {**TEST_APP, "APP_WORKERS": "2", "APP_DRAIN_SECONDS": "1"}
-    with running_server(profile, env) as server:
-        server.signal(signal.SIGTERM)
-        code = server.wait_exit(timeout=20)
-        log = server.log()
+    # Its temporary directory is short, as /tmp is (pytest's own would be too long a place for the
+    # forkserver's socket path).
+    temporary = Path(tempfile.mkdtemp(prefix="tmp-"))
+    env = {**TEST_APP, "APP_WORKERS": "2", "APP_DRAIN_SECONDS": "1", "TMPDIR": str(temporary)}
+    try:
+        with running_server(profile, env) as server:
+            server.signal(signal.SIGTERM)
+            code = server.wait_exit(timeout=20)
+            log = server.log()
+        left = sorted(str(path.relative_to(temporary)) for path in temporary.rglob("*"))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
     assert code == 0, log
+    # The metrics directory, the drain flag's and whatever the server made (multiprocessing's
+    # forkserver socket): all gone with it.
+    assert left == [], log
     for noise in ("Traceback", "Warning:", "leaked"):
         assert noise not in log, log
     # The pause announces itself, or a plain `kill` looks hung for the window.
