@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import re
 import shutil
@@ -61,20 +60,7 @@ KEEP_ALIVE, KEEP_ALIVE_TLS, NEW_CONNECTION, NEW_CONNECTION_TLS, H2_TLS = (
 class TlsServer(Server):
     """The bench's server, polled for readiness over HTTPS (the certificate is a throwaway)."""
 
-    @property
-    def base_url(self) -> str:
-        return f"https://{LOOPBACK}:{self.port}"
-
-    def _get_status(self, path: str) -> int | None:
-        context = ssl._create_unverified_context()  # noqa: S323 - our own throwaway certificate
-        connection = http.client.HTTPSConnection(LOOPBACK, self.port, timeout=1.0, context=context)
-        try:
-            connection.request("GET", path)
-            return connection.getresponse().status
-        except (OSError, http.client.HTTPException):
-            return None
-        finally:
-            connection.close()
+    client_context = ssl._create_unverified_context()  # noqa: S323 - our own throwaway certificate
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,8 @@ class ServerProcess:
     # down with it; the bench, run from a terminal, gives them their own (see launched()).
     own_process_group: ClassVar[bool] = False
     stop_timeout: ClassVar[float] = 3.0  # drain is off by default: a healthy server is out well before
+    # Set for a server that serves HTTPS: its base URL and readiness poll speak TLS with this context.
+    client_context: ClassVar[ssl.SSLContext | None] = None
 
     profile: str
     env: dict[str, str]
@@ -65,7 +68,8 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "http" if self.client_context is None else "https"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -92,7 +96,11 @@ class ServerProcess:
         raise self.not_ready(f"not ready within {timeout:.0f}s")
 
     def _get_status(self, path: str) -> int | None:
-        connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=1.0)
+        connection = (
+            http.client.HTTPConnection(LOOPBACK, self.port, timeout=1.0)
+            if self.client_context is None
+            else http.client.HTTPSConnection(LOOPBACK, self.port, timeout=1.0, context=self.client_context)
+        )
         try:
             connection.request("GET", path)
             return connection.getresponse().status

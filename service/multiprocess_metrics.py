@@ -112,9 +112,13 @@ class RequestSeries:
     def observe(self, seconds: float) -> None:
         """`REQUESTS.labels(...).inc()` and `DURATION.labels(...).observe(seconds)`, at the next flush."""
         with _lock:
-            if not self.pending:
-                _changed(self)
-            self.pending.append(seconds)
+            self.record(seconds)
+
+    def record(self, seconds: float) -> None:
+        """`observe`, the caller holding `_lock`."""
+        if not self.pending:
+            _changed(self)
+        self.pending.append(seconds)
 
     def write(self) -> None:
         self.count.inc(len(self.pending))
@@ -134,9 +138,13 @@ class ProtocolCount:
 
     def add(self) -> None:
         with _lock:
-            if not self.pending:
-                _changed(self)
-            self.pending += 1
+            self.record()
+
+    def record(self) -> None:
+        """`add`, the caller holding `_lock`."""
+        if not self.pending:
+            _changed(self)
+        self.pending += 1
 
     def write(self) -> None:
         self.count.inc(self.pending)
@@ -163,17 +171,18 @@ class InProgress:
 
     def enter(self) -> None:
         with _lock:
-            self.now += 1
-            if not self.changed:
-                self.changed = True
-                _changed(self)
+            self.record(1)
 
     def leave(self) -> None:
         with _lock:
-            self.now -= 1
-            if not self.changed:
-                self.changed = True
-                _changed(self)
+            self.record(-1)
+
+    def record(self, change: int) -> None:
+        """`enter` (1) or `leave` (-1), the caller holding `_lock`."""
+        self.now += change
+        if not self.changed:
+            self.changed = True
+            _changed(self)
 
     def write(self) -> None:
         self.changed = False
@@ -195,18 +204,11 @@ def request_ended(
     What those three do, under one acquisition of the lock: the edge layer calls it once per request.
     """
     with _lock:
-        in_flight.now -= 1
-        if not in_flight.changed:
-            in_flight.changed = True
-            _changed(in_flight)
+        in_flight.record(-1)
         if series is not None:
-            if not series.pending:
-                _changed(series)
-            series.pending.append(seconds)
+            series.record(seconds)
         if protocol is not None:
-            if not protocol.pending:
-                _changed(protocol)
-            protocol.pending += 1
+            protocol.record()
 
 
 _lock = threading.Lock()  # requests are recorded on the event loop's thread; tests may run others

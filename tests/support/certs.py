@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,9 +9,7 @@ from pathlib import Path
 
 import trustme
 
-from devkit.process import ServerProcess
-
-LOOPBACK = "127.0.0.1"
+from devkit.process import LOOPBACK, ServerProcess
 
 
 @dataclass(frozen=True)
@@ -84,20 +81,4 @@ def make_certificates(directory: Path) -> Certificates:
 
 def tls_server(context: ssl.SSLContext) -> type[ServerProcess]:
     """A ServerProcess whose readiness poll and base URL speak HTTPS with this client context."""
-
-    class TlsServer(ServerProcess):
-        @property
-        def base_url(self) -> str:
-            return f"https://{LOOPBACK}:{self.port}"
-
-        def _get_status(self, path: str) -> int | None:
-            connection = http.client.HTTPSConnection(LOOPBACK, self.port, timeout=1.0, context=context)
-            try:
-                connection.request("GET", path)
-                return connection.getresponse().status
-            except (OSError, http.client.HTTPException):
-                return None
-            finally:
-                connection.close()
-
-    return TlsServer
+    return type("TlsServer", (ServerProcess,), {"client_context": context})
