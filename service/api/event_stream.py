@@ -24,6 +24,7 @@ from service.sessions import RealtimeState
 router = APIRouter(tags=["realtime"])
 
 STREAM_PING_SECONDS = 15.0  # a comment line this often keeps idle proxies from cutting a slow stream
+TIMER_SLACK = 0.001  # uvloop's timers count whole milliseconds: one may fire up to 1 ms early
 # A client told to reconnect after a shutdown waits 1-5 s, spread so they do not all come back at once.
 RETRY_MIN_MS, RETRY_MAX_MS = 1000, 5000
 
@@ -90,7 +91,7 @@ class EventStream(EventStreamResponse):
     ) -> None:
         loop = asyncio.get_running_loop()
         number = self.first_id
-        next_event = loop.time()
+        next_event = last_write = loop.time()
         while not gone():
             if realtime.stopping_now:
                 retry = random.randint(RETRY_MIN_MS, RETRY_MAX_MS)  # noqa: S311 - jitter, not a secret
@@ -98,20 +99,22 @@ class EventStream(EventStreamResponse):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 state["stream_end"] = "shutdown"
                 return
-            now = loop.time()
+            # The loop's timers may fire up to TIMER_SLACK early: such a wake is the tick it was for.
+            now = loop.time() + TIMER_SLACK
             if now >= next_event:
                 await send(_body(f"id: {number}\nevent: tick\ndata: {json.dumps({'n': number})}\n\n"))
                 state["events_sent"] += 1
                 number += 1
                 next_event = max(next_event + self.interval, now)  # a late tick is not caught up in a burst
+                last_write = now
                 continue
-            wait = min(next_event - now, STREAM_PING_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await wake.wait()
-                continue  # woken: stopping or gone
-            if loop.time() < next_event:
+            if now >= last_write + STREAM_PING_SECONDS:  # nothing written for that long: a ping
                 await send(_body(": ping\n\n"))
+                last_write = now
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(next_event, last_write + STREAM_PING_SECONDS) - now):
+                    await wake.wait()  # set when stopping or gone
 
 
 def _body(text: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from starlette.testclient import WebSocketDenialResponse
 from deploy.profile import UnsupportedSettingError
 from deploy.profiles import load_profile
 from deploy.reload import changed, syntax_error
+from service.api import event_stream
 from service.api.websocket_handshake import handshake_problem
 from service.app import create_app
 from service.drain_flag import DrainState
@@ -243,3 +244,35 @@ def test_attach_chains_onto_the_servers_signal_handler_and_detach_gives_it_back(
         assert signal.getsignal(signal.SIGTERM) is server_handler
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+def test_an_idle_event_stream_pings_once_per_ping_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first event at once, the next one 10 s later: in between, a ping each
+    # STREAM_PING_SECONDS of silence (shortened here), and nothing else.
+    monkeypatch.setattr(event_stream, "STREAM_PING_SECONDS", 0.1)
+    app = create_app(Settings())
+    scope = {"type": "http", "app": app, "state": {}}
+    written: list[bytes] = []
+
+    async def scenario() -> None:
+        disconnected = asyncio.Event()
+
+        async def receive() -> dict[str, object]:
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.body":
+                written.append(message["body"])  # type: ignore[arg-type]
+
+        stream = asyncio.ensure_future(event_stream.EventStream(1, 10.0)(scope, receive, send))
+        await asyncio.sleep(0.55)
+        disconnected.set()
+        await asyncio.wait_for(stream, 5)
+
+    asyncio.run(scenario())
+    assert written[0].startswith(b"id: 1\n")
+    pings = written[1:]
+    assert set(pings) == {b": ping\n\n"}
+    assert 2 <= len(pings) <= 5, written  # at 0.1, 0.2, 0.3, 0.4 and 0.5 s (later on a busy machine)
+    assert scope["state"]["events_sent"] == 1
