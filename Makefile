@@ -100,7 +100,7 @@ test-upstream: venv-dev ## Smoke + resilience suites on the newest release of ev
 	$(RUN) -m devkit.upstream --uv $(UV) -- $(PYTEST_ARGS)
 
 .PHONY: bench bench-quick bench-tls bench-rooms
-bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~11 min; wrk if installed)
+bench: venv-dev ## Benchmark every profile x app x workers side by side (not a test; ~22 min on 2 cores; wrk if installed)
 	$(RUN) -m bench $(BENCH_ARGS)
 
 bench-quick: venv-dev ## Quick benchmark: 1 worker, GET / only, 3 rounds (~3 min)
