@@ -12,8 +12,8 @@ HTTP/1.1 protocol build it, inside the tested range only.
 `H3_LATE_BODY`: hypercorn 0.18's HTTP/3 protocol forgets a stream once its response is sent, and
 a piece of that request's body arriving afterwards (a 413 answered from Content-Length, a 404 to
 a POST) raises KeyError out of its one QUIC datagram loop: HTTP/3 stops for the whole process.
-`late_body_h3_protocol()` drops such data instead; `install()` has hypercorn's QUIC protocol use it,
-inside the tested range and where aioquic (the `http3` extra) is installed.
+`late_body_h3_protocol()` drops such data instead; `install(h3=True)` has hypercorn's QUIC protocol
+use it, inside the tested range, in the one process that serves h3 (nowhere else is aioquic loaded).
 
 `ACCEPT_SETTLE`: a supervised worker's stop (deploy/hypercorn.py's shutdown trigger) ends
 with hypercorn 0.18's worker_serve closing, at once, every connection idle awaiting a request,
