@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from deploy import worker_gc
 from service.settings import Settings, SettingsError, env_name
 
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - a tmpfs, not a world-writable temp dir we create files in
@@ -85,6 +86,9 @@ def check_address(settings: Settings) -> None:
             ) from None
 
 
-def import_app(target: str) -> Any:
-    """The object an import string `module:attribute` (APP_ASGI_APP) names, imported here."""
-    return pkgutil.resolve_name(target)
+def app_to_serve(target: str) -> Any:
+    """The object an import string `module:attribute` (APP_ASGI_APP) names, imported in the process
+    that is about to serve it; then that process's heap is settled for serving (deploy/worker_gc.py)."""
+    app = pkgutil.resolve_name(target)
+    worker_gc.settle()
+    return app

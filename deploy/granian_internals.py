@@ -50,7 +50,7 @@ import granian._signals
 from granian.server import MPServer
 
 from deploy.carried import CarriedPatch
-from deploy.common import import_app
+from deploy.common import app_to_serve
 from deploy.heartbeat_files import ASGIApp, BeatingApp, Message, Receive, Scope, Send
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, BootTimes, MemoryWatch
@@ -185,7 +185,7 @@ def load_in_worker(parent_pid: int, marks: Path, beat: bool, sessions_bound: flo
     """granian's `target_loader`, run in each spawned worker before it serves: die with the main
     process, hold its stop until the long-lived sessions have ended, load the app."""
     die_with_parent(parent_pid)
-    app = cast(ASGIApp, import_app(target))  # granian's loader is private
+    app = cast(ASGIApp, app_to_serve(target))  # granian's loader is private
     if STOP_AFTER_SESSIONS.applies():
         hold_stop_for_sessions(app, sessions_bound)
     return worker_app(app, marks, beat)

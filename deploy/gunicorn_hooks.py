@@ -4,7 +4,8 @@
   request-dropping stop; here the first SIGINT asks the arbiter for its graceful stop (SIGTERM),
   a second one for its quick stop (SIGQUIT).
 - `post_fork` (worker): the worker dies with the arbiter.
-- `post_worker_init` (worker): APP_MAX_WORKER_MEMORY. Each worker checks its own resident
+- `post_worker_init` (worker): the worker's heap settled for serving (deploy/worker_gc.py), once
+  it has loaded the app; APP_MAX_WORKER_MEMORY. Each worker checks its own resident
   memory with deploy/memory_limit.py's rule and, before it would pass the limit, stops itself
   the way the arbiter stops a worker: SIGTERM, gunicorn's graceful stop (it stops accepting,
   finishes what it has, exits). The arbiter then replaces it while the others serve, as for
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from deploy import worker_gc
 from deploy.lifecycle import die_with_parent
 from deploy.memory_limit import MIB, MemoryWatch
 from deploy.metrics_dir import forget_worker
@@ -49,7 +51,9 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """With APP_MAX_WORKER_MEMORY, the worker retires itself before it passes the limit."""
+    """The worker has loaded the app: its heap is settled for serving (deploy/worker_gc.py). With
+    APP_MAX_WORKER_MEMORY, the worker retires itself before it passes the limit."""
+    worker_gc.settle()
     limit_mib = worker.app.project.max_worker_memory  # the launch's, on GunicornApplication
     if limit_mib:
         watch_own_memory(limit_mib * MIB, lambda why: _retire(worker, why))

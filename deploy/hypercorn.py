@@ -26,7 +26,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
 
 from deploy import hypercorn_internals
-from deploy.common import binds, import_app
+from deploy.common import app_to_serve, binds
 from deploy.profile import (
     NO_PING_TIMEOUT,
     HttpVersions,
@@ -219,7 +219,7 @@ def run(launch: LaunchConfig) -> int:
     project = launch.project
     hypercorn_internals.install(h3=bool(config.quic_bind))
     if config.workers == 0:
-        app = import_app(config.application_path)
+        app = app_to_serve(config.application_path)
         serve_in_process(app, single_worker(config, config.bind))
         return 0
     sockets = config.create_sockets()
@@ -252,7 +252,7 @@ def _worker(link: WorkerLink, *, config: Config, sockets: Sockets) -> None:
     # A spawned process: the launcher's patch is not inherited. (h3 is served in one process only.)
     hypercorn_internals.install(h3=bool(config.quic_bind))
     limit = recycle_after(config.max_requests, config.max_requests_jitter)
-    app = ReportingApp(import_app(config.application_path), link, limit)
+    app = ReportingApp(app_to_serve(config.application_path), link, limit)
     # serve() owns the fds now; with TLS, hypercorn serves `bind` over TLS and `insecure_bind` in cleartext.
     secure = [f"fd://{sock.detach()}" for sock in sockets.secure_sockets]
     insecure = [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]

@@ -24,7 +24,7 @@ import uvloop
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
-from deploy.common import import_app
+from deploy.common import app_to_serve
 from deploy.profile import (
     HTTP1_ONLY,
     INERT_PROXY_LIST,
@@ -167,6 +167,8 @@ def run(launch: LaunchConfig) -> int:
     config = server_config(launch)
     project = launch.project
     if not project.supervisor:
+        if isinstance(config.app, str):
+            config.app = app_to_serve(config.app)
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else STARTUP_FAILURE
@@ -192,7 +194,7 @@ def _worker(link: WorkerLink, *, config: uvicorn.Config, sockets: list[socket.so
     recycle_after = None if limit is None else limit + random.randint(0, jitter)  # noqa: S311 - not secret
     # The supervisor recycles the worker once its replacement serves; uvicorn would just exit.
     config.limit_max_requests = None
-    app = import_app(config.app) if isinstance(config.app, str) else config.app
+    app = app_to_serve(config.app) if isinstance(config.app, str) else config.app
     requests = RequestCount(cast(ASGIApp, app))
     config.app = requests
     server = uvicorn.Server(config)

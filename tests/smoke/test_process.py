@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from deploy.profiles import PROFILES
+from deploy.worker_gc import YOUNG_THRESHOLD
 from devkit.process import refused_at_startup, running_server
 
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("local_only")]
@@ -161,13 +162,19 @@ def test_an_address_not_of_this_host_stops_startup_with_one_line() -> None:
     assert "cannot listen on 192.0.2.1:8000: it is not an address of this host" in line
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_every_worker_runs_on_uvloop(profile: str) -> None:
+# One worker is served in the launcher's own process on uvicorn and hypercorn: a path of its own.
+SERVING_PATHS = [*((profile, 2) for profile in ALL), ("uvicorn", 1), ("hypercorn", 1)]
+
+
+@pytest.mark.parametrize(("profile", "workers"), SERVING_PATHS)
+def test_every_worker_runs_on_uvloop_with_its_heap_settled(profile: str, workers: int) -> None:
     # Each profile declares uvloop; a worker that silently fell back to asyncio's loop would
-    # still answer, only slower. New connections, so that both workers answer.
-    with running_server(profile, {**TEST_APP, "APP_WORKERS": "2"}) as server:
-        loops = {
-            httpx.get(f"{server.base_url}/loop", headers={"Connection": "close"}, timeout=5).json()["loop"]
-            for _ in range(20)
-        }
-    assert loops == {"uvloop.Loop"}
+    # still answer, only slower. So would a worker whose collector walks the whole app again and
+    # again (deploy/worker_gc.py). New connections, so that both workers answer.
+    with running_server(profile, {**TEST_APP, "APP_WORKERS": str(workers)}) as server:
+        answers = []
+        for _ in range(20):
+            loop = httpx.get(f"{server.base_url}/loop", headers={"Connection": "close"}, timeout=5).json()
+            heap = httpx.get(f"{server.base_url}/gc", headers={"Connection": "close"}, timeout=5).json()
+            answers.append((loop["loop"], heap["young_threshold"], heap["frozen"] > 20_000))
+    assert set(answers) == {("uvloop.Loop", YOUNG_THRESHOLD, True)}

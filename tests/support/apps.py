@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from fastapi import Query
@@ -37,3 +38,9 @@ async def running_loop() -> dict[str, str]:
     ran = type(asyncio.get_running_loop())
     loop = next((c for c in ran.__mro__ if c.__module__.split(".")[0] in {"uvloop", "asyncio"}), ran)
     return {"loop": f"{loop.__module__}.{loop.__qualname__}"}
+
+
+@app.get("/gc")
+async def garbage_collector() -> dict[str, int]:
+    """How this worker's garbage collector is set (deploy/worker_gc.py): what it froze, when it collects."""
+    return {"frozen": gc.get_freeze_count(), "young_threshold": gc.get_threshold()[0]}

@@ -23,6 +23,7 @@ from granian.server import MPServer
 
 import deploy.carried
 import deploy.granian_internals as internals
+from deploy import worker_gc
 from deploy.granian import GRANIAN_RESPAWN_SECONDS, RESPAWN_BOUND_SECONDS, launch_config
 from deploy.granian_internals import (
     PATCHES,
@@ -367,6 +368,7 @@ def test_load_in_worker_applies_both_worker_patches_inside_the_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, granian_signals: Any
 ) -> None:
     monkeypatch.setattr(internals, "die_with_parent", lambda _: None)  # not the test process
+    monkeypatch.setattr(worker_gc, "settle", lambda: None)  # nor its heap
     app = internals.load_in_worker(os.getppid(), tmp_path, False, 1.0, "tests.support.apps:app")
     assert isinstance(app.app, CloseWhileReading)
     assert granian._signals.set_loop_signals is not granian_signals
@@ -378,6 +380,7 @@ def test_outside_the_range_the_worker_runs_granians_own_stop(
 ) -> None:
     assert not any(patch.applies() for patch in PATCHES)
     monkeypatch.setattr(internals, "die_with_parent", lambda _: None)
+    monkeypatch.setattr(worker_gc, "settle", lambda: None)
     app = internals.load_in_worker(os.getppid(), tmp_path, False, 1.0, "tests.support.apps:app")
     assert not isinstance(app.app, CloseWhileReading)
     assert granian._signals.set_loop_signals is granian_signals
