@@ -23,7 +23,7 @@ from gunicorn.app.base import BaseApplication
 
 from deploy.carried import CarriedPatch
 from deploy.common import SHM_DIR, binds
-from deploy.gunicorn_hooks import child_exit, post_fork, post_worker_init, when_ready
+from deploy.gunicorn_hooks import child_exit, post_fork, post_worker_init, pre_fork, when_ready
 from deploy.gunicorn_internals import STOPPED_WORKER_KILL, arbiter_class
 from deploy.profile import (
     INERT_PROXY_LIST,
@@ -97,6 +97,7 @@ def gunicorn_options(settings: Settings, worker_class: str | type[Any]) -> dict[
         "control_socket_disable": True,  # it would write under $HOME: read-only in the image
         # gunicorn's public server hooks (deploy/gunicorn_hooks.py)
         "when_ready": when_ready,
+        "pre_fork": pre_fork,
         "post_fork": post_fork,
         "post_worker_init": post_worker_init,
         "child_exit": child_exit,

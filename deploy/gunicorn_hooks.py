@@ -3,6 +3,8 @@
 - `when_ready` (arbiter): SIGINT drains like SIGTERM. gunicorn's own SIGINT is a quick,
   request-dropping stop; here the first SIGINT asks the arbiter for its graceful stop (SIGTERM),
   a second one for its quick stop (SIGQUIT).
+- `pre_fork` (arbiter): what the arbiter holds is frozen before it forks a worker, so the worker's
+  collections leave the pages they share unwritten (deploy/worker_gc.py).
 - `post_fork` (worker): the worker dies with the arbiter.
 - `post_worker_init` (worker): the worker's heap settled for serving (deploy/worker_gc.py), once
   it has loaded the app; APP_MAX_WORKER_MEMORY. Each worker checks its own resident
@@ -43,6 +45,11 @@ def when_ready(server: Any) -> None:
         interrupted = True
 
     signal.signal(signal.SIGINT, drain)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """The arbiter's heap frozen before it forks a worker (deploy/worker_gc.py)."""
+    worker_gc.freeze_for_forking()
 
 
 def post_fork(server: Any, worker: Any) -> None:

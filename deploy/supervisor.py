@@ -125,6 +125,8 @@ WorkerTarget = Callable[..., None]  # target(link, **kwargs), importable by the 
 # the launcher's own modules: a worker started after SIGHUP must run the code on disk now.
 # One that is not installed is skipped. (FastAPI imports pydantic.v1 on the first route with a model.)
 APP_LIBRARIES = ("fastapi", "pydantic.v1", "pydantic_settings", "orjson", "uvloop")
+# Imported after them: freezes what the fork server holds, so the workers' collections leave it shared.
+FORK_SERVER_GC = "deploy.fork_server_gc"
 
 # What the profiles whose workers this supervisor runs declare for its settings: the project's,
 # handed to the Supervisor from the launch's ProjectPart.
@@ -183,7 +185,7 @@ class Supervisor:
         # Forked from a server process that imported `preload` once, not spawned and importing:
         # each worker still imports the app itself. The fork server dies with this process.
         self.ctx = get_context("forkserver")
-        self.ctx.set_forkserver_preload(list(preload))
+        self.ctx.set_forkserver_preload([*preload, FORK_SERVER_GC])
         self.workers: list[_Worker] = []
         self.stopping = False
         self.reload_requested = False

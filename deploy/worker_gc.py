@@ -16,6 +16,10 @@ advice for servers: frozen objects are never walked again; they are not garbage,
 them), and raises the young generation's threshold, so a collection runs when garbage builds up
 (objects in reference cycles, which only the collector frees), not because requests are in flight.
 Objects the app creates after start-up are collected as before.
+
+A process that forks workers freezes what it holds first (`freeze_for_forking`: the supervisor's
+fork server, deploy/fork_server_gc.py; gunicorn's arbiter, its public `pre_fork` hook), so the
+workers' collections leave the pages they share with it shared.
 """
 
 from __future__ import annotations
@@ -28,9 +32,17 @@ import gc
 YOUNG_THRESHOLD = 10_000
 
 
-def settle() -> None:
-    """Collect what start-up left, freeze the rest, raise the young generation's threshold."""
+def freeze_for_forking() -> None:
+    """In a process about to fork workers: collect, then freeze what is left. A forked worker shares
+    its parent's pages until it writes to them, and a collection writes to every object it walks:
+    frozen objects are inherited frozen, so no worker's collection walks them. Only what is not
+    frozen yet is walked here."""
     gc.collect()
     gc.freeze()
+
+
+def settle() -> None:
+    """Collect what start-up left, freeze the rest, raise the young generation's threshold."""
+    freeze_for_forking()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)
