@@ -13,7 +13,7 @@ so other processes' load does not count in it.
 The measurement runs in a fresh interpreter whose metrics are prometheus-client's multiprocess
 files, as in a server's worker (the launcher sets `PROMETHEUS_MULTIPROC_DIR` before the library
 is imported: it picks its storage then): in memory, a metric's write would cost less than it does
-in production.
+in production. Its garbage collector is settled as a server's worker's is (deploy/worker_gc.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from deploy import worker_gc
 from service.api import echo, root
 from service.app import TELEMETRY_OFF, create_app
 from service.logs import log_config
@@ -143,6 +144,7 @@ def _measure_here(rounds: int, batch: int, requests: int) -> dict[str, dict[str,
     built: dict[str, Any] = {BARE: _bare()}
     for name, values in VARIANTS.items():
         built[name] = create_app(Settings(env="production", **values))
+    worker_gc.settle()  # as every profile's worker does once the app is loaded
     samples: dict[str, dict[str, list[float]]] = {route: {name: [] for name in built} for route in ROUTES}
     with tempfile.TemporaryFile() as sink:
         saved = os.dup(1)
