@@ -27,8 +27,9 @@ from __future__ import annotations
 import gc
 
 # Net new container objects before the young generation is collected (CPython's default: 700).
-# At 64 connections on every profile, requests in flight stay under it: no collection runs unless
-# garbage in reference cycles builds up, and then each frees at most this many objects' worth.
+# With it at 7,000, 5 s of POST /echo on 64 connections ran 1 young collection on granian with bare
+# FastAPI, 17 with the service, none on uvicorn: a collection runs when garbage in reference cycles
+# builds up, or when the worker holds much more, not every few requests.
 YOUNG_THRESHOLD = 10_000
 
 
