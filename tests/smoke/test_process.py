@@ -162,19 +162,27 @@ def test_an_address_not_of_this_host_stops_startup_with_one_line() -> None:
     assert "cannot listen on 192.0.2.1:8000: it is not an address of this host" in line
 
 
-# One worker is served in the launcher's own process on uvicorn and hypercorn: a path of its own.
-SERVING_PATHS = [*((profile, 2) for profile in ALL), ("uvicorn", 1), ("hypercorn", 1)]
+# Two supervised workers on every profile; and one worker neither watched nor recycled, which
+# uvicorn and hypercorn serve in the launcher's own process: a path of its own.
+IN_PROCESS = {"APP_WORKERS": "1", "APP_WORKER_TIMEOUT": "0"}
+SERVING_PATHS = [
+    *(pytest.param(profile, {"APP_WORKERS": "2"}, id=f"{profile}-2") for profile in ALL),
+    *(pytest.param(profile, IN_PROCESS, id=f"{profile}-in-process") for profile in ("uvicorn", "hypercorn")),
+]
 
 
-@pytest.mark.parametrize(("profile", "workers"), SERVING_PATHS)
-def test_every_worker_runs_on_uvloop_with_its_heap_settled(profile: str, workers: int) -> None:
+@pytest.mark.parametrize(("profile", "settings"), SERVING_PATHS)
+def test_every_worker_runs_on_uvloop_with_its_heap_settled(profile: str, settings: dict[str, str]) -> None:
     # Each profile declares uvloop; a worker that silently fell back to asyncio's loop would
     # still answer, only slower. So would a worker whose collector walks the whole app again and
     # again (deploy/worker_gc.py). New connections, so that both workers answer.
-    with running_server(profile, {**TEST_APP, "APP_WORKERS": str(workers)}) as server:
+    with running_server(profile, {**TEST_APP, **settings}) as server:
         answers = []
         for _ in range(20):
             loop = httpx.get(f"{server.base_url}/loop", headers={"Connection": "close"}, timeout=5).json()
             heap = httpx.get(f"{server.base_url}/gc", headers={"Connection": "close"}, timeout=5).json()
             answers.append((loop["loop"], heap["young_threshold"], heap["frozen"] > 20_000))
+        workers = server.listening_workers()
+    if settings is IN_PROCESS:
+        assert workers == []  # no process below the launcher serves: the launcher does
     assert set(answers) == {("uvloop.Loop", YOUNG_THRESHOLD, True)}
