@@ -5,8 +5,9 @@ trusted-proxy resolution and once the request has its id, so the client
 address is the resolved one and the line carries the request id.
 
 With JSON logs (the production default) the line is built here directly: the
-fields in a fixed order, encoded by orjson. A request only queues its values on
-the stdout writer, which builds and writes the lines of one event-loop iteration
+fields in a fixed order, encoded by orjson. The edge layer keeps each finished
+request's record and hands those of one event-loop iteration to `write` at its
+end (service/request_records.py), which builds their lines and writes them
 together (service/log_writer.py).
 That is the same line `JsonFormatter` makes of a record (service/logs.py), at a
 fraction of the cost of a `LogRecord`, filters and a formatter per request. Any
@@ -18,13 +19,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
 from service.log_writer import PIPE_BUF
 from service.logs import ACCESS_LOGGER, LineHandler, UtcClock, json_line
 from service.request_id import request_id_var
+
+if TYPE_CHECKING:
+    from service.request_records import Record
 
 # ASGI writes HTTP/1.0 as "1.0"; granian 2.8 writes "1".
 _VERSION_SPELLINGS = {"1": "1.0"}
@@ -104,6 +109,59 @@ class AccessLog:
             self.clock,
         )
         handler.add_later(_json_access_line, values)
+
+    def write(self, records: Iterable[Record]) -> None:
+        """The access lines of finished requests, in their order (service/request_records.py).
+
+        Called once per event-loop iteration with that iteration's requests: the handler is
+        looked up once, and their JSON lines go to the writer together.
+        """
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        handler = self._direct_handler()
+        skip_paths, clock = self.skip_paths, self.clock
+        server = handler.server if handler is not None else "-"
+        lines: list[bytes] = []
+        for record in records:
+            scope, status, seconds, version, ended = record
+            if scope["path"] in skip_paths:
+                continue
+            state = scope["state"]
+            events = state.get("events_sent")
+            if handler is None or events is not None:  # a record through logging, after the lines before it
+                if lines and handler is not None:
+                    handler.write_lines(lines)
+                    lines = []
+                self._logged(record, events)
+                continue
+            values = (
+                scope.get("client"),
+                scope["method"],
+                scope["path"],
+                status,
+                seconds,
+                scope.get("scheme", "http"),
+                version,
+                state.get("request_id", "-"),
+                ended,
+                server,
+                clock,
+            )
+            lines.append(_json_access_line(values))
+        if lines and handler is not None:
+            handler.write_lines(lines)
+
+    def _logged(self, record: Record, events: int | None) -> None:
+        """A request's line through `logging`, its request id in the context as during the request."""
+        scope, status, seconds, version, _ = record
+        token = request_id_var.set(scope["state"].get("request_id", "-"))  # the filter reads it there
+        try:
+            if events is None:
+                self.log(scope, status, seconds, version)
+            else:
+                self.stream(scope, status, seconds, events)
+        finally:
+            request_id_var.reset(token)
 
     # Long-lived connections (service/session_metrics.py): one line when each ends, same fields plus its own.
 

@@ -1,12 +1,11 @@
 """Whole log lines to a file descriptor, batched per event-loop iteration, never torn or lost.
 
-Access lines are queued (`add`) and written once per event-loop iteration, scheduled with
-`call_soon` by the first line of the iteration (as the metrics are, service/multiprocess_metrics.py): under
-load one write carries dozens of requests' lines, off each request's own path. A line may be queued
-as its values and the function that renders it (`add_later`): the lines of an iteration are then
-built together at the flush, one after the other, which costs a request less than building its line
-among the rest of its work. Any other line (`write_now`: app and server messages) first writes what
-is queued, so the stream keeps its order.
+Lines are queued (`add`, or `add_later` with the function that renders one) and written once per
+event-loop iteration, scheduled with `call_soon` by the first line of the iteration: under load one
+write carries dozens of lines, off each request's own path. The edge layer's access lines come as
+one batch at the end of the iteration (`write_lines`, from service/request_records.py), which holds
+them back until then (`hold_back`). Any other line (`write_now`: app and server messages) first
+writes what is queued and what is held back, so the stream keeps its order.
 
 Several worker processes share one stdout (a pipe in a container). POSIX makes a write of at most
 PIPE_BUF bytes to a pipe atomic, so each write carries whole lines and at most PIPE_BUF bytes: a
@@ -30,8 +29,9 @@ import multiprocessing.util
 import os
 import select
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 PIPE_BUF = select.PIPE_BUF
 # Queued lines are written at once past this size, whatever the iteration: memory stays bounded.
@@ -81,12 +81,20 @@ class LineWriter:
             self._write_pending()
 
     def write_now(self, line: bytes) -> None:
-        """Write what is queued, then this line."""
+        """Write what is queued and held back, then this line."""
+        _flush_held_back()
         with self._lock:
             self._pending.append(line)
             self._write_pending()
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Write what is queued, then these lines (whole, newline included, each at most PIPE_BUF bytes)."""
+        with self._lock:
+            self._pending += lines
+            self._write_pending()
+
     def flush(self) -> None:
+        _flush_held_back()
         with self._lock:
             self._flush_scheduled_on = None
             self._write_pending()
@@ -140,6 +148,25 @@ class LineWriter:
 _writers: dict[int, LineWriter] = {}
 
 
+class HeldBack(Protocol):
+    def flush(self) -> None: ...
+
+
+# What keeps lines back to write them later in one batch (service/request_records.py).
+_held_back: weakref.WeakSet[HeldBack] = weakref.WeakSet()
+
+
+def hold_back(source: HeldBack) -> None:
+    """`source.flush()` writes the lines it holds back; any line written now, and every flush, calls it
+    first, so the stream keeps the order in which its lines were made."""
+    _held_back.add(source)
+
+
+def _flush_held_back() -> None:
+    for source in list(_held_back):
+        source.flush()
+
+
 def writer_for(fd: int) -> LineWriter:
     """The one writer of a file descriptor in this process, shared by every handler writing to it."""
     writer = _writers.get(fd)
@@ -149,6 +176,8 @@ def writer_for(fd: int) -> LineWriter:
 
 
 def flush_all() -> None:
+    with contextlib.suppress(Exception):
+        _flush_held_back()
     for writer in list(_writers.values()):
         with contextlib.suppress(Exception):
             writer.flush()

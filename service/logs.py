@@ -188,6 +188,14 @@ class LineHandler(logging.Handler):
             self.stream.write(line.decode())
             self.stream.flush()
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Finished lines (bytes, newline included), written now after what is queued."""
+        if self.writer is not None:
+            self.writer.write_lines(lines)
+        else:
+            self.stream.write(b"".join(lines).decode())
+            self.stream.flush()
+
     def add_later(self, render: Callable[[Any], bytes], values: Any) -> None:
         """The finished line `render(values)` makes, rendered and written with the next batch."""
         if self.writer is not None:

@@ -13,7 +13,9 @@ import contextlib
 import functools
 import os
 import threading
+import weakref
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -91,8 +93,9 @@ def method_label(method: str) -> str:
 # Recording a request is five writes to mmap'd files (counter, histogram sum and
 # bucket, in-progress up and down), each behind prometheus-client's lock and pid
 # check. Under load an event loop runs dozens of requests per iteration, so they are
-# added up in memory and written once per loop iteration (`flush`, scheduled with
-# call_soon by the first request of the iteration), and before every scrape and at
+# added up in memory and written once per loop iteration (the edge layer's records,
+# service/request_records.py, or `flush`, scheduled with call_soon by the first change of
+# the iteration), and before every scrape and at
 # shutdown, through prometheus-client's public methods: a counter's `inc(n)` once per
 # series, the histogram's `observe()` per request, the in-progress gauge's `inc()` by
 # its net change. Nothing is lost; another worker's scrape sees a request up to one
@@ -111,11 +114,11 @@ class RequestSeries:
 
     def observe(self, seconds: float) -> None:
         """`REQUESTS.labels(...).inc()` and `DURATION.labels(...).observe(seconds)`, at the next flush."""
-        with _lock:
+        with lock:
             self.record(seconds)
 
     def record(self, seconds: float) -> None:
-        """`observe`, the caller holding `_lock`."""
+        """`observe`, the caller holding `lock`."""
         if not self.pending:
             _changed(self)
         self.pending.append(seconds)
@@ -137,11 +140,11 @@ class ProtocolCount:
         self.pending = 0
 
     def add(self) -> None:
-        with _lock:
+        with lock:
             self.record()
 
     def record(self) -> None:
-        """`add`, the caller holding `_lock`."""
+        """`add`, the caller holding `lock`."""
         if not self.pending:
             _changed(self)
         self.pending += 1
@@ -170,15 +173,15 @@ class InProgress:
         self.changed = False
 
     def enter(self) -> None:
-        with _lock:
+        with lock:
             self.record(1)
 
     def leave(self) -> None:
-        with _lock:
+        with lock:
             self.record(-1)
 
     def record(self, change: int) -> None:
-        """`enter` (1) or `leave` (-1), the caller holding `_lock`."""
+        """`enter` (1) or `leave` (-1), the caller holding `lock`."""
         self.now += change
         if not self.changed:
             self.changed = True
@@ -196,28 +199,28 @@ in_progress = functools.cache(InProgress)
 _protocol_count = functools.cache(ProtocolCount)
 
 
-def request_ended(
-    in_flight: InProgress, series: RequestSeries | None, protocol: ProtocolCount | None, seconds: float
-) -> None:
-    """`in_flight.leave()`, then `series.observe(seconds)` and `protocol.add()` when given.
-
-    What those three do, under one acquisition of the lock: the edge layer calls it once per request.
-    """
-    with _lock:
-        in_flight.record(-1)
-        if series is not None:
-            series.record(seconds)
-        if protocol is not None:
-            protocol.record()
-
-
-_lock = threading.Lock()  # requests are recorded on the event loop's thread; tests may run others
+# Held around every change of the series above and their writes: requests are recorded on the
+# event loop's thread, but a scrape or a test may flush from another.
+lock = threading.Lock()
 _changed_since_flush: list[RequestSeries | InProgress | ProtocolCount] = []
 _flush_scheduled_on: asyncio.AbstractEventLoop | None = None
 
 
+class HeldBack(Protocol):
+    def flush(self) -> None: ...
+
+
+# What records requests and writes them here later (service/request_records.py): flushed first.
+_held_back: weakref.WeakSet[HeldBack] = weakref.WeakSet()
+
+
+def hold_back(source: HeldBack) -> None:
+    """`source.flush()` records what it holds back; `flush` calls it first, so nothing is left out."""
+    _held_back.add(source)
+
+
 def _changed(series: RequestSeries | InProgress | ProtocolCount) -> None:
-    """Note a series with something to write (under `_lock`), and make sure a flush comes."""
+    """Note a series with something to write (under `lock`), and make sure a flush comes."""
     global _flush_scheduled_on  # noqa: PLW0603
     _changed_since_flush.append(series)
     try:
@@ -231,8 +234,15 @@ def _changed(series: RequestSeries | InProgress | ProtocolCount) -> None:
 
 def flush() -> None:
     """Write this worker's request metrics recorded since the last flush to its metric files."""
+    for source in list(_held_back):
+        source.flush()
+    write_changed()
+
+
+def write_changed() -> None:
+    """Write the series changed since the last write (what `flush` does once the held-back records are in)."""
     global _flush_scheduled_on  # noqa: PLW0603
-    with _lock:
+    with lock:
         _flush_scheduled_on = None
         for series in _changed_since_flush:
             series.write()

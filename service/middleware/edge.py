@@ -13,10 +13,11 @@
   treats the response as malformed); there a `Connection` header is dropped, and the
   server's GOAWAY moves the client off.
 - The security headers (service/security_headers.py).
-- The request metrics (service/middleware/counted_marker.py), when `metrics` is set: the
-  app builder sets it when no other layer sits between this one and the metrics'
-  place in the stack (a Host allow-list or CORS answer some requests themselves,
-  and those are not counted).
+- The request metrics, when `metrics` is set; what a Host allow-list or CORS answer
+  themselves is not counted (service/middleware/counted_marker.py).
+- The access line and the metrics of a finished request are kept as one record and
+  written with the others of the event-loop iteration at its end
+  (service/request_records.py); an event stream's when it ends.
 
 One layer rather than one per concern: a response's headers are rebuilt once, in one
 pass, and its status is read once (each layer would wrap `send` again).
@@ -32,24 +33,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.access_log import AccessLog, http_version
 from service.drain_flag import DrainState
 from service.forwarded import TrustedProxies
-from service.middleware.counted_marker import COUNTED
 from service.middleware.session_records import (
     WebSocketSession,
     log_response,
-    route_of,
     stream_ended,
     stream_started,
 )
-from service.multiprocess_metrics import (
-    ProtocolCount,
-    RequestSeries,
-    in_progress,
-    method_label,
-    protocol_count,
-    request_ended,
-    request_series,
-)
+from service.multiprocess_metrics import in_progress, method_label
 from service.request_id import HEADER, incoming_or_new, logger, request_id_var
+from service.request_records import RequestRecords
 from service.security_headers import ALWAYS, HSTS, JSON_CSP
 
 CLOSE = (b"connection", b"close")
@@ -102,7 +94,12 @@ class EdgeMiddleware:
         self.trusted_proxies = trusted_proxies
         self.access_log = access_log
         self.metrics = metrics
-        self.count_marked_only = count_marked_only  # see service/middleware/counted_marker.py
+        # What every other response leaves behind, written once per event-loop iteration.
+        self.records = (
+            RequestRecords(access_log, metrics=metrics, count_marked_only=count_marked_only)
+            if metrics or access_log is not None
+            else None
+        )
 
     async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket session: request id, trusted proxy, one access line and its metrics when it ends."""
@@ -128,16 +125,12 @@ class EdgeMiddleware:
             session.ended(time.perf_counter() - started, self.access_log)
             request_id_var.reset(token)
 
-    def _series(
-        self, scope: Scope, method: str, status: int, version: str, stream: str | None
-    ) -> tuple[RequestSeries | None, ProtocolCount | None]:
-        """The request metrics' series, recorded here and only here (service/middleware/counted_marker.py)."""
-        if stream is not None:  # a stream's lifetime is not a latency (service/sessions.py)
-            return None, None
-        if self.count_marked_only and not scope["state"].get(COUNTED, False):
-            return None, None  # answered by the Host allow-list or CORS, not by the app
-        protocol = protocol_count(scope.get("scheme", "http"), version)
-        return request_series(method, route_of(scope), status), protocol
+    def _stream_ended(self, scope: Scope, route: str, status: int, seconds: float, version: str) -> None:
+        """An event stream's metrics and access line, once it has ended (it is never batched)."""
+        in_progress(method_label(scope["method"])).leave()
+        stream_ended(scope, route)
+        if self.access_log is not None and scope["path"] not in self.access_log.skip_paths:
+            log_response(self.access_log, scope, status, seconds, version)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,9 +146,6 @@ class EdgeMiddleware:
         http1 = version in HTTP1_VERSIONS
         # As before: a request that started before the drain window opened is answered without it.
         closing = self.drain.draining
-        access_log = self.access_log
-        if access_log is not None and scope["path"] in access_log.skip_paths:
-            access_log = None
         status = 0
         stream_route = None  # set when the response is an event stream (service/sessions.py)
 
@@ -169,25 +159,19 @@ class EdgeMiddleware:
                     stream_route = stream_started(scope, headers)
             await send(message)
 
-        in_flight = None
+        records = self.records
         if self.metrics:
-            method = method_label(scope["method"])
-            in_flight = in_progress(method)
-            in_flight.enter()
+            in_progress(method_label(scope["method"])).enter()
         started = time.perf_counter()
         try:
             try:
                 await self.app(scope, receive, send_with_headers)
             finally:
                 seconds = time.perf_counter() - started
-                if in_flight is not None:
-                    request_ended(
-                        in_flight, *self._series(scope, method, status or 500, version, stream_route), seconds
-                    )
-                if stream_route is not None:
-                    stream_ended(scope, stream_route)
-                if access_log is not None:
-                    log_response(access_log, scope, status or 500, seconds, version)
+                if stream_route is not None:  # a stream's lifetime is not a latency (service/sessions.py)
+                    self._stream_ended(scope, stream_route, status, seconds, version)
+                elif records is not None:
+                    records.add((scope, status or 500, seconds, version, time.time()))
         except Exception:
             if not status:
                 raise  # no response yet: the server answers 500 and logs it

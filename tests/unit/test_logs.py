@@ -14,6 +14,7 @@ import pytest
 
 from deploy.profiles import PROFILES, load_profile
 from service.access_log import ACCESS_LOGGER, AccessLog, http_version
+from service.app import create_app
 from service.log_writer import PIPE_BUF
 from service.logs import ACCESS_FIELDS, JSON_FIELDS, NO_SERVER, JsonFormatter, ServerLoggers, log_config
 from service.request_id import request_id_var
@@ -163,3 +164,50 @@ def test_an_access_record_keeps_the_fields_the_access_log_gives_it(
 def test_access_line_spells_the_http_version_as_asgi_does(written: str, logged: str) -> None:
     """granian 2.8 writes HTTP/1.0 as "1": the line says HTTP/1.0 whatever the server."""
     assert http_version({**SCOPE, "http_version": written}) == logged
+
+
+async def _get(app: Any, path: str) -> None:
+    """One request to the app, called directly: no event-loop iteration passes during it."""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "client": ("10.0.0.7", 5123),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    await app(scope, receive, send)
+
+
+def test_access_lines_wait_for_the_iterations_end_but_never_for_a_later_line(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Access lines are written once per event-loop iteration (service/request_records.py); a line
+    written meanwhile still comes after the access lines of the requests that ended before it."""
+    settings = Settings(log_format="json")
+    _configure(settings)
+    app = create_app(settings)
+
+    async def two_requests_and_a_warning_in_one_iteration() -> str:
+        await _get(app, "/")
+        before_the_iteration_ends = capfd.readouterr().out
+        logging.getLogger("service.example").warning("in between")
+        await _get(app, "/missing")
+        await asyncio.sleep(0)
+        return before_the_iteration_ends
+
+    assert asyncio.run(two_requests_and_a_warning_in_one_iteration()) == ""
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert [line.get("path", line["message"]) for line in lines] == ["/", "in between", "/missing"]
+    assert [line.get("status") for line in lines] == [200, None, 404]
+    assert lines[0]["request_id"] != lines[2]["request_id"]

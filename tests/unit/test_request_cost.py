@@ -138,6 +138,33 @@ def test_a_scrape_includes_what_was_not_flushed_yet() -> None:
     assert 'http_requests_total{method="GET",route="/not-flushed-yet",status="200"} 1.0' in text
 
 
+def test_a_scrape_counts_the_requests_that_ended_in_its_own_iteration() -> None:
+    """The edge layer keeps an iteration's requests until its end (service/request_records.py); a
+    scrape in that iteration counts them all the same."""
+    app = create_app(Settings())
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def requests_then_scrape_in_one_iteration() -> tuple[bytes, bytes]:
+        before = metrics.render(None)
+        for _ in range(3):
+            await app(dict(scope), receive, send)
+        return before, metrics.render(None)
+
+    before, after = asyncio.run(requests_then_scrape_in_one_iteration())
+    series = b'http_requests_total{method="GET",route="/",status="200"} '
+
+    def counted(text: bytes) -> float:
+        return float(text.split(series)[1].split(b"\n")[0]) if series in text else 0.0
+
+    assert counted(after) == counted(before) + 3
+
+
 def _count(method: str, route: str, status: str) -> float:
     metrics.flush()
     return _value(metrics.REQUESTS.labels(method, route, status))
