@@ -1,8 +1,8 @@
 """Per-worker request limits, identical on every server.
 
 - Bodies larger than `max_body_size` get 413: at once when Content-Length says
-  so, or as soon as a streamed (chunked) body crosses the limit while the app
-  reads it; the rest is never buffered.
+  so, or as soon as a streamed (chunked) body, or any HTTP/2 or HTTP/3 body,
+  crosses the limit while the app reads it; the rest is never buffered.
 - Headers larger in total than `max_header_bytes`, or more than
   `max_header_count` of them, get 431. Some servers stop such requests earlier
   with their own 400/431; httptools-based ones (uvicorn, gunicorn+uvicorn) and
@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.health import PROBE_PATHS
+
+HTTP1 = frozenset({"1.0", "1.1", "1"})  # as ASGI spells them, and granian 2.8's "1" for 1.0
 
 
 class LimitsMiddleware:
@@ -50,22 +52,38 @@ class LimitsMiddleware:
         if len(headers) > self.max_header_count:
             await reply(send, 431, f"More than {self.max_header_count} request headers")
             return
-        # One pass over the headers: their size, and the first Content-Length.
+        # One pass over the headers: their size, the first Content-Length and how many there are,
+        # any Transfer-Encoding.
         size = 0
         length = None
+        lengths = 0
+        chunked = False
         for name, value in headers:
             size += len(name) + len(value)
-            if length is None and name == b"content-length":
-                length = value
+            if name == b"content-length":
+                lengths += 1
+                if length is None:
+                    length = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if size > self.max_header_bytes:
             await reply(send, 431, f"Request headers larger than {self.max_header_bytes} bytes")
             return
         if length is not None and _declared(length) > self.max_body_size:
             await reply(send, 413, f"Request body larger than {self.max_body_size} bytes")
             return
+        # An HTTP/1.x server reads exactly the Content-Length it was given, no byte more, and no body
+        # without one or a Transfer-Encoding (RFC 9112 6.3; the framing is the server's): such a body
+        # needs no counting. Everything else is counted as it arrives: a chunked body, several
+        # lengths (which one would the server use?), and HTTP/2 and 3, where a length is a claim.
+        framed = (
+            not chunked
+            and (length is None or (lengths == 1 and length.isdigit()))
+            and scope.get("http_version") in HTTP1
+        )
         self.in_flight += 1
         try:
-            await self.app(scope, self._bounded(receive), send)
+            await self.app(scope, receive if framed else self._bounded(receive), send)
         finally:
             self.in_flight -= 1
 

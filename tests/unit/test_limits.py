@@ -73,3 +73,54 @@ def test_oversized_or_too_many_headers_are_431() -> None:
     assert response.status_code == 431
     assert response.json() == {"detail": "More than 20 request headers"}
     assert client.get("/", headers={"x-small": "a" * 100}).status_code == 200
+
+
+def _post(app: object, http_version: str, headers: list[tuple[bytes, bytes]], body: bytes) -> list[int]:
+    """The statuses sent for a POST /echo whose `receive` hands over `body`, whatever the headers say."""
+    scope = {
+        "type": "http",
+        "http_version": http_version,
+        "method": "POST",
+        "scheme": "http",
+        "path": "/echo",
+        "raw_path": b"/echo",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 5000),
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(int(message["status"]))  # type: ignore[call-overload]
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("http_version", "headers", "counted"),
+    [
+        ("1.1", [(b"content-length", b"20")], False),  # the server reads 20 bytes, no more
+        ("1.0", [(b"content-length", b"20")], False),
+        ("1.1", [], False),  # neither a length nor chunked: the server reads no body at all
+        ("1.1", [(b"transfer-encoding", b"chunked")], True),
+        ("1.1", [(b"content-length", b"20"), (b"transfer-encoding", b"chunked")], True),
+        ("1.1", [(b"content-length", b"+20")], True),  # not a length an HTTP/1.1 server frames by
+        ("1.1", [(b"content-length", b"20"), (b"content-length", b"99999")], True),  # which one?
+        ("2", [(b"content-length", b"20")], True),  # a claim: the server does not stop at it
+        ("3", [], True),
+    ],
+)
+def test_a_body_is_counted_unless_an_http1_server_frames_it_by_its_length(
+    http_version: str, headers: list[tuple[bytes, bytes]], counted: bool
+) -> None:
+    # A receive that hands over more than the limit, whatever was declared: where the body is
+    # counted, that is a 413; where the server's framing bounds it, the app gets what it read.
+    body = b'{"message": "' + b"y" * 2000 + b'"}'
+    assert _post(create_app(Settings(max_body_size=1000)), http_version, headers, body) == [
+        413 if counted else 200
+    ]
