@@ -86,9 +86,10 @@ def check_address(settings: Settings) -> None:
             ) from None
 
 
-def app_to_serve(target: str) -> Any:
-    """The object an import string `module:attribute` (APP_ASGI_APP) names, imported in the process
-    that is about to serve it; then that process's heap is settled for serving (deploy/worker_gc.py)."""
-    app = pkgutil.resolve_name(target)
+def app_to_serve(target: Any) -> Any:
+    """The app an import string `module:attribute` (APP_ASGI_APP) names, imported in the process
+    that is about to serve it, or the app itself; then that process's heap is settled for serving
+    (deploy/worker_gc.py)."""
+    app = pkgutil.resolve_name(target) if isinstance(target, str) else target
     worker_gc.settle()
     return app

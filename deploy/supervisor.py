@@ -122,7 +122,8 @@ WorkerTarget = Callable[..., None]  # target(link, **kwargs), importable by the 
 
 # Third-party libraries every worker of the service imports, for the fork server to import once
 # (`preload`); with the server's own modules, most of a worker's boot. Never the service's or
-# the launcher's own modules: a worker started after SIGHUP must run the code on disk now.
+# the launcher's own modules: a worker started after SIGHUP must run the code on disk now. The
+# one module of ours it imports, last, only freezes its heap and imports nothing of ours.
 # One that is not installed is skipped. (FastAPI imports pydantic.v1 on the first route with a model.)
 APP_LIBRARIES = ("fastapi", "pydantic.v1", "pydantic_settings", "orjson", "uvloop")
 # Imported after them: freezes what the fork server holds, so the workers' collections leave it shared.

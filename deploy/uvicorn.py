@@ -167,8 +167,7 @@ def run(launch: LaunchConfig) -> int:
     config = server_config(launch)
     project = launch.project
     if not project.supervisor:
-        if isinstance(config.app, str):
-            config.app = app_to_serve(config.app)
+        config.app = app_to_serve(config.app)
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else STARTUP_FAILURE
@@ -194,7 +193,7 @@ def _worker(link: WorkerLink, *, config: uvicorn.Config, sockets: list[socket.so
     recycle_after = None if limit is None else limit + random.randint(0, jitter)  # noqa: S311 - not secret
     # The supervisor recycles the worker once its replacement serves; uvicorn would just exit.
     config.limit_max_requests = None
-    app = app_to_serve(config.app) if isinstance(config.app, str) else config.app
+    app = app_to_serve(config.app)
     requests = RequestCount(cast(ASGIApp, app))
     config.app = requests
     server = uvicorn.Server(config)

@@ -94,6 +94,25 @@ def test_workers_of_the_supervisors_fork_server_inherit_its_libraries_frozen(tmp
     assert _inherited_frozen(tmp_path, "as multiprocessing leaves it") == 0
 
 
+def test_an_app_given_as_an_object_is_served_settled_too() -> None:
+    code = (
+        "import gc; from deploy.common import app_to_serve; app = object(); assert app_to_serve(app) is app; "
+    )
+    code += "print(gc.get_freeze_count(), gc.get_threshold()[0])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    frozen, young = map(int, out.stdout.split())
+    assert frozen > 10_000
+    assert young == YOUNG_THRESHOLD
+
+
+def test_the_fork_servers_freeze_imports_nothing_of_the_projects() -> None:
+    # The fork server's modules are every worker's: one of ours there would outlive a SIGHUP reload.
+    ours = "(m for m in sys.modules if m.startswith(('deploy', 'service')))"
+    code = f"import sys, deploy.fork_server_gc; print(*{ours})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert sorted(out.stdout.split()) == ["deploy", "deploy.fork_server_gc"]
+
+
 def test_gunicorns_arbiter_freezes_its_heap_before_it_forks_a_worker() -> None:
     code = "import gc, deploy.gunicorn_hooks as h; h.pre_fork(None, None); print(gc.get_freeze_count())"
     command = [sys.executable, "-c", code]
