@@ -4,7 +4,7 @@ Lines are queued (`add`, or `add_later` with the function that renders one) and 
 event-loop iteration, scheduled with `call_soon` by the first line of the iteration: under load one
 write carries dozens of lines, off each request's own path. The edge layer's access lines come as
 one batch at the end of the iteration (`write_lines`, from service/request_records.py), which holds
-them back until then (`hold_back`). Any other line (`write_now`: app and server messages) first
+them back until then (`held_back`). Any other line (`write_now`: app and server messages) first
 writes what is queued and what is held back, so the stream keeps its order.
 
 Several worker processes share one stdout (a pipe in a container). POSIX makes a write of at most
@@ -29,9 +29,10 @@ import multiprocessing.util
 import os
 import select
 import threading
-import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
+
+from service.held_back import HeldBack
 
 PIPE_BUF = select.PIPE_BUF
 # Queued lines are written at once past this size, whatever the iteration: memory stays bounded.
@@ -82,7 +83,7 @@ class LineWriter:
 
     def write_now(self, line: bytes) -> None:
         """Write what is queued and held back, then this line."""
-        _flush_held_back()
+        held_back.flush()
         with self._lock:
             self._pending.append(line)
             self._write_pending()
@@ -94,7 +95,7 @@ class LineWriter:
             self._write_pending()
 
     def flush(self) -> None:
-        _flush_held_back()
+        held_back.flush()
         with self._lock:
             self._flush_scheduled_on = None
             self._write_pending()
@@ -148,23 +149,8 @@ class LineWriter:
 _writers: dict[int, LineWriter] = {}
 
 
-class HeldBack(Protocol):
-    def flush(self) -> None: ...
-
-
-# What keeps lines back to write them later in one batch (service/request_records.py).
-_held_back: weakref.WeakSet[HeldBack] = weakref.WeakSet()
-
-
-def hold_back(source: HeldBack) -> None:
-    """`source.flush()` writes the lines it holds back; any line written now, and every flush, calls it
-    first, so the stream keeps the order in which its lines were made."""
-    _held_back.add(source)
-
-
-def _flush_held_back() -> None:
-    for source in list(_held_back):
-        source.flush()
+# What keeps lines back to write them later in one batch (service/request_records.py): written first.
+held_back = HeldBack()
 
 
 def writer_for(fd: int) -> LineWriter:
@@ -177,7 +163,7 @@ def writer_for(fd: int) -> LineWriter:
 
 def flush_all() -> None:
     with contextlib.suppress(Exception):
-        _flush_held_back()
+        held_back.flush()
     for writer in list(_writers.values()):
         with contextlib.suppress(Exception):
             writer.flush()

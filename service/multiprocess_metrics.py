@@ -13,9 +13,7 @@ import contextlib
 import functools
 import os
 import threading
-import weakref
 from pathlib import Path
-from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client import generate_latest as _generate_latest
 
+from service.held_back import HeldBack
 from service.tls import certificate_validity
 
 LABELS = ("method", "route", "status")
@@ -206,17 +205,9 @@ _changed_since_flush: list[RequestSeries | InProgress | ProtocolCount] = []
 _flush_scheduled_on: asyncio.AbstractEventLoop | None = None
 
 
-class HeldBack(Protocol):
-    def flush(self) -> None: ...
-
-
-# What records requests and writes them here later (service/request_records.py): flushed first.
-_held_back: weakref.WeakSet[HeldBack] = weakref.WeakSet()
-
-
-def hold_back(source: HeldBack) -> None:
-    """`source.flush()` records what it holds back; `flush` calls it first, so nothing is left out."""
-    _held_back.add(source)
+# What records requests and writes them here later (service/request_records.py): flushed first,
+# so nothing ended is left out.
+held_back = HeldBack()
 
 
 def _changed(series: RequestSeries | InProgress | ProtocolCount) -> None:
@@ -234,8 +225,7 @@ def _changed(series: RequestSeries | InProgress | ProtocolCount) -> None:
 
 def flush() -> None:
     """Write this worker's request metrics recorded since the last flush to its metric files."""
-    for source in list(_held_back):
-        source.flush()
+    held_back.flush()
     write_changed()
 
 

@@ -11,7 +11,7 @@ Nothing is lost, late or out of order:
 - a scrape, `multiprocess_metrics.flush()` and the app's lifespan shutdown flush the records
   first, so `/metrics` counts every request that has ended;
 - a line written at once (an error, a server message) first takes the access lines recorded
-  before it (`LineWriter.hold_back`), so stdout keeps the order in which things happened;
+  before it (`log_writer.held_back`), so stdout keeps the order in which things happened;
 - an event stream (long-lived, service/sessions.py) is recorded by the edge itself when it ends.
 """
 
@@ -42,9 +42,9 @@ class RequestRecords:
         # Requests end on the event loop's thread; a scrape or a test may flush from another.
         self._lock = threading.Lock()
         if metrics:
-            multiprocess_metrics.hold_back(self)
+            multiprocess_metrics.held_back.add(self)
         if access_log is not None:
-            log_writer.hold_back(self)
+            log_writer.held_back.add(self)
 
     def add(self, record: Record) -> None:
         """Keep a finished request's record; it is written at the end of this event-loop iteration."""
