@@ -94,7 +94,8 @@ class EdgeMiddleware:
         self.trusted_proxies = trusted_proxies
         self.access_log = access_log
         self.metrics = metrics
-        # What every other response leaves behind, written once per event-loop iteration.
+        # Every finished request but an event stream: its metrics and access line, written once per
+        # event-loop iteration.
         self.records = (
             RequestRecords(access_log, metrics=metrics, count_marked_only=count_marked_only)
             if metrics or access_log is not None
