@@ -35,4 +35,11 @@ class HeadAsGetMiddleware:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive_until_answered, send_without_body)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive_until_answered, send_without_body)
+        finally:
+            # The router writes the matched route into the scope it was given; the request metrics
+            # read it from this one (service/request_records.py).
+            if "route" in as_get:
+                scope["route"] = as_get["route"]

@@ -177,6 +177,15 @@ def test_metrics_count_the_requests_that_reach_the_app() -> None:
     assert _count("GET", "/", "200") == served + 1
 
 
+def test_a_head_request_is_counted_under_its_route() -> None:
+    # HEAD runs as GET on a copy of the scope (service/middleware/head.py), where the router
+    # writes the matched route.
+    client = TestClient(create_app(Settings()))
+    counted = _count("HEAD", "/", "200")
+    assert client.head("/").status_code == 200
+    assert _count("HEAD", "/", "200") == counted + 1
+
+
 # With a Host allow-list or CORS, the metrics stay inside them: what they answer is not counted.
 @pytest.mark.parametrize(
     ("settings", "method", "headers", "status"),
