@@ -95,18 +95,14 @@ class AccessLog:
             self._through_logging(scope, text, seconds, method=method, path=path, status=status)
             return
         # The values now, the line at the end of the loop iteration (service/log_writer.py).
-        values = (
-            scope.get("client"),
-            scope["method"],
-            scope["path"],
+        values = self._values(
+            scope,
             status,
             seconds,
-            scope.get("scheme", "http"),
             version,
-            request_id_var.get(),
-            time.time(),
-            handler.server,
-            self.clock,
+            request_id=request_id_var.get(),
+            ended=time.time(),
+            server=handler.server,
         )
         handler.add_later(_json_access_line, values)
 
@@ -119,7 +115,7 @@ class AccessLog:
         if not self.logger.isEnabledFor(logging.INFO):
             return
         handler = self._direct_handler()
-        skip_paths, clock = self.skip_paths, self.clock
+        skip_paths = self.skip_paths
         server = handler.server if handler is not None else "-"
         lines: list[bytes] = []
         for record in records:
@@ -134,22 +130,39 @@ class AccessLog:
                     lines = []
                 self._logged(record, events)
                 continue
-            values = (
-                scope.get("client"),
-                scope["method"],
-                scope["path"],
-                status,
-                seconds,
-                scope.get("scheme", "http"),
-                version,
-                state.get("request_id", "-"),
-                ended,
-                server,
-                clock,
+            request_id = state.get("request_id", "-")
+            values = self._values(
+                scope, status, seconds, version, request_id=request_id, ended=ended, server=server
             )
             lines.append(_json_access_line(values))
         if lines and handler is not None:
             handler.write_lines(lines)
+
+    def _values(
+        self,
+        scope: Scope,
+        status: int,
+        seconds: float,
+        version: str,
+        *,
+        request_id: str,
+        ended: float,
+        server: str,
+    ) -> tuple[Any, ...]:
+        """What `_json_access_line` renders a request's line from."""
+        return (
+            scope.get("client"),
+            scope["method"],
+            scope["path"],
+            status,
+            seconds,
+            scope.get("scheme", "http"),
+            version,
+            request_id,
+            ended,
+            server,
+            self.clock,
+        )
 
     def _logged(self, record: Record, events: int | None) -> None:
         """A request's line through `logging`, its request id in the context as during the request."""
