@@ -81,8 +81,16 @@ class AccessLog:
                 return handler
         return None
 
-    def log(self, scope: Scope, status: int, seconds: float, version: str | None = None) -> None:
-        """The access line of an HTTP request; `version` is `http_version(scope)`, if the caller has it."""
+    def log(
+        self,
+        scope: Scope,
+        status: int,
+        seconds: float,
+        version: str | None = None,
+        ended: float | None = None,
+    ) -> None:
+        """The access line of an HTTP request; `version` is `http_version(scope)`, if the caller has it,
+        `ended` when the request ended (Unix seconds), if that was before now."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         if version is None:
@@ -92,7 +100,7 @@ class AccessLog:
             method, path = scope["method"], scope["path"]
             # The duration in the text too: a console line shows only the message.
             text = f'"{method} {path} HTTP/{version}" {status} {seconds * 1000:.1f} ms'
-            self._through_logging(scope, text, seconds, method=method, path=path, status=status)
+            self._through_logging(scope, text, seconds, ended, method=method, path=path, status=status)
             return
         # The values now, the line at the end of the loop iteration (service/log_writer.py).
         values = self._values(
@@ -101,7 +109,7 @@ class AccessLog:
             seconds,
             version,
             request_id=request_id_var.get(),
-            ended=time.time(),
+            ended=time.time() if ended is None else ended,
             server=handler.server,
         )
         handler.add_later(_json_access_line, values)
@@ -166,13 +174,13 @@ class AccessLog:
 
     def _logged(self, record: Record, events: int | None) -> None:
         """A request's line through `logging`, its request id in the context as during the request."""
-        scope, status, seconds, version, _ = record
+        scope, status, seconds, version, ended = record
         token = request_id_var.set(scope["state"].get("request_id", "-"))  # the filter reads it there
         try:
             if events is None:
-                self.log(scope, status, seconds, version)
+                self.log(scope, status, seconds, version, ended)
             else:
-                self.stream(scope, status, seconds, events)
+                self.stream(scope, status, seconds, events, ended)
         finally:
             request_id_var.reset(token)
 
@@ -187,6 +195,7 @@ class AccessLog:
             scope,
             f'"WEBSOCKET {path}" {close_code} {received} in {sent} out',
             seconds,
+            None,
             method="WEBSOCKET",
             path=path,
             close_code=close_code,
@@ -203,44 +212,55 @@ class AccessLog:
             scope,
             f'"GET {path} HTTP/{version}" {status} (websocket upgrade refused)',
             seconds,
+            None,
             method="GET",
             path=path,
             status=status,
         )
 
-    def stream(self, scope: Scope, status: int, seconds: float, events: int) -> None:
+    def stream(
+        self, scope: Scope, status: int, seconds: float, events: int, ended: float | None = None
+    ) -> None:
         """An event stream, once it has ended: the HTTP line's fields plus the events sent."""
         method, path, version = scope["method"], scope["path"], http_version(scope)
         self._through_logging(
             scope,
             f'"{method} {path} HTTP/{version}" {status} {events} events',
             seconds,
+            ended,
             method=method,
             path=path,
             status=status,
             events_sent=events,
         )
 
-    def _through_logging(self, scope: Scope, text: str, seconds: float, **fields: object) -> None:
+    def _through_logging(
+        self, scope: Scope, text: str, seconds: float, ended: float | None, **fields: object
+    ) -> None:
         # A record through `logging`, whose JSON formatter keeps every field given here
         # (service/logs.py): for the session lines (one per session, not per request) and
-        # wherever the direct JSON line does not apply.
+        # wherever the direct JSON line does not apply. A line written after its request ended
+        # (at the end of the loop iteration, service/request_records.py) carries the time it ended.
         if not self.logger.isEnabledFor(logging.INFO):
             return
         address = _address(scope)
-        self.logger.info(
-            "%s - %s",
-            address,
-            text,
-            extra={
-                **fields,
-                "duration_ms": round(seconds * 1000, 3),
-                "client": address,
-                "scheme": scope.get("scheme", "http"),
-                "version": http_version(scope),
-                "request_id": request_id_var.get(),
-            },
+        extra = {
+            **fields,
+            "duration_ms": round(seconds * 1000, 3),
+            "client": address,
+            "scheme": scope.get("scheme", "http"),
+            "version": http_version(scope),
+            "request_id": request_id_var.get(),
+        }
+        if ended is None:
+            self.logger.info("%s - %s", address, text, extra=extra)
+            return
+        line = self.logger.makeRecord(
+            self.logger.name, logging.INFO, __file__, 0, "%s - %s", (address, text), None, extra=extra
         )
+        line.created = ended
+        line.msecs = int((ended - int(ended)) * 1000) + 0.0  # as LogRecord computes it
+        self.logger.handle(line)
 
 
 def _json_access_line(values: tuple[Any, ...]) -> bytes:

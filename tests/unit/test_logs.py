@@ -211,3 +211,23 @@ def test_access_lines_wait_for_the_iterations_end_but_never_for_a_later_line(
     assert [line.get("path", line["message"]) for line in lines] == ["/", "in between", "/missing"]
     assert [line.get("status") for line in lines] == [200, None, 404]
     assert lines[0]["request_id"] != lines[2]["request_id"]
+
+
+def test_a_console_access_line_carries_the_time_its_request_ended(capfd: pytest.CaptureFixture[str]) -> None:
+    """The line is written at the end of the loop iteration, but its time is when the request ended."""
+    settings = Settings(log_format="console")
+    _configure(settings)
+    app = create_app(settings)
+
+    async def a_request_in_a_long_iteration() -> tuple[float, float]:
+        started = time.time()
+        await _get(app, "/")
+        ended = time.time()
+        time.sleep(0.3)  # noqa: ASYNC251 - a long iteration: its end, where the line is written, comes later
+        await asyncio.sleep(0)
+        return started, ended
+
+    started, ended = asyncio.run(a_request_in_a_long_iteration())
+    [line] = [line for line in capfd.readouterr().out.splitlines() if '"GET / HTTP/1.1" 200' in line]
+    stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()  # milliseconds, cut
+    assert started - 0.001 <= stamp <= ended
