@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from service.multiprocess_metrics import BatchedCounter
+
 PUBLISHED = Counter("rooms_messages_published", "Room messages the broker took.", ("via",))
 DELIVERED = Counter("rooms_messages_delivered", "Room messages written to a subscriber.", ("kind",))
 DROPPED = Counter(
@@ -30,14 +32,16 @@ BROKER_CONNECTED = Gauge(
 )
 
 
+# Counted per message (per subscriber, for deliveries): written once per event-loop iteration
+# (service/multiprocess_metrics.py).
 @functools.cache
-def published(via: str) -> Any:
-    return PUBLISHED.labels(via)
+def published(via: str) -> BatchedCounter:
+    return BatchedCounter(PUBLISHED.labels(via))
 
 
 @functools.cache
-def delivered(kind: str) -> Any:
-    return DELIVERED.labels(kind)
+def delivered(kind: str) -> BatchedCounter:
+    return BatchedCounter(DELIVERED.labels(kind))
 
 
 @functools.cache

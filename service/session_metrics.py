@@ -8,7 +8,8 @@ figures of short requests); they have their own series:
 - `realtime_sessions_open{kind, route}`: open now, summed over workers;
 - `realtime_sessions_ended_total{kind, route, close}`: the WebSocket close code,
   or for a stream how it ended (`client`, `shutdown`);
-- `websocket_messages_total{route, direction}` (`in`, `out`);
+- `websocket_messages_total{route, direction}` (`in`, `out`), added up in memory and written
+  once per event-loop iteration, as the request metrics are;
 - `event_stream_events_total{route}`: events delivered.
 
 A refused upgrade or stream (403, 503, 4xx) is an HTTP answer, and counted as one.
@@ -23,6 +24,8 @@ from typing import Any
 from fastapi.routing import APIRoute
 from prometheus_client import Counter, Gauge
 from starlette.routing import BaseRoute, WebSocketRoute
+
+from service.multiprocess_metrics import BatchedCounter
 
 WEBSOCKET = "websocket"
 EVENT_STREAM = "event_stream"
@@ -51,8 +54,9 @@ def open_gauge(kind: str, route: str) -> Any:
 
 
 @functools.cache
-def messages_counter(route: str, direction: str) -> Any:
-    return WS_MESSAGES.labels(route, direction)
+def messages_counter(route: str, direction: str) -> BatchedCounter:
+    """Counted per message: written once per event-loop iteration (service/multiprocess_metrics.py)."""
+    return BatchedCounter(WS_MESSAGES.labels(route, direction))
 
 
 def declare_open_sessions(routes: Iterable[BaseRoute]) -> None:

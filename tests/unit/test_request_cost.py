@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 
 from service import multiprocess_metrics as metrics
-from service import request_id
+from service import request_id, session_metrics
 from service.app import create_app
 from service.settings import Settings
 
@@ -163,6 +163,68 @@ def test_a_scrape_counts_the_requests_that_ended_in_its_own_iteration() -> None:
         return float(text.split(series)[1].split(b"\n")[0]) if series in text else 0.0
 
     assert counted(after) == counted(before) + 3
+
+
+def test_a_batched_counter_writes_once_per_loop_iteration_and_before_a_scrape() -> None:
+    counted = metrics.BatchedCounter(metrics.BY_PROTOCOL.labels("http", "batched-test"))
+    written = _CountingValue(counted.count)
+    counted.count = written
+
+    async def iterations() -> bytes:
+        for _ in range(7):
+            counted.inc()
+        counted.inc(3)
+        assert written.writes == []  # nothing written yet
+        await asyncio.sleep(0)
+        assert written.writes == [10]
+        counted.inc()
+        return metrics.render(None)  # a scrape in the same iteration
+
+    scraped = asyncio.run(iterations()).decode()
+    assert 'http_requests_by_protocol_total{scheme="http",version="batched-test"} 11.0' in scraped
+    assert written.writes == [10, 1]
+
+
+def test_websocket_messages_are_counted_once_per_loop_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message in and out is counted; a session's messages of one iteration are one write each way."""
+    app = create_app(Settings())
+    app.state.lifecycle = "running"
+    writes = []
+    for direction in ("in", "out"):
+        counter = session_metrics.messages_counter("/ws", direction)
+        writes.append(_CountingValue(counter.count))
+        monkeypatch.setattr(counter, "count", writes[-1])
+    scope = {
+        "type": "websocket",
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")],
+        "subprotocols": [],
+    }
+    arriving = [{"type": "websocket.connect"}]
+    arriving += [{"type": "websocket.receive", "text": f"message {n}"} for n in range(6)]
+    arriving += [{"type": "websocket.disconnect", "code": 1000}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return arriving.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def session_in_one_iteration() -> None:
+        await app(scope, receive, send)
+        assert writes[0].writes == writes[1].writes == []
+        await asyncio.sleep(0)
+
+    asyncio.run(session_in_one_iteration())
+    assert [message.get("text") for message in sent if message["type"] == "websocket.send"] == [
+        f"message {n}" for n in range(6)
+    ]
+    assert writes[0].writes == writes[1].writes == [6]
 
 
 def _count(method: str, route: str, status: str) -> float:
