@@ -15,9 +15,10 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
+from bench.bare_websocket import websocket_echo
 from service.api import echo, root
 from service.app import TELEMETRY_OFF, create_app
 from service.settings import get_settings
@@ -49,19 +50,7 @@ bare_fastapi = FastAPI(telemetry=TELEMETRY_OFF)
 bare_fastapi.include_router(root.router)
 bare_fastapi.include_router(echo.router)
 bare_fastapi.add_api_route("/io", _io, methods=["GET"])
-
-
-@bare_fastapi.websocket("/ws")
-async def _bare_ws(websocket: WebSocket) -> None:
-    await websocket.accept()
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message.get("text") is not None:
-            await websocket.send_text(message["text"])
-        elif message.get("bytes") is not None:
-            await websocket.send_bytes(message["bytes"])
+bare_fastapi.add_api_websocket_route("/ws", websocket_echo)  # bench/bare_websocket.py
 
 
 @bare_fastapi.get("/events")

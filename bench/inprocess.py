@@ -1,14 +1,16 @@
 """`python -m bench.inprocess`: microseconds per request, the app called directly (no server, no socket).
 
 What the app itself costs, without the server's share, on `GET /` and `POST /echo` (a validated
-JSON body), with the same route code on every side: bare FastAPI, the service with each of its
-optional layers off, then the metrics on, then the access line too (the production defaults:
-JSON logs, written to a file as a server's stdout would be). The differences are the cost of
-each layer in microseconds per request. As under load, each event-loop iteration
-runs a batch of requests (`--batch`, 32 by default; 1 shows the cost at light load). The apps
-are measured in alternation, round after round, and the median round is reported, so one
-noisy moment on a shared machine cannot decide a figure; the time is this process's CPU time,
-so other processes' load does not count in it.
+JSON body), with the same route code on every side, and per message of the WebSocket echo `/ws`
+(64-byte text messages; bare FastAPI's echo is bench/bare_websocket.py): bare FastAPI, the
+service with each of its optional layers off, then the metrics on, then the access line too (the
+production defaults: JSON logs, written to a file as a server's stdout would be). The differences
+are the cost of each layer in microseconds per request (per message). As under load, each
+event-loop iteration runs a batch of requests (`--batch`, 32 by default; 1 shows the cost at light
+load), and has one message of each of as many WebSocket sessions. The apps are measured in
+alternation, round after round, and the median round is reported, so one noisy moment on a shared
+machine cannot decide a figure; the time is this process's CPU time, so other processes' load does
+not count in it.
 
 The measurement runs in a fresh interpreter whose metrics are prometheus-client's multiprocess
 files, as in a server's worker (the launcher sets `PROMETHEUS_MULTIPROC_DIR` before the library
@@ -29,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
+from bench.bare_websocket import websocket_echo
 from deploy import worker_gc
 from service.api import echo, root
 from service.app import TELEMETRY_OFF, create_app
@@ -78,12 +81,32 @@ ROUTES: dict[str, tuple[dict[str, Any], bytes]] = {
 }
 
 
+WEBSOCKET = "WebSocket /ws, per message"
+WEBSOCKET_SCOPE: dict[str, Any] = {
+    **SCOPE,
+    "type": "websocket",
+    "scheme": "ws",
+    "path": "/ws",
+    "raw_path": b"/ws",
+    "headers": [
+        *SCOPE["headers"],
+        (b"upgrade", b"websocket"),
+        (b"connection", b"upgrade"),
+        (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+        (b"sec-websocket-version", b"13"),
+    ],
+    "subprotocols": [],
+}
+WEBSOCKET_MESSAGE = "x" * 64  # what the bench's WebSocket echo sends (bench/realtime.py)
+
+
 def _bare() -> FastAPI:
     # The service's own routes, nothing around them, with the service's framework options
-    # (bench/apps.py says why).
+    # (bench/apps.py says why), and the bench's bare WebSocket echo.
     app = FastAPI(telemetry=TELEMETRY_OFF)
     app.include_router(root.router)
     app.include_router(echo.router)
+    app.add_api_websocket_route("/ws", websocket_echo)
     return app
 
 
@@ -104,6 +127,41 @@ def _time_per_request(app: Any, route: str, batch: int, requests: int) -> float:
             await asyncio.gather(*(app(dict(scope), receive, send) for _ in range(batch)))
             await asyncio.sleep(0)  # the iteration ends: what is scheduled once per iteration runs
         return (time.process_time() - started) / (iterations * batch) * 1e6
+
+    return asyncio.run(run())
+
+
+def _time_per_message(app: Any, sessions: int, messages: int) -> float:
+    """Microseconds per WebSocket message echoed, `sessions` sessions at once, each message arriving
+    in an event-loop iteration of its own (as under load: each iteration has one message of each
+    session). The handshake and the close are spread over the session's messages."""
+
+    async def session() -> None:
+        arriving: Iterator[dict[str, Any]] = iter(
+            [
+                {"type": "websocket.connect"},
+                *({"type": "websocket.receive", "text": WEBSOCKET_MESSAGE} for _ in range(messages)),
+                {"type": "websocket.disconnect", "code": 1000},
+            ]
+        )
+        echoed = 0
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0)  # the next message comes in the next iteration
+            return next(arriving)
+
+        async def send(message: Any) -> None:
+            nonlocal echoed
+            echoed += message["type"] == "websocket.send"
+
+        await app({**WEBSOCKET_SCOPE, "state": {}}, receive, send)
+        if echoed != messages:
+            raise RuntimeError(f"the WebSocket echo sent {echoed} of {messages} messages back")
+
+    async def run() -> float:
+        started = time.process_time()
+        await asyncio.gather(*(session() for _ in range(sessions)))
+        return (time.process_time() - started) / (sessions * messages) * 1e6
 
     return asyncio.run(run())
 
@@ -145,7 +203,11 @@ def _measure_here(rounds: int, batch: int, requests: int) -> dict[str, dict[str,
     for name, values in VARIANTS.items():
         built[name] = create_app(Settings(env="production", **values))
     worker_gc.settle()  # as every profile's worker does once the app is loaded
-    samples: dict[str, dict[str, list[float]]] = {route: {name: [] for name in built} for route in ROUTES}
+    samples: dict[str, dict[str, list[float]]] = {
+        route: {name: [] for name in built} for route in [*ROUTES, WEBSOCKET]
+    }
+    # As many messages per WebSocket round as requests per HTTP round, `batch` sessions at once.
+    sessions, messages = batch, max(1, requests // batch)
     with tempfile.TemporaryFile() as sink:
         saved = os.dup(1)
         os.dup2(sink.fileno(), 1)  # the lines land in a file, as a server's stdout would
@@ -154,10 +216,14 @@ def _measure_here(rounds: int, batch: int, requests: int) -> dict[str, dict[str,
             for route in ROUTES:
                 for app in built.values():
                     _time_per_request(app, route, batch, requests // 4)  # warm-up: first-call paths
+            for app in built.values():
+                _time_per_message(app, sessions, max(1, messages // 4))
             for _ in range(rounds):
                 for route in ROUTES:
                     for name, app in built.items():
                         samples[route][name].append(_time_per_request(app, route, batch, requests))
+                for name, app in built.items():
+                    samples[WEBSOCKET][name].append(_time_per_message(app, sessions, messages))
         finally:
             sys.stdout.flush()
             os.dup2(saved, 1)
@@ -197,8 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for route, by_app in results.items():
         bare = by_app[BARE]
         print(f"{route}")
+        unit = "message" if route == WEBSOCKET else "request"
         for name, micros in by_app.items():
-            print(f"  {name:<40} {micros:6.1f} µs/request  ({bare / micros:.2f} of bare's rate)")
+            print(f"  {name:<40} {micros:6.1f} µs/{unit}  ({bare / micros:.2f} of bare's rate)")
         for layer, micros in layer_costs(by_app).items():
             print(f"  {micros:+6.1f} µs  {layer}")
     return 0

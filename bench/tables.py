@@ -204,8 +204,9 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
         parts += [
             "## What each layer costs",
             "",
-            "Microseconds per request, the app called in-process (bench/inprocess.py: no server, 32"
-            " requests per event-loop iteration, apps alternated, median round), measured at the start"
+            "Microseconds per request (per message for the WebSocket echo), the app called in-process"
+            " (bench/inprocess.py: no server, 32 requests, or one message of each of 32 WebSocket"
+            " sessions, per event-loop iteration, apps alternated, median round), measured at the start"
             " of this run. `bare FastAPI` is the whole app; each row below it is what one layer of the"
             " service adds.",
             "",
