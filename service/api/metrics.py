@@ -7,13 +7,16 @@ import functools
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from service.api.fixed_path import FixedPathRoute
 from service.ip_lists import IPAllowList
 from service.multiprocess_metrics import CONTENT_TYPE_LATEST, render
 
 
 def add_metrics_route(app: FastAPI) -> None:
     """`/metrics` as a route of the app's own, not a router: see `service.api.health.add_probes`."""
-    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.router.add_api_route(
+        "/metrics", metrics, methods=["GET"], include_in_schema=False, route_class_override=FixedPathRoute
+    )
 
 
 async def metrics(request: Request) -> Response:

@@ -160,6 +160,22 @@ def test_no_router_of_yours_shadows_the_probes() -> None:
         assert client.get("/readyz").json() == {"status": "ok", "failing": []}
 
 
+def test_your_routers_come_before_the_root_and_the_demo() -> None:
+    """Yours are matched right after the probes and /metrics: a route of yours answers a path the
+    demo has, and a request to yours does not pass the demo's routes first."""
+    yours = APIRouter()
+
+    @yours.get("/")
+    @yours.post("/echo")
+    async def answered_by_yours() -> dict[str, str]:
+        return {"answered_by": "yours"}
+
+    with TestClient(create_app(Settings(), routers=[yours])) as client:
+        assert client.get("/").json() == {"answered_by": "yours"}
+        assert client.post("/echo", json={"message": "x"}).json() == {"answered_by": "yours"}
+        assert client.get("/healthz").json() == {"status": "ok", "failing": []}
+
+
 def test_no_router_of_yours_shadows_the_metrics() -> None:
     yours = APIRouter()
 
