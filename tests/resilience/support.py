@@ -40,6 +40,10 @@ class Outcome:
     pid: int | None = None
     error: str | None = None
     first_error: str | None = None  # set when a retry followed: what the first attempt saw
+    # When the request was written whole to the socket (None: it never was). `started` is taken
+    # before the client thread asks for it; under load the thread may wait for the GIL for tens of
+    # milliseconds before the bytes go out, so `started` says little about when the server got it.
+    sent: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,8 +123,12 @@ class Load:
                     time.sleep(self.pause)
 
     def _attempt(self, client: httpx.Client, outcome: Outcome) -> None:
+        def trace(event: str, info: dict[str, object]) -> None:  # httpx's `trace` request extension
+            if event in _REQUEST_WRITTEN:
+                outcome.sent = time.monotonic()
+
         try:
-            response = client.get(self.path)
+            response = client.get(self.path, extensions={"trace": trace})
             outcome.status = response.status_code
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 outcome.pid = int(response.json()["pid"])
@@ -135,6 +143,8 @@ class Load:
 
 
 _NOT_RETRIED = ("ReadTimeout", "WriteTimeout", "PoolTimeout", "ConnectTimeout")
+# httpcore's trace events once a request without a body is written whole (HTTP/1.1, HTTP/2).
+_REQUEST_WRITTEN = frozenset({"http11.send_request_headers.complete", "http2.send_request_headers.complete"})
 
 
 def retried(outcomes: list[Outcome]) -> dict[str, int]:

@@ -65,8 +65,10 @@ def _sigterm_under_load(profile: str, window: int, report: Report) -> tuple[list
     # Sent before the graceful stop began: the window's promise. After it, the listener
     # closes and connections still in its accept queue are reset: clients that ignored
     # /readyz for the whole window are not protected (a load balancer would have moved).
+    # Sent is when the request was written whole: a client thread can wait for the GIL long
+    # after it took its start time (see Outcome.sent).
     stop_begins = signalled + window
-    protected = [o for o in lost if o.started < stop_begins]
+    protected = [o for o in lost if o.sent is not None and o.sent < stop_begins]
     report.add(
         f"sigterm_under_load[{profile}][drain={window}s]",
         requests=len(outcomes),
