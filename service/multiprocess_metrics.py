@@ -9,8 +9,10 @@ a scrape that lands on any one worker returns the totals of the pod.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
+import multiprocessing.util
 import os
 import threading
 from pathlib import Path
@@ -134,7 +136,9 @@ class BatchedCounter:
     """A counter's series whose increments are added up in memory and written at the next flush.
 
     For what is counted on a hot path: each request's protocol, each WebSocket message, each room
-    message delivered. `inc` as the series' own, without its mmap write per call.
+    message delivered. `inc` as the series' own, without its mmap write per call. Counted on an
+    event loop's thread, it is written at the end of the loop iteration; counted elsewhere, at the
+    next flush (the next iteration that counts something, a scrape, the shutdown, the exit).
     """
 
     __slots__ = ("count", "pending")
@@ -144,6 +148,8 @@ class BatchedCounter:
         self.pending = 0
 
     def inc(self, amount: int = 1) -> None:
+        if amount < 0:  # as the series' own `inc` refuses it, at the caller rather than at the flush
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
         with lock:
             self.record(amount)
 
@@ -230,6 +236,31 @@ def _changed(series: RequestSeries | InProgress | BatchedCounter) -> None:
     if _flush_scheduled_on is not loop:
         _flush_scheduled_on = loop
         loop.call_soon(flush)
+        _ensure_exit_hooks()
+
+
+# What is still held at a process's exit is written then: `atexit` for a normal exit, and
+# multiprocessing's finalizers for granian's workers, which leave with `os._exit` (as the log
+# lines are, service/log_writer.py). A write after the lifespan's `worker_exited` goes to the
+# files it unlinked: a dead worker's live gauges do not come back.
+_exit_hooks_pid = 0
+
+
+def _flush_at_exit() -> None:
+    with contextlib.suppress(Exception):
+        flush()
+
+
+def _ensure_exit_hooks() -> None:
+    # A multiprocessing child starts with an empty finalizer registry: register in each process.
+    global _exit_hooks_pid  # noqa: PLW0603
+    pid = os.getpid()
+    if _exit_hooks_pid != pid:
+        _exit_hooks_pid = pid
+        multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=1)
+
+
+atexit.register(_flush_at_exit)
 
 
 def flush() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,6 +188,14 @@ def test_a_batched_counter_writes_once_per_loop_iteration_and_before_a_scrape() 
     assert written.writes == [10, 1]
 
 
+def test_a_batched_counter_refuses_a_negative_amount_at_once() -> None:
+    """As the series' own `inc` does: at the caller, not at a later flush (which would keep failing)."""
+    counted = metrics.BatchedCounter(metrics.BY_PROTOCOL.labels("http", "negative-test"))
+    with pytest.raises(ValueError, match="non-negative"):
+        counted.inc(-1)
+    assert counted.pending == 0
+
+
 def test_websocket_messages_are_counted_once_per_loop_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each message in and out is counted; a session's messages of one iteration are one write each way."""
     app = create_app(Settings())
@@ -329,3 +340,37 @@ def test_native_telemetry_does_not_look_for_providers_when_tracing_is_off(
         monkeypatch.setattr(trace, "get_tracer_provider", counting)
         assert client.get("/").status_code == 200
     assert looked == []
+
+
+_COUNT_THEN_LEAVE = """
+import multiprocessing, sys
+from service import multiprocess_metrics as metrics
+
+def count_then_leave():
+    counted = metrics.BatchedCounter(metrics.BY_PROTOCOL.labels("http", "at-exit"))
+    counted.inc(3)  # outside an event loop: written at the next flush, or at the exit
+    metrics._ensure_exit_hooks()  # as the first flush an event loop schedules does
+
+if sys.argv[1] == "os._exit":  # a multiprocessing worker (granian's) leaves with os._exit
+    worker = multiprocessing.get_context("fork").Process(target=count_then_leave)
+    worker.start()
+    worker.join()
+else:  # uvicorn's, hypercorn's and gunicorn's workers leave through sys.exit
+    count_then_leave()
+"""
+_READ = """
+from prometheus_client import CollectorRegistry, multiprocess
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+print(registry.get_sample_value("http_requests_by_protocol_total", {"scheme": "http", "version": "at-exit"}))
+"""
+
+
+@pytest.mark.parametrize("leaving", ["sys.exit", "os._exit"])
+def test_what_is_counted_is_written_when_a_worker_exits(leaving: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", _COUNT_THEN_LEAVE, leaving], env=env, check=True, timeout=60)
+    read = subprocess.run(
+        [sys.executable, "-c", _READ], env=env, check=True, timeout=60, capture_output=True, text=True
+    )
+    assert read.stdout.strip() == "3.0"
