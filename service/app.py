@@ -177,9 +177,9 @@ def create_app(
     app.state.readiness_checks = list(readiness_checks)
 
     # The order routes are matched in: a request tries each route before the one that answers it
-    # (FastAPI matches in order; a router costs about 2 µs to pass, a route about 1). First what
-    # nothing may shadow (the probes, /metrics), then yours, then `GET /` and the demo: a request
-    # to your routes passes three routes, and a route of yours may answer a path the demo has.
+    # (in a tight loop a router costs FastAPI about 2 µs to pass, a route 0.7). First what nothing
+    # may shadow (the probes, /metrics), then yours, then `GET /` and the demo: a request to your
+    # routes passes three routes, and a route of yours may answer a path the demo has.
     health.add_probes(app)
     if settings.metrics_enabled:
         metrics.add_metrics_route(app)

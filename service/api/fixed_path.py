@@ -2,10 +2,11 @@
 
 The probes and `/metrics` come first in the app's routes (service/app.py), so every request
 passes them. `APIRoute.matches` resolves the route path and runs the route's regular expression
-(about 0.7 µs per route, FastAPI 0.165); a fixed path can first compare strings. A request whose
-path does not end with the route's path is not the route's, whatever the root path (the route
-path is the request path, or its end once the root path is taken off). Everything else is
-decided by `APIRoute.matches` itself, as for any route.
+(about 0.7 µs per route in a tight loop, FastAPI 0.165); a fixed path can first look for itself in
+the request path. A request path that does not contain the route's path is not the route's,
+whatever the root path (the route path is the request path, or its end once the root path is
+taken off; Starlette's `$` also matches before a final newline). Everything else is decided by
+`APIRoute.matches` itself, as for any route.
 """
 
 from __future__ import annotations
@@ -24,6 +25,6 @@ class FixedPathRoute(APIRoute):
         super().__init__(path, *args, **kwargs)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if not scope["path"].endswith(self.path):
+        if self.path not in scope["path"]:
             return Match.NONE, {}
         return super().matches(scope)

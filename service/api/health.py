@@ -33,7 +33,7 @@ def add_probes(app: FastAPI) -> None:
     """The probes as routes of the app's own, ahead of every router.
 
     Not a router of their own: FastAPI matches an included router as one more layer (about
-    3 µs of every request whose route comes after it, FastAPI 0.165), and nearly every route
+    2 µs in a tight loop, of every request whose route comes after it, FastAPI 0.165), and nearly every route
     comes after the probes, which go first so that no route of yours can shadow them.
     """
     app.router.add_api_route(

@@ -20,6 +20,8 @@ async def _endpoint() -> dict[str, str]:
         ("/healthz", "", "HEAD"),
         ("/healthz", "", "POST"),  # the path, not the method: PARTIAL (405)
         ("/healthz/", "", "GET"),  # the router tries the other slash itself
+        ("/healthz\n", "", "GET"),  # `$` matches before a final newline (a decoded %0A)
+        ("/healthz/x", "", "GET"),
         ("/health", "", "GET"),
         ("/xhealthz", "", "GET"),
         ("/api/healthz", "/api", "GET"),
