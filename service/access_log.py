@@ -255,11 +255,22 @@ class AccessLog:
         if ended is None:
             self.logger.info("%s - %s", address, text, extra=extra)
             return
+        file, line_number, function, _ = self.logger.findCaller()  # as `info` finds it
         line = self.logger.makeRecord(
-            self.logger.name, logging.INFO, __file__, 0, "%s - %s", (address, text), None, extra=extra
+            self.logger.name,
+            logging.INFO,
+            file,
+            line_number,
+            "%s - %s",
+            (address, text),
+            None,
+            function,
+            extra,
         )
+        earlier = line.created - ended
         line.created = ended
         line.msecs = int((ended - int(ended)) * 1000) + 0.0  # as LogRecord computes it
+        line.relativeCreated -= earlier * 1000
         self.logger.handle(line)
 
 
