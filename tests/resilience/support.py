@@ -40,10 +40,17 @@ class Outcome:
     pid: int | None = None
     error: str | None = None
     first_error: str | None = None  # set when a retry followed: what the first attempt saw
-    # When the request was written whole to the socket (None: it never was). `started` is taken
-    # before the client thread asks for it; under load the thread may wait for the GIL for tens of
-    # milliseconds before the bytes go out, so `started` says little about when the server got it.
+    # When the client began writing the request, and when it had written it whole (None: it did
+    # not). `started` is taken before the client thread asks for it; under load the thread may wait
+    # for the GIL for tens of milliseconds before the bytes go out, so `started` says little about
+    # when the server got it.
+    writing: float | None = None
     sent: float | None = None
+
+    @property
+    def sent_by(self) -> float | None:
+        """When the request was on its way: written whole, or else when its write began."""
+        return self.sent if self.sent is not None else self.writing
 
     @property
     def ok(self) -> bool:
@@ -124,7 +131,9 @@ class Load:
 
     def _attempt(self, client: httpx.Client, outcome: Outcome) -> None:
         def trace(event: str, info: dict[str, object]) -> None:  # httpx's `trace` request extension
-            if event in _REQUEST_WRITTEN:
+            if event in _REQUEST_WRITING:
+                outcome.writing = time.monotonic()
+            elif event in _REQUEST_WRITTEN:
                 outcome.sent = time.monotonic()
 
         try:
@@ -143,7 +152,9 @@ class Load:
 
 
 _NOT_RETRIED = ("ReadTimeout", "WriteTimeout", "PoolTimeout", "ConnectTimeout")
-# httpcore's trace events once a request without a body is written whole (HTTP/1.1, HTTP/2).
+# httpcore's trace events as a request without a body begins to be written, and once it is written
+# whole (HTTP/1.1, HTTP/2).
+_REQUEST_WRITING = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
 _REQUEST_WRITTEN = frozenset({"http11.send_request_headers.complete", "http2.send_request_headers.complete"})
 
 

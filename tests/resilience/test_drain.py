@@ -65,10 +65,10 @@ def _sigterm_under_load(profile: str, window: int, report: Report) -> tuple[list
     # Sent before the graceful stop began: the window's promise. After it, the listener
     # closes and connections still in its accept queue are reset: clients that ignored
     # /readyz for the whole window are not protected (a load balancer would have moved).
-    # Sent is when the request was written whole: a client thread can wait for the GIL long
-    # after it took its start time (see Outcome.sent).
+    # A request counts from when it was written (whole, or else when its write began), not from
+    # its start time: a client thread can wait for the GIL long after it took that (Outcome.sent).
     stop_begins = signalled + window
-    protected = [o for o in lost if o.sent is not None and o.sent < stop_begins]
+    protected = [o for o in lost if (o.sent_by or stop_begins) < stop_begins]
     report.add(
         f"sigterm_under_load[{profile}][drain={window}s]",
         requests=len(outcomes),
