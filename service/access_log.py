@@ -99,7 +99,7 @@ class AccessLog:
         if handler is None:  # console logs, or a handler of the operator's: a record
             method, path = scope["method"], scope["path"]
             # The duration in the text too: a console line shows only the message.
-            text = f'"{method} {path} HTTP/{version}" {status} {seconds * 1000:.1f} ms'
+            text = f'"{method} {_shown(path)} HTTP/{version}" {status} {seconds * 1000:.1f} ms'
             self._through_logging(scope, text, seconds, ended, method=method, path=path, status=status)
             return
         # The values now, the line at the end of the loop iteration (service/log_writer.py).
@@ -193,7 +193,7 @@ class AccessLog:
         path = scope["path"]
         self._through_logging(
             scope,
-            f'"WEBSOCKET {path}" {close_code} {received} in {sent} out',
+            f'"WEBSOCKET {_shown(path)}" {close_code} {received} in {sent} out',
             seconds,
             None,
             method="WEBSOCKET",
@@ -210,7 +210,7 @@ class AccessLog:
         path, version = scope["path"], http_version(scope)
         self._through_logging(
             scope,
-            f'"GET {path} HTTP/{version}" {status} (websocket upgrade refused)',
+            f'"GET {_shown(path)} HTTP/{version}" {status} (websocket upgrade refused)',
             seconds,
             None,
             method="GET",
@@ -225,7 +225,7 @@ class AccessLog:
         method, path, version = scope["method"], scope["path"], http_version(scope)
         self._through_logging(
             scope,
-            f'"{method} {path} HTTP/{version}" {status} {events} events',
+            f'"{method} {_shown(path)} HTTP/{version}" {status} {events} events',
             seconds,
             ended,
             method=method,
@@ -302,6 +302,14 @@ def _json_access_line(values: tuple[Any, ...]) -> bytes:
         fields["method"], fields["path"] = method, path
         line = json_line(fields)
     return line
+
+
+def _shown(path: str) -> str:
+    """The path as a line of text shows it: a control character (a decoded `%0A`, say) escaped, so
+    one request stays one line wherever the message is printed as text. JSON escapes it itself."""
+    if path.isprintable():
+        return path
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in path)
 
 
 def _address(scope: Scope) -> str:

@@ -147,6 +147,12 @@ def test_console_logs_get_the_access_line_through_logging(capfd: pytest.CaptureF
     assert 'service.access [access-line-test] 10.0.0.7:5123 - "GET /items/1 HTTP/1.1" 404 1.2 ms' in line
 
 
+def test_a_console_access_line_stays_one_line_whatever_the_path(capfd: pytest.CaptureFixture[str]) -> None:
+    """A decoded %0A in the path would start a forged line of its own in a text log."""
+    [line] = _access_lines(Settings(env="development"), {**SCOPE, "path": "/a\nFORGED b\x1b[2J"}, capfd)
+    assert '"GET /a\\nFORGED b\\x1b[2J HTTP/1.1" 404' in line
+
+
 def test_an_access_record_keeps_the_fields_the_access_log_gives_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
