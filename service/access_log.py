@@ -252,10 +252,8 @@ class AccessLog:
             "version": http_version(scope),
             "request_id": request_id_var.get(),
         }
-        if ended is None:
-            self.logger.info("%s - %s", address, text, extra=extra)
-            return
-        file, line_number, function, _ = self.logger.findCaller()  # as `info` finds it
+        # The record `logger.info` would make, back-dated when the request ended earlier.
+        file, line_number, function, _ = self.logger.findCaller()
         line = self.logger.makeRecord(
             self.logger.name,
             logging.INFO,
@@ -267,10 +265,11 @@ class AccessLog:
             function,
             extra,
         )
-        earlier = line.created - ended
-        line.created = ended
-        line.msecs = int((ended - int(ended)) * 1000) + 0.0  # as LogRecord computes it
-        line.relativeCreated -= earlier * 1000
+        if ended is not None:
+            earlier = line.created - ended
+            line.created = ended
+            line.msecs = int((ended - int(ended)) * 1000) + 0.0  # as LogRecord computes it
+            line.relativeCreated -= earlier * 1000
         self.logger.handle(line)
 
 
