@@ -13,25 +13,22 @@ line is never split by, nor mixed with, another process's. The access line keeps
 PIPE_BUF (service/access_log.py); a longer app line (a traceback) gets one write of
 its own, which Linux keeps whole unless the pipe is full.
 
-Nothing queued is lost when a process ends: the app's lifespan shutdown flushes, and so do
-`atexit` (a normal interpreter exit: uvicorn, hypercorn, gunicorn's workers, which leave through
-`sys.exit`) and multiprocessing's exit finalizers (granian's workers are multiprocessing
-processes, which end with `os._exit` and skip `atexit`). A forked child drops what its parent
-had queued: the parent writes those lines itself.
+Nothing queued is lost when a process ends: the app's lifespan shutdown flushes, and so does the
+process's exit, however the server's worker leaves (service/exit_flush.py). A forked child drops
+what its parent had queued: the parent writes those lines itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import multiprocessing.util
 import os
 import select
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from service import exit_flush
 from service.held_back import HeldBack
 
 PIPE_BUF = select.PIPE_BUF
@@ -53,7 +50,6 @@ class LineWriter:
         self._pending: list[bytes | tuple[Callable[[Any], bytes], Any]] = []
         self._pending_bytes = 0
         self._flush_scheduled_on: asyncio.AbstractEventLoop | None = None
-        self._exit_hooks_pid = 0
 
     def add(self, line: bytes) -> None:
         """Queue a line; it is written at the end of this event-loop iteration (at once outside a loop)."""
@@ -76,7 +72,7 @@ class LineWriter:
                 if loop is not None:
                     if self._flush_scheduled_on is not loop:
                         self._flush_scheduled_on = loop
-                        self._ensure_exit_hooks()
+                        exit_flush.arm_for_this_process()
                         loop.call_soon(self.flush)
                     return
             self._write_pending()
@@ -106,13 +102,6 @@ class LineWriter:
         self._pending = []
         self._pending_bytes = 0
         self._flush_scheduled_on = None
-
-    def _ensure_exit_hooks(self) -> None:
-        # A multiprocessing child starts with an empty finalizer registry: register in each process.
-        pid = os.getpid()
-        if self._exit_hooks_pid != pid:
-            self._exit_hooks_pid = pid
-            multiprocessing.util.Finalize(self, self.flush, exitpriority=1)
 
     def _write_pending(self) -> None:
         """Write the queue in batches of whole lines, each at most PIPE_BUF bytes (or one longer line)."""
@@ -174,5 +163,5 @@ def _after_fork_in_child() -> None:
         writer.after_fork_in_child()
 
 
-atexit.register(flush_all)
+exit_flush.run_at_exit(flush_all)
 os.register_at_fork(after_in_child=_after_fork_in_child)

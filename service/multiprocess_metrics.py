@@ -9,10 +9,8 @@ a scrape that lands on any one worker returns the totals of the pod.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import functools
-import multiprocessing.util
 import os
 import threading
 from pathlib import Path
@@ -29,6 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client import generate_latest as _generate_latest
 
+from service import exit_flush
 from service.held_back import HeldBack
 from service.tls import certificate_validity
 
@@ -236,31 +235,7 @@ def _changed(series: RequestSeries | InProgress | BatchedCounter) -> None:
     if _flush_scheduled_on is not loop:
         _flush_scheduled_on = loop
         loop.call_soon(flush)
-        _ensure_exit_hooks()
-
-
-# What is still held at a process's exit is written then: `atexit` for a normal exit, and
-# multiprocessing's finalizers for granian's workers, which leave with `os._exit` (as the log
-# lines are, service/log_writer.py). A write after the lifespan's `worker_exited` goes to the
-# files it unlinked: a dead worker's live gauges do not come back.
-_exit_hooks_pid = 0
-
-
-def _flush_at_exit() -> None:
-    with contextlib.suppress(Exception):
-        flush()
-
-
-def _ensure_exit_hooks() -> None:
-    # A multiprocessing child starts with an empty finalizer registry: register in each process.
-    global _exit_hooks_pid  # noqa: PLW0603
-    pid = os.getpid()
-    if _exit_hooks_pid != pid:
-        _exit_hooks_pid = pid
-        multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=1)
-
-
-atexit.register(_flush_at_exit)
+        exit_flush.arm_for_this_process()
 
 
 def flush() -> None:
@@ -277,6 +252,11 @@ def write_changed() -> None:
         for series in _changed_since_flush:
             series.write()
         _changed_since_flush.clear()
+
+
+# What is still held when the worker ends is written then (service/exit_flush.py). A write after the
+# lifespan's `worker_exited` goes to the files it unlinked: a dead worker's live gauges do not come back.
+exit_flush.run_at_exit(flush)
 
 
 def sample_process() -> None:

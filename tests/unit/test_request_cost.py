@@ -344,12 +344,13 @@ def test_native_telemetry_does_not_look_for_providers_when_tracing_is_off(
 
 _COUNT_THEN_LEAVE = """
 import multiprocessing, sys
+from service import exit_flush
 from service import multiprocess_metrics as metrics
 
 def count_then_leave():
     counted = metrics.BatchedCounter(metrics.BY_PROTOCOL.labels("http", "at-exit"))
     counted.inc(3)  # outside an event loop: written at the next flush, or at the exit
-    metrics._ensure_exit_hooks()  # as the first flush an event loop schedules does
+    exit_flush.arm_for_this_process()  # as the first flush an event loop schedules does
 
 if sys.argv[1] == "os._exit":  # a multiprocessing worker (granian's) leaves with os._exit
     worker = multiprocessing.get_context("fork").Process(target=count_then_leave)
