@@ -7,6 +7,7 @@ tests/image/test_kube_play.py runs the manifests themselves.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from deploy.profiles import PROFILES
 from devkit.kube_play import app_container, only, pod_spec, render
+from devkit.process import REPO_ROOT
 from tests.image.conftest import must, sh
 
 pytestmark = pytest.mark.image
@@ -84,6 +86,35 @@ def test_image_has_no_compilers(image: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# What the image installed of the two packages: each Python file's path and SHA-256.
+INSTALLED_CODE = """
+import hashlib, json, pathlib, deploy, service
+files = {}
+for package in (deploy, service):
+    root = pathlib.Path(package.__file__).parent
+    for path in root.rglob("*.py"):
+        files[str(path.relative_to(root.parent))] = hashlib.sha256(path.read_bytes()).hexdigest()
+print(json.dumps(files))
+"""
+
+
+def test_the_image_carries_the_code_of_this_tree(image: str) -> None:
+    # A rebuild after a change must install the changed code, not a build cached from before it.
+    result = sh(
+        "podman", "run", "--rm", *RUNTIME, "--network", "none", "--entrypoint", "python", image,
+        "-c", INSTALLED_CODE,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    installed = json.loads(result.stdout)
+    tree = {
+        str(path.relative_to(REPO_ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for package in ("deploy", "service")
+        for path in (REPO_ROOT / package).rglob("*.py")
+    }
+    assert sorted(set(tree) ^ set(installed)) == []
+    assert sorted(name for name in tree if tree[name] != installed[name]) == []
 
 
 @pytest.fixture
