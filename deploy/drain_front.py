@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from deploy import temporary
 from deploy.lifecycle import die_with_parent
 from service.settings import env_name
 
@@ -52,7 +53,7 @@ def run_with_drain(serve: Callable[[], int], seconds: int, flag: Path) -> int:
     # files it makes (multiprocessing's forkserver socket, under the supervisor) would stay. It
     # makes them in a directory of its own, which this process removes once the server is gone.
     # A short name: the forkserver's socket path inside it must fit in 107 bytes (AF_UNIX).
-    scratch = Path(tempfile.mkdtemp(prefix="asgi-server-"))
+    scratch = temporary.make("asgi-server-", "the server's own temporary files")
     pid = os.fork()
     if pid == 0:  # the server
         os.setpgid(0, 0)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
+from deploy import temporary
 from deploy.common import SHM_DIR
 from deploy.granian_internals import PATCHES, REPLACEMENT_SERVES_FIRST, granian_server, load_in_worker
 from deploy.heartbeat_files import HeartbeatWatch
@@ -149,7 +148,9 @@ def launch_config(settings: Settings) -> LaunchConfig:
 def run(launch: LaunchConfig) -> int:
     worker_timeout = launch.project.worker_timeout
     # Where workers leave their ready marks and, when hung workers are watched, their beats.
-    marks = Path(tempfile.mkdtemp(prefix="asgi-deploy-workers-", dir=SHM_DIR if SHM_DIR.is_dir() else None))
+    marks = temporary.make(
+        "asgi-deploy-workers-", "the workers' ready marks", SHM_DIR if SHM_DIR.is_dir() else None
+    )
     server = granian_server(marks, launch.project.metrics_dir, **launch.server)
     if worker_timeout:
         HeartbeatWatch(marks, worker_timeout).start()

@@ -10,8 +10,10 @@ module-level gauges would write series of the main process's own.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
+
+from deploy import temporary
+from service.settings import SettingsError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -19,13 +21,18 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def prepare(configured: Path | None) -> Path:
     """Create, or empty, the directory; a fresh temporary one when none is configured."""
     if configured is None:
-        return Path(tempfile.mkdtemp(prefix="asgi-deploy-metrics-"))
-    configured.mkdir(parents=True, exist_ok=True)
-    for entry in configured.iterdir():
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        return temporary.make("asgi-deploy-metrics-", "the metrics files (APP_METRICS_DIR is unset)")
+    try:
+        configured.mkdir(parents=True, exist_ok=True)
+        for entry in configured.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as error:
+        raise SettingsError(
+            f"APP_METRICS_DIR={configured}: cannot make or empty it ({error.strerror or error})"
+        ) from None
     return configured
 
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import metrics_dir
+from deploy import metrics_dir, temporary
 from deploy.profile import Profile
 from deploy.profiles import load_profile
 from service.settings import Settings, env_name, get_settings
@@ -72,7 +71,7 @@ def resolve(name: str, settings: Settings) -> LaunchPlan:
         updates["metrics_dir"] = directory
     drain_seconds = settings.effective_drain_seconds
     if drain_seconds and settings.drain_file is None:
-        run_dir = Path(tempfile.mkdtemp(prefix="asgi-deploy-run-"))
+        run_dir = temporary.make("asgi-deploy-run-", "the drain flag (APP_DRAIN_FILE is unset)")
         owned.append(run_dir)
         updates["drain_file"] = run_dir / DRAIN_FLAG
     return LaunchPlan(

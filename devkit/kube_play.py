@@ -282,6 +282,18 @@ def container_state(container: str, env: Mapping[str, str]) -> Obj:
     return state
 
 
+def exit_seen(container: str, env: Mapping[str, str]) -> str | None:
+    """How the container has exited since it was played, if it has: a Deployment's pod restarts
+    it at once (restartPolicy Always), so a crash loop shows as restarts, rarely as a stopped state."""
+    inspected = json.loads(run([podman(), "inspect", container], env=env).stdout)[0]
+    state, restarts = inspected["State"], inspected.get("RestartCount") or 0
+    if restarts:
+        return f"exited and was restarted {restarts} time(s) by its restart policy"
+    if not state["Running"]:
+        return f"exited with status {state['ExitCode']}"
+    return None
+
+
 def wait_answering(play: Play, path: str, port_name: str, env: Mapping[str, str], timeout: float) -> float:
     """Poll `GET path` on the port's host side until 200, as the startup probe would; seconds taken."""
     started = time.monotonic()
@@ -294,12 +306,11 @@ def wait_answering(play: Play, path: str, port_name: str, env: Mapping[str, str]
         except (OSError, urllib.error.URLError):
             pass
         for container in play.containers:
-            state = container_state(container, env)
-            if not state["Running"]:
+            exited = exit_seen(container, env)
+            if exited:
                 logs = run([podman(), "logs", container], env=env, check=False)
                 raise KubePlayError(
-                    f"container exited with status {state['ExitCode']} before {path} answered:\n"
-                    f"{(logs.stdout + logs.stderr)[-3000:]}"
+                    f"container {exited} before {path} answered:\n{(logs.stdout + logs.stderr)[-3000:]}"
                 )
         time.sleep(0.2)
     raise KubePlayError(f"{url} did not answer 200 within {timeout:.0f}s")
