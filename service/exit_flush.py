@@ -33,8 +33,8 @@ def run_at_exit(flush: Callable[[], None]) -> None:
 
 
 def arm_for_this_process() -> None:
-    """Make sure the flushes run if this process ends with `os._exit` after multiprocessing's
-    finalizers; cheap after the first call in a process."""
+    """Make sure the flushes run in this process also when it ends through multiprocessing's
+    finalizers and `os._exit` (a granian worker); cheap after the first call in a process."""
     global _armed_in  # noqa: PLW0603
     pid = os.getpid()
     if _armed_in != pid:
