@@ -277,15 +277,20 @@ def play_up(objects: Sequence[Obj], play: Play, env: Mapping[str, str]) -> Play:
     return play
 
 
+def inspect_container(container: str, env: Mapping[str, str]) -> Obj:
+    inspected: Obj = json.loads(run([podman(), "inspect", container], env=env).stdout)[0]
+    return inspected
+
+
 def container_state(container: str, env: Mapping[str, str]) -> Obj:
-    state: Obj = json.loads(run([podman(), "inspect", container], env=env).stdout)[0]["State"]
+    state: Obj = inspect_container(container, env)["State"]
     return state
 
 
 def exit_seen(container: str, env: Mapping[str, str]) -> str | None:
     """How the container has exited since it was played, if it has: a Deployment's pod restarts
     it at once (restartPolicy Always), so a crash loop shows as restarts, rarely as a stopped state."""
-    inspected = json.loads(run([podman(), "inspect", container], env=env).stdout)[0]
+    inspected = inspect_container(container, env)
     state, restarts = inspected["State"], inspected.get("RestartCount") or 0
     if restarts:
         return f"exited and was restarted {restarts} time(s) by its restart policy"

@@ -68,7 +68,7 @@ def _sigterm_under_load(profile: str, window: int, report: Report) -> tuple[list
     # A request counts from when it was written (whole, or else when its write began), not from
     # its start time: a client thread can wait for the GIL long after it took that (Outcome.sent).
     stop_begins = signalled + window
-    protected = [o for o in lost if (o.sent_by or stop_begins) < stop_begins]
+    protected = [o for o in lost if o.sent_by is not None and o.sent_by < stop_begins]
     report.add(
         f"sigterm_under_load[{profile}][drain={window}s]",
         requests=len(outcomes),
